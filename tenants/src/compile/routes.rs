@@ -1,0 +1,424 @@
+//! HTTP route tables: VirtualServices bound to servers, hosts intersected, rules flattened
+//! to one route per match block, catch-alls last (istio-api.md §3.2–3.3).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Claimant, ClusterBuilder, Cx};
+use crate::diag::FieldPath;
+use crate::model::{
+    Gateway, GatewayGroup, GatewayRef, HttpAction, HttpMatch, HttpRoute, L4Match, NsSel,
+    PLATFORM_NAMESPACE, RetryPolicy, Server, TcpRoute, VirtualService,
+};
+use crate::snapshot::{
+    Route, RouteAction, RouteBody, RouteTable, TcpProxy, VirtualHost, WeightedCluster,
+};
+use crate::types::Host;
+
+/// The reference a VirtualService uses for `gw`.
+pub(crate) fn gateway_ref(gw: &Gateway) -> GatewayRef {
+    GatewayRef::Named {
+        namespace: gw.meta.namespace.clone(),
+        name: gw.meta.name.clone(),
+    }
+}
+
+/// VirtualServices that bind to `gw` (top-level or match-level), in load order. A tenant
+/// binds only to its own Gateways and the platform's.
+pub(crate) fn bound<'a>(
+    cx: &Cx<'_, 'a>,
+    gw: &Gateway,
+    group: &GatewayGroup,
+) -> Vec<&'a VirtualService> {
+    let gref = gateway_ref(gw);
+    let mut out: Vec<&'a VirtualService> = cx
+        .world
+        .namespaces
+        .iter()
+        .filter(|(ns, _)| {
+            **ns == gw.meta.namespace
+                || gw.meta.namespace == PLATFORM_NAMESPACE
+                || **ns == PLATFORM_NAMESPACE
+        })
+        .filter(|(ns, _)| cx.world.may_use_group(ns, &group.name))
+        .flat_map(|(_, o)| o.virtual_services.iter())
+        .filter(|vs| refs(vs).any(|g| *g == gref))
+        .collect();
+    out.sort_by_key(|vs| vs.meta.source.order);
+    out
+}
+
+fn refs(vs: &VirtualService) -> impl Iterator<Item = &GatewayRef> {
+    vs.gateways
+        .iter()
+        .chain(
+            vs.http
+                .iter()
+                .flat_map(|r| r.matches.iter().flat_map(|m| m.gateways.iter())),
+        )
+        .chain(
+            vs.tls
+                .iter()
+                .flat_map(|r| r.matches.iter().flat_map(|m| m.gateways.iter())),
+        )
+        .chain(
+            vs.tcp
+                .iter()
+                .flat_map(|r| r.matches.iter().flat_map(|m| m.gateways.iter())),
+        )
+}
+
+/// Server hosts a VirtualService of `ns` may use (`host.NamesForNamespace`).
+pub(crate) fn hosts_for_namespace<'s>(srv: &'s Server, ns: &str) -> Vec<&'s Host> {
+    srv.hosts
+        .iter()
+        .filter(|h| match &h.ns {
+            NsSel::Any => true,
+            NsSel::Named(n) => n == ns,
+        })
+        .map(|h| &h.host)
+        .collect()
+}
+
+/// Whether some server host selects the VirtualService (`pickMatchingGatewayHosts`).
+pub(crate) fn picks(srv: &Server, vs: &VirtualService) -> bool {
+    hosts_for_namespace(srv, &vs.meta.namespace)
+        .iter()
+        .any(|sh| vs.hosts.iter().any(|vh| sh.matches(vh)))
+}
+
+/// Whether an L4 match applies to this gateway server.
+pub(crate) fn l4_applies(
+    m: &L4Match,
+    vs: &VirtualService,
+    gref: &GatewayRef,
+    srv: &Server,
+    group: &GatewayGroup,
+) -> bool {
+    let gws = if m.gateways.is_empty() {
+        &vs.gateways
+    } else {
+        &m.gateways
+    };
+    gws.contains(gref)
+        && m.port.is_none_or(|p| p == srv.port)
+        && m.source_labels
+            .iter()
+            .all(|(k, v)| group.labels.get(k) == Some(v))
+        && m.source_namespace
+            .as_ref()
+            .is_none_or(|n| *n == group.namespace)
+}
+
+fn http_applies(
+    m: &HttpMatch,
+    vs: &VirtualService,
+    gref: &GatewayRef,
+    srv: &Server,
+    group: &GatewayGroup,
+) -> bool {
+    let gws = if m.gateways.is_empty() {
+        &vs.gateways
+    } else {
+        &m.gateways
+    };
+    gws.contains(gref)
+        && m.port.is_none_or(|p| p == srv.port)
+        && m.source_labels
+            .iter()
+            .all(|(k, v)| group.labels.get(k) == Some(v))
+        && m.source_namespace
+            .as_ref()
+            .is_none_or(|n| *n == group.namespace)
+}
+
+struct VhostBuild {
+    domain: Host,
+    claimant: Claimant,
+    require_tls: bool,
+    routes: Vec<Route>,
+}
+
+/// Builds one route table from the HTTP servers sharing it.
+pub(crate) fn table(
+    cx: &mut Cx<'_, '_>,
+    group: &GatewayGroup,
+    clusters: &mut ClusterBuilder<'_>,
+    name: String,
+    claim_prefix: &str,
+    servers: &[(&Gateway, &Server)],
+) -> RouteTable {
+    let mut vhosts: BTreeMap<String, VhostBuild> = BTreeMap::new();
+    for (gw, srv) in servers {
+        let gref = gateway_ref(gw);
+        let mut from_server: Vec<String> = Vec::new();
+        for vs in bound(cx, gw, group) {
+            let shosts = hosts_for_namespace(srv, &vs.meta.namespace);
+            let mut domains: Vec<Host> = Vec::new();
+            for sh in &shosts {
+                for vh in &vs.hosts {
+                    if let Some(d) = sh.intersect(vh) {
+                        if !domains.contains(&d) {
+                            domains.push(d);
+                        }
+                    }
+                }
+            }
+            if domains.is_empty() {
+                continue;
+            }
+            let routes = vs_routes(cx, group, clusters, vs, &gref, srv);
+            if routes.is_empty() {
+                continue;
+            }
+            for d in domains {
+                let key = format!("{claim_prefix}|{d}");
+                let claimant = Claimant {
+                    namespace: vs.meta.namespace.clone(),
+                    kind: "VirtualService",
+                    meta: vs.meta.clone(),
+                    path: FieldPath::root().key("spec").key("hosts"),
+                };
+                match vhosts.get_mut(d.as_str()) {
+                    Some(vh) if vh.claimant.namespace != vs.meta.namespace => {
+                        let holder = vh.claimant.clone();
+                        cx.contest(
+                            &key,
+                            &format!("host {d} on {claim_prefix}"),
+                            &holder,
+                            &claimant,
+                        );
+                        continue;
+                    }
+                    Some(vh) => vh.routes.extend(routes.iter().cloned()),
+                    None => {
+                        vhosts.insert(
+                            d.as_str().to_string(),
+                            VhostBuild {
+                                domain: d.clone(),
+                                claimant,
+                                require_tls: false,
+                                routes: routes.clone(),
+                            },
+                        );
+                    }
+                }
+                cx.claims.insert(key, vs.meta.namespace.clone());
+                from_server.push(d.as_str().to_string());
+            }
+        }
+        let redirect = srv.tls.as_ref().is_some_and(|t| t.https_redirect) && srv.protocol.is_http();
+        if redirect {
+            for d in &from_server {
+                if let Some(vh) = vhosts.get_mut(d) {
+                    vh.require_tls = true;
+                }
+            }
+            // Istio answers 301 for the server's hosts even when no VirtualService binds them.
+            for (j, sh) in srv.hosts.iter().enumerate() {
+                vhosts
+                    .entry(sh.host.as_str().to_string())
+                    .or_insert_with(|| VhostBuild {
+                        domain: sh.host.clone(),
+                        claimant: Claimant {
+                            namespace: gw.meta.namespace.clone(),
+                            kind: "Gateway",
+                            meta: gw.meta.clone(),
+                            path: FieldPath::root()
+                                .key("spec")
+                                .key("servers")
+                                .idx(srv.index)
+                                .key("hosts")
+                                .idx(j),
+                        },
+                        require_tls: true,
+                        routes: Vec::new(),
+                    });
+            }
+        }
+    }
+    let port = servers.first().map_or(0, |(_, s)| s.port);
+    let mut t = RouteTable {
+        name,
+        vhosts: vhosts
+            .into_values()
+            .map(|mut v| {
+                // Istio's SortVHostRoutes: catch-all routes move to the end, order kept.
+                v.routes
+                    .sort_by_key(|r| r.matcher.as_ref().is_none_or(HttpMatch::is_catch_all));
+                VirtualHost {
+                    name: format!("{}:{port}", v.domain),
+                    domain: v.domain,
+                    tenant: v.claimant.namespace,
+                    require_tls: v.require_tls,
+                    routes: v.routes,
+                }
+            })
+            .collect(),
+        ..RouteTable::default()
+    };
+    t.index();
+    t
+}
+
+/// The routes one VirtualService contributes to one server: one per applicable match
+/// block, stopping after the first catch-all (`BuildHTTPRoutesForVirtualService`).
+fn vs_routes(
+    cx: &mut Cx<'_, '_>,
+    group: &GatewayGroup,
+    clusters: &mut ClusterBuilder<'_>,
+    vs: &VirtualService,
+    gref: &GatewayRef,
+    srv: &Server,
+) -> Vec<Route> {
+    let mut out = Vec::new();
+    let vs_name = format!("{}/{}", vs.meta.namespace, vs.meta.name);
+    for rule in &vs.http {
+        let mut body: Option<Arc<RouteBody>> = None;
+        let mut get_body =
+            |cx: &mut Cx<'_, '_>, clusters: &mut ClusterBuilder<'_>| -> Arc<RouteBody> {
+                body.get_or_insert_with(|| Arc::new(route_body(cx, clusters, vs, rule, srv.port)))
+                    .clone()
+            };
+        let base = rule
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", vs.meta.name, rule.index));
+        let mut stop = false;
+        if rule.matches.is_empty() {
+            if !vs.gateways.contains(gref) {
+                continue;
+            }
+            out.push(Route {
+                name: base,
+                virtual_service: vs_name.clone(),
+                matcher: None,
+                body: get_body(cx, clusters),
+            });
+            stop = true;
+        } else {
+            for m in &rule.matches {
+                if !http_applies(m, vs, gref, srv, group) {
+                    continue;
+                }
+                out.push(Route {
+                    name: m
+                        .name
+                        .as_ref()
+                        .map_or_else(|| base.clone(), |n| format!("{base}.{n}")),
+                    virtual_service: vs_name.clone(),
+                    matcher: Some(m.clone()),
+                    body: get_body(cx, clusters),
+                });
+                if m.is_catch_all() {
+                    stop = true;
+                    break;
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    out
+}
+
+fn route_body(
+    cx: &Cx<'_, '_>,
+    clusters: &mut ClusterBuilder<'_>,
+    vs: &VirtualService,
+    rule: &HttpRoute,
+    port: u16,
+) -> RouteBody {
+    let ns = vs.meta.namespace.as_str();
+    let action = match &rule.action {
+        HttpAction::Route(ds) => RouteAction::Forward(
+            ds.iter()
+                .map(|d| WeightedCluster {
+                    cluster: clusters.resolve(cx.world, ns, &d.destination, port),
+                    weight: d.weight,
+                    headers: d.headers.clone(),
+                })
+                .collect(),
+        ),
+        HttpAction::Redirect(r) => RouteAction::Redirect(r.clone()),
+        HttpAction::DirectResponse(d) => RouteAction::Direct {
+            status: d.status,
+            body: d.body.clone(),
+        },
+    };
+    RouteBody {
+        tenant: ns.to_string(),
+        action,
+        headers: rule.headers.clone(),
+        rewrite: rule.rewrite.clone(),
+        timeout: rule.timeout,
+        retries: rule
+            .retries
+            .clone()
+            .unwrap_or_else(RetryPolicy::mesh_default),
+        fault: rule.fault.clone(),
+        mirrors: rule
+            .mirrors
+            .iter()
+            .map(|m| {
+                (
+                    clusters.resolve(cx.world, ns, &m.destination, port),
+                    m.percentage,
+                )
+            })
+            .collect(),
+        cors: rule.cors.clone(),
+    }
+}
+
+/// The TCP proxy of a TCP (or TLS-terminated) server: the first VirtualService in order
+/// whose hosts the server picks and that has an applicable `tcp` rule (§3.5).
+pub(crate) fn tcp_proxy(
+    cx: &mut Cx<'_, '_>,
+    group: &GatewayGroup,
+    clusters: &mut ClusterBuilder<'_>,
+    gw: &Gateway,
+    srv: &Server,
+) -> Option<(TcpProxy, Claimant)> {
+    let gref = gateway_ref(gw);
+    for vs in bound(cx, gw, group) {
+        if !picks(srv, vs) {
+            continue;
+        }
+        let rule: Option<&TcpRoute> = vs.tcp.iter().find(|r| {
+            if r.matches.is_empty() {
+                vs.gateways.contains(&gref)
+            } else {
+                r.matches
+                    .iter()
+                    .any(|m| l4_applies(m, vs, &gref, srv, group))
+            }
+        });
+        let Some(rule) = rule else { continue };
+        let ns = vs.meta.namespace.as_str();
+        let clusters_list = rule
+            .route
+            .iter()
+            .map(|d| WeightedCluster {
+                cluster: clusters.resolve(cx.world, ns, &d.destination, srv.port),
+                weight: d.weight,
+                headers: Default::default(),
+            })
+            .collect();
+        return Some((
+            TcpProxy {
+                name: format!("{ns}/{}.tcp.{}", vs.meta.name, rule.index),
+                tenant: ns.to_string(),
+                clusters: clusters_list,
+            },
+            Claimant {
+                namespace: ns.to_string(),
+                kind: "VirtualService",
+                meta: vs.meta.clone(),
+                path: FieldPath::root().key("spec").key("tcp").idx(rule.index),
+            },
+        ));
+    }
+    None
+}

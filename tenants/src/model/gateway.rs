@@ -1,0 +1,613 @@
+//! `Gateway`: servers (port, protocol, hosts, TLS) on the gateway groups it selects.
+//! Rules from Istio's `ValidateGateway`, `validateServer`, `validateTLSOptions`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{Checker, Meta};
+use crate::diag::FieldPath;
+use crate::raw;
+use crate::types::{Host, Protocol, is_dns1123_label};
+
+/// A validated Gateway.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gateway {
+    /// Identity.
+    pub meta: Meta,
+    /// Group labels this Gateway selects; `None` selects every group.
+    pub selector: Option<BTreeMap<String, String>>,
+    /// The servers.
+    pub servers: Vec<Server>,
+}
+
+/// Which namespaces' VirtualServices may bind to a server host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum NsSel {
+    /// `*/host` or no prefix.
+    Any,
+    /// `ns/host` (`./host` already resolved to the Gateway's namespace).
+    Named(String),
+}
+
+/// One entry of `servers[].hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerHost {
+    /// The namespace part.
+    pub ns: NsSel,
+    /// The host part.
+    pub host: Host,
+}
+
+/// A validated server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Server {
+    /// Index in `spec.servers`.
+    pub index: usize,
+    /// `port.number`: the Gateway port (mapped to a listening port by the group).
+    pub port: u16,
+    /// `port.protocol`.
+    pub protocol: Protocol,
+    /// `port.name`.
+    pub port_name: String,
+    /// `bind`.
+    pub bind: Option<IpAddr>,
+    /// `hosts`.
+    pub hosts: Vec<ServerHost>,
+    /// `tls`.
+    pub tls: Option<ServerTls>,
+}
+
+/// `ServerTLSSettings.TLSmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerTlsMode {
+    /// Forward the TLS stream by SNI without terminating it.
+    Passthrough,
+    /// Terminate with a server certificate.
+    Simple,
+    /// Terminate and require a client certificate.
+    Mutual,
+    /// Route by the `outbound_.port_.subset_.host` SNI.
+    AutoPassthrough,
+    /// Mesh mTLS (no meaning without a mesh).
+    IstioMutual,
+    /// Terminate; verify a client certificate if one is sent.
+    OptionalMutual,
+}
+
+impl ServerTlsMode {
+    /// Whether the gateway terminates TLS.
+    pub fn terminates(self) -> bool {
+        matches!(self, Self::Simple | Self::Mutual | Self::OptionalMutual)
+    }
+}
+
+/// TLS protocol versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsVersion {
+    /// Default.
+    TlsAuto,
+    /// TLS 1.0.
+    Tlsv10,
+    /// TLS 1.1.
+    Tlsv11,
+    /// TLS 1.2.
+    Tlsv12,
+    /// TLS 1.3.
+    Tlsv13,
+}
+
+/// Where a server certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Credential {
+    /// `<credentials>/<namespace>/<name>/`.
+    Name(String),
+    /// File paths on the appliance (platform only).
+    Files {
+        /// `serverCertificate`.
+        cert: String,
+        /// `privateKey`.
+        key: String,
+        /// `caCertificates`.
+        ca: Option<String>,
+    },
+}
+
+/// Validated `ServerTLSSettings`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerTls {
+    /// `httpsRedirect`.
+    pub https_redirect: bool,
+    /// `mode`.
+    pub mode: ServerTlsMode,
+    /// The certificate source, for terminating modes.
+    pub credential: Option<Credential>,
+    /// `caCertCredentialName`: a separate folder holding `ca.crt`.
+    pub ca_credential: Option<String>,
+    /// `subjectAltNames`: allowed client-certificate SANs (MUTUAL).
+    pub subject_alt_names: Vec<String>,
+    /// `minProtocolVersion`.
+    pub min_version: TlsVersion,
+    /// `maxProtocolVersion`.
+    pub max_version: TlsVersion,
+    /// `cipherSuites`, filtered to the valid ones.
+    pub cipher_suites: Vec<String>,
+}
+
+/// Cipher suite names Istio accepts (`pkg/config/security/security.go`).
+pub const VALID_CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "AES256-SHA",
+    "DES-CBC3-SHA",
+];
+
+/// The subset of [`VALID_CIPHER_SUITES`] that rustls implements (TLS 1.2, AEAD, ECDHE).
+pub const RUSTLS_CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+];
+
+const TLS_MODES: &[(&str, ServerTlsMode)] = &[
+    ("PASSTHROUGH", ServerTlsMode::Passthrough),
+    ("SIMPLE", ServerTlsMode::Simple),
+    ("MUTUAL", ServerTlsMode::Mutual),
+    ("AUTO_PASSTHROUGH", ServerTlsMode::AutoPassthrough),
+    ("ISTIO_MUTUAL", ServerTlsMode::IstioMutual),
+    ("OPTIONAL_MUTUAL", ServerTlsMode::OptionalMutual),
+];
+
+const TLS_VERSIONS: &[(&str, TlsVersion)] = &[
+    ("TLS_AUTO", TlsVersion::TlsAuto),
+    ("TLSV1_0", TlsVersion::Tlsv10),
+    ("TLSV1_1", TlsVersion::Tlsv11),
+    ("TLSV1_2", TlsVersion::Tlsv12),
+    ("TLSV1_3", TlsVersion::Tlsv13),
+];
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Parses and validates a Gateway.
+    pub fn parse(c: &mut Checker, meta: Meta, spec: &raw::GatewaySpec) -> Self {
+        let root = FieldPath::root();
+        if !is_dns1123_label(&meta.name) {
+            c.error(
+                &root.key("metadata").key("name"),
+                format!(
+                    "Gateway name {:?} must be a DNS-1123 label (no dots)",
+                    meta.name
+                ),
+            );
+        }
+        let spec_path = root.key("spec");
+        if let Some(sel) = &spec.selector {
+            super::parse_labels(c, &spec_path.key("selector"), sel);
+        }
+        if spec.servers.is_empty() {
+            c.error(
+                &spec_path.key("servers"),
+                "gateway must have at least one server",
+            );
+        }
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        let mut servers = Vec::new();
+        for (i, s) in spec.servers.iter().enumerate() {
+            let p = spec_path.key("servers").idx(i);
+            if let Some(name) = s.port.as_ref().and_then(|p| p.name.as_ref()) {
+                if let Some(first) = names.insert(name.clone(), i) {
+                    c.error(
+                        &p.key("port").key("name"),
+                        format!(
+                            "port names in servers must be unique: duplicate name {name:?} (also servers[{first}])"
+                        ),
+                    );
+                }
+            }
+            if let Some(srv) = parse_server(c, &p, i, s, &meta.namespace) {
+                servers.push(srv);
+            }
+        }
+        Self {
+            meta,
+            selector: spec.selector.clone(),
+            servers,
+        }
+    }
+}
+
+fn parse_server(
+    c: &mut Checker,
+    p: &FieldPath,
+    index: usize,
+    s: &raw::Server,
+    gw_ns: &str,
+) -> Option<Server> {
+    c.unsupported(&p.key("defaultEndpoint"), &s.default_endpoint);
+    let hosts = parse_server_hosts(c, &p.key("hosts"), &s.hosts, gw_ns);
+    let Some(port) = &s.port else {
+        c.error(&p.key("port"), "port is required");
+        return None;
+    };
+    let pp = p.key("port");
+    let number = match port.number {
+        Some(n) => c.port(&pp.key("number"), n),
+        None => {
+            c.error(&pp.key("number"), "port number is required");
+            None
+        }
+    };
+    let protocol = match port.protocol.as_deref() {
+        None | Some("") => {
+            c.error(&pp.key("protocol"), "port protocol is required");
+            None
+        }
+        Some(s) => match Protocol::parse(s) {
+            Some(Protocol::Udp) | Some(Protocol::HttpProxy) => {
+                c.error(
+                    &pp.key("protocol"),
+                    format!("protocol {s:?} cannot be served by a gateway"),
+                );
+                None
+            }
+            Some(pr) => Some(pr),
+            None => {
+                c.error(
+                    &pp.key("protocol"),
+                    format!("unrecognized protocol {s:?}; expected HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB, TLS, TCP, MONGO, REDIS or MYSQL"),
+                );
+                None
+            }
+        },
+    };
+    let port_name = match port.name.as_deref() {
+        None | Some("") => {
+            c.error(&pp.key("name"), "port name is required");
+            String::new()
+        }
+        Some(n) => n.to_string(),
+    };
+    if port.target_port.is_some() {
+        c.error(
+            &pp.key("targetPort"),
+            "targetPort has no meaning on a Gateway server; map ports in the group's k8s.service.ports",
+        );
+    }
+    let bind = match s.bind.as_deref() {
+        None | Some("") => None,
+        Some(b) if b.starts_with("unix://") => {
+            c.error(
+                &p.key("bind"),
+                format!("not supported yet: {}", p.key("bind")),
+            );
+            None
+        }
+        Some(b) => match b.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                c.error(&p.key("bind"), format!("bind {b:?} must be an IP address"));
+                None
+            }
+        },
+    };
+    let protocol = protocol?;
+    let tls = parse_tls_block(c, p, protocol, &s.tls);
+    Some(Server {
+        index,
+        port: number?,
+        protocol,
+        port_name,
+        bind,
+        hosts,
+        tls,
+    })
+}
+
+fn parse_server_hosts(
+    c: &mut Checker,
+    p: &FieldPath,
+    hosts: &[String],
+    gw_ns: &str,
+) -> Vec<ServerHost> {
+    if hosts.is_empty() {
+        c.error(p, "server config must contain at least one host");
+    }
+    let mut out = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let hp = p.idx(i);
+        let (ns, name) = match h.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, h.as_str()),
+        };
+        let ns = match ns {
+            None | Some("*") => NsSel::Any,
+            Some(".") => NsSel::Named(gw_ns.to_string()),
+            Some(ns) if is_dns1123_label(ns) => NsSel::Named(ns.to_string()),
+            Some(ns) => {
+                c.error(&hp, format!("invalid namespace {ns:?} in host {h:?}"));
+                continue;
+            }
+        };
+        match Host::parse_gateway_host(name) {
+            Ok(host) => out.push(ServerHost { ns, host }),
+            Err(e) => c.error(&hp, e.to_string()),
+        }
+    }
+    out
+}
+
+fn parse_tls_block(
+    c: &mut Checker,
+    p: &FieldPath,
+    protocol: Protocol,
+    tls: &Option<raw::ServerTls>,
+) -> Option<ServerTls> {
+    let tp = p.key("tls");
+    match (protocol, tls) {
+        (Protocol::Https | Protocol::Tls, None) => {
+            c.error(
+                &tp,
+                format!("server must have TLS settings for {protocol} protocol"),
+            );
+            None
+        }
+        (pr, Some(_)) if pr.is_tcp() => {
+            c.error(
+                &tp,
+                format!("TLS settings are not allowed on a {pr} server"),
+            );
+            None
+        }
+        (_, None) => None,
+        (pr, Some(t)) => {
+            let parsed = parse_server_tls(c, &tp, t)?;
+            if pr.is_http() {
+                let certs = t.server_certificate.is_some()
+                    || t.private_key.is_some()
+                    || t.ca_certificates.is_some();
+                let mode_ok = matches!(
+                    parsed.mode,
+                    ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+                );
+                if !mode_ok || certs {
+                    c.error(
+                        &tp,
+                        format!("a {pr} server may only set tls.httpsRedirect; use protocol HTTPS to terminate TLS"),
+                    );
+                    return None;
+                }
+            } else if parsed.https_redirect {
+                c.warn(
+                    &tp.key("httpsRedirect"),
+                    "httpsRedirect only applies to HTTP servers",
+                );
+            }
+            Some(parsed)
+        }
+    }
+}
+
+fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Option<ServerTls> {
+    let mode = c.enumeration(
+        &p.key("mode"),
+        &t.mode,
+        TLS_MODES,
+        ServerTlsMode::Passthrough,
+    )?;
+    let has_files = t.server_certificate.is_some() || t.private_key.is_some();
+    let has_name = t.credential_name.as_deref().is_some_and(|s| !s.is_empty());
+    let has_names = t.credential_names.as_ref().is_some_and(|v| !v.is_empty());
+    let has_certs = t.tls_certificates.is_some();
+    let sources = [has_files, has_name, has_names, has_certs]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if sources > 1 {
+        c.error(
+            p,
+            "only one of serverCertificate/privateKey, credentialName, credentialNames or tlsCertificates may be set",
+        );
+    }
+    if t.mode.is_none() && (has_name || has_files) {
+        c.warn(
+            &p.key("mode"),
+            "tls.mode is not set, so it defaults to PASSTHROUGH and the certificate is ignored (Istio's default); set mode: SIMPLE to terminate TLS",
+        );
+    }
+    match mode {
+        ServerTlsMode::IstioMutual => {
+            if sources > 0 || t.ca_certificates.is_some() {
+                c.error(p, "ISTIO_MUTUAL TLS cannot have associated certificates");
+            }
+            c.error(&p.key("mode"), "not supported yet: ISTIO_MUTUAL needs a mesh identity, which an appliance does not have");
+        }
+        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
+            if sources > 0 && t.mode.is_some() {
+                c.warn(p, "certificates are ignored in PASSTHROUGH mode");
+            }
+        }
+        ServerTlsMode::OptionalMutual => {
+            c.error(
+                &p.key("mode"),
+                format!("not supported yet: {} OPTIONAL_MUTUAL", p.key("mode")),
+            );
+        }
+        ServerTlsMode::Simple | ServerTlsMode::Mutual => {
+            if !has_name && !has_names && !has_certs {
+                if t.server_certificate.is_none() {
+                    c.error(
+                        &p.key("serverCertificate"),
+                        "SIMPLE and MUTUAL TLS need credentialName or serverCertificate",
+                    );
+                }
+                if t.private_key.is_none() {
+                    c.error(
+                        &p.key("privateKey"),
+                        "SIMPLE and MUTUAL TLS need credentialName or privateKey",
+                    );
+                }
+                if mode == ServerTlsMode::Mutual && t.ca_certificates.is_none() {
+                    c.error(
+                        &p.key("caCertificates"),
+                        "MUTUAL TLS needs credentialName or caCertificates",
+                    );
+                }
+                if c.tenant && has_files {
+                    c.error(
+                        &p.key("serverCertificate"),
+                        "tenants reference certificates by credentialName, not by file path",
+                    );
+                }
+            }
+        }
+    }
+    if has_names {
+        c.error(
+            &p.key("credentialNames"),
+            format!("not supported yet: {}", p.key("credentialNames")),
+        );
+    }
+    if has_certs {
+        c.error(
+            &p.key("tlsCertificates"),
+            format!("not supported yet: {}", p.key("tlsCertificates")),
+        );
+    }
+    if t.ca_crl.is_some() {
+        if has_name {
+            c.error(
+                &p.key("caCrl"),
+                "caCrl cannot be set with credentialName; put ca.crl in the credential folder",
+            );
+        } else if mode == ServerTlsMode::Simple {
+            c.error(&p.key("caCrl"), "caCrl has no meaning in SIMPLE mode");
+        } else {
+            c.error(
+                &p.key("caCrl"),
+                format!("not supported yet: {}", p.key("caCrl")),
+            );
+        }
+    }
+    for (f, v) in [
+        (
+            "verifyCertificateSpki",
+            !t.verify_certificate_spki.is_empty(),
+        ),
+        (
+            "verifyCertificateHash",
+            !t.verify_certificate_hash.is_empty(),
+        ),
+        ("insecureSkipVerify", t.insecure_skip_verify == Some(true)),
+    ] {
+        if v {
+            c.error(&p.key(f), format!("not supported yet: {}", p.key(f)));
+        }
+    }
+    let min_version = c.enumeration(
+        &p.key("minProtocolVersion"),
+        &t.min_protocol_version,
+        TLS_VERSIONS,
+        TlsVersion::TlsAuto,
+    )?;
+    let max_version = c.enumeration(
+        &p.key("maxProtocolVersion"),
+        &t.max_protocol_version,
+        TLS_VERSIONS,
+        TlsVersion::TlsAuto,
+    )?;
+    if matches!(min_version, TlsVersion::Tlsv10 | TlsVersion::Tlsv11) {
+        c.warn(
+            &p.key("minProtocolVersion"),
+            "TLS 1.0 and 1.1 are not offered (rustls implements TLS 1.2 and 1.3); the minimum is TLS 1.2",
+        );
+    }
+    if matches!(max_version, TlsVersion::Tlsv10 | TlsVersion::Tlsv11) {
+        c.error(
+            &p.key("maxProtocolVersion"),
+            "TLS 1.0 and 1.1 are not offered; the maximum must be TLSV1_2 or TLSV1_3",
+        );
+    }
+    if min_version > max_version && max_version != TlsVersion::TlsAuto {
+        c.error(
+            &p.key("maxProtocolVersion"),
+            "maxProtocolVersion is lower than minProtocolVersion",
+        );
+    }
+    let mut suites = Vec::new();
+    for (i, s) in t.cipher_suites.iter().enumerate() {
+        let sp = p.key("cipherSuites").idx(i);
+        if !VALID_CIPHER_SUITES.contains(&s.as_str()) {
+            c.warn(&sp, format!("ignoring invalid cipher suite {s:?}"));
+        } else if suites.contains(s) {
+            c.warn(&sp, format!("ignoring duplicate cipher suite {s:?}"));
+        } else if !RUSTLS_CIPHER_SUITES.contains(&s.as_str()) {
+            c.warn(
+                &sp,
+                format!(
+                    "cipher suite {s:?} is not offered: only ECDHE AEAD suites are implemented"
+                ),
+            );
+        } else {
+            suites.push(s.clone());
+        }
+    }
+    if !t.cipher_suites.is_empty() && suites.is_empty() && min_version < TlsVersion::Tlsv13 {
+        c.error(
+            &p.key("cipherSuites"),
+            "none of the listed cipher suites can be offered; TLS 1.2 clients could not connect",
+        );
+    }
+    let credential = if has_name {
+        Some(Credential::Name(
+            t.credential_name.clone().unwrap_or_default(),
+        ))
+    } else if has_files {
+        Some(Credential::Files {
+            cert: t.server_certificate.clone().unwrap_or_default(),
+            key: t.private_key.clone().unwrap_or_default(),
+            ca: t.ca_certificates.clone(),
+        })
+    } else {
+        None
+    };
+    if let Some(Credential::Name(n)) = &credential {
+        if !valid_credential_name(n) {
+            c.error(&p.key("credentialName"), format!("credentialName {n:?} must be a DNS-1123 subdomain (letters, digits, '-' and '.')"));
+        }
+    }
+    Some(ServerTls {
+        https_redirect: t.https_redirect.unwrap_or(false),
+        mode,
+        credential,
+        ca_credential: t.ca_cert_credential_name.clone(),
+        subject_alt_names: t.subject_alt_names.clone(),
+        min_version,
+        max_version,
+        cipher_suites: suites,
+    })
+}
+
+/// A credential name is a Kubernetes Secret name: a DNS-1123 subdomain. This also keeps
+/// `..`, `/` and other path tricks out of the credential folder lookup.
+pub fn valid_credential_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 253 && n.split('.').all(is_dns1123_label)
+}

@@ -1,0 +1,502 @@
+//! The compiled configuration: immutable, pure data, one per generation.
+//!
+//! The data plane reads a [`Snapshot`] behind one `ArcSwap`: HTTP per request, TCP and TLS
+//! passthrough once per connection. Nothing here changes after compile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cel::Expr;
+use crate::diag::Diagnostic;
+use crate::model::{
+    ClientTlsMode, CorsPolicy, Credential, Fault, GatewayGroup, HeaderOps, HttpMatch, LogMode,
+    MeshSettings, OutboundPolicy, PortPolicy, Provider, Quotas, Redirect, RetryPolicy, Rewrite,
+    ServerTlsMode, TlsVersion,
+};
+use crate::types::{Host, Protocol};
+
+/// One configuration generation for every enabled group.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// The revision it was compiled from (a commit id, or `local`).
+    pub revision: String,
+    /// Enabled groups by name.
+    pub groups: BTreeMap<String, GroupSnapshot>,
+    /// Per-tenant runtime settings and status.
+    pub tenants: BTreeMap<String, TenantStatus>,
+    /// Mesh-wide settings (access-log providers).
+    pub mesh: MeshSettings,
+    /// Who holds each contested name: `group|bind:port|name` → tenant.
+    pub claims: BTreeMap<String, String>,
+}
+
+/// One group's listeners and clusters.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupSnapshot {
+    /// The group's settings.
+    pub group: GatewayGroup,
+    /// Listeners in bind order.
+    pub listeners: Vec<Arc<Listener>>,
+    /// Clusters that some route references, by name.
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    /// Access-log policy per tenant (the platform is `istio-system`).
+    pub access_logs: BTreeMap<String, Arc<AccessLogPolicy>>,
+}
+
+/// A listening socket's configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    /// `0.0.0.0_18080`-style name.
+    pub name: String,
+    /// Bind address (IP and listening port, after the targetPort mapping).
+    pub address: SocketAddr,
+    /// The Gateway port (`servers[].port.number`) that `match.port` compares with.
+    pub gateway_port: u16,
+    /// What runs on the socket.
+    pub kind: ListenerKind,
+}
+
+/// The protocol family of a listener.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ListenerKind {
+    /// Plaintext HTTP/1.1 and HTTP/2.
+    Http(Arc<RouteTable>),
+    /// TLS: filter chains chosen by SNI.
+    Tls(Vec<Arc<FilterChain>>),
+    /// Opaque TCP.
+    Tcp(Arc<TcpProxy>),
+}
+
+/// One SNI-selected chain of a TLS listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterChain {
+    /// Envoy-style name, e.g. `https.443.https.gw.istio-system`.
+    pub name: String,
+    /// SNI names; empty means "the fallback chain".
+    pub server_names: Vec<Host>,
+    /// The tenant that owns the chain.
+    pub tenant: String,
+    /// What the chain does.
+    pub action: ChainAction,
+}
+
+/// What a TLS filter chain does.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChainAction {
+    /// Terminate TLS and serve HTTP.
+    TerminateHttp {
+        /// Certificate and client-verification settings.
+        tls: Arc<TlsContext>,
+        /// The route table of this server.
+        routes: Arc<RouteTable>,
+    },
+    /// Terminate TLS and proxy the plaintext bytes.
+    TerminateTcp {
+        /// Certificate and client-verification settings.
+        tls: Arc<TlsContext>,
+        /// Where the bytes go.
+        tcp: Arc<TcpProxy>,
+    },
+    /// Forward the TLS stream untouched.
+    Passthrough(Arc<TcpProxy>),
+}
+
+/// Where a server certificate is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CredentialRef {
+    /// The folder owner (tenant, or `istio-system`).
+    pub namespace: String,
+    /// `credentialName`, or file paths for the platform.
+    pub source: Credential,
+}
+
+/// Downstream TLS settings of a terminating chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsContext {
+    /// SIMPLE or MUTUAL.
+    pub mode: ServerTlsMode,
+    /// The server certificate.
+    pub credential: CredentialRef,
+    /// A separate CA folder (`caCertCredentialName`).
+    pub ca_credential: Option<CredentialRef>,
+    /// Allowed client SANs (MUTUAL); empty allows any client the CA signed.
+    pub subject_alt_names: Vec<String>,
+    /// Minimum version.
+    pub min_version: TlsVersion,
+    /// Maximum version.
+    pub max_version: TlsVersion,
+    /// TLS 1.2 cipher suites; empty means the defaults.
+    pub cipher_suites: Vec<String>,
+}
+
+/// The virtual hosts of one HTTP route table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteTable {
+    /// `http.80` or `https.443.https.gw.ns`.
+    pub name: String,
+    /// Virtual hosts in domain order.
+    pub vhosts: Vec<VirtualHost>,
+    /// Exact domain → vhost index.
+    #[serde(skip)]
+    pub exact: HashMap<String, usize>,
+    /// `*.suffix` domains (suffix includes the dot), longest first.
+    #[serde(skip)]
+    pub suffixes: Vec<(String, usize)>,
+    /// The `*` vhost.
+    #[serde(skip)]
+    pub star: Option<usize>,
+}
+
+/// A virtual host: domains and ordered routes.
+#[derive(Debug, Clone, Serialize)]
+pub struct VirtualHost {
+    /// `domain:port`.
+    pub name: String,
+    /// The domain (exact, `*.suffix` or `*`).
+    pub domain: Host,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// Answer every request with a 301 to https (`httpsRedirect`).
+    pub require_tls: bool,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+}
+
+/// One route: a single match block and a shared rule body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// The rule's name, or `<vs-name>.<rule-index>`; with a match name appended.
+    pub name: String,
+    /// `namespace/name` of the VirtualService.
+    pub virtual_service: String,
+    /// The conditions; `None` matches everything.
+    pub matcher: Option<HttpMatch>,
+    /// What to do.
+    pub body: Arc<RouteBody>,
+}
+
+/// The parts of an HTTP rule shared by its match blocks.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteBody {
+    /// The tenant the rule belongs to.
+    pub tenant: String,
+    /// Forward, redirect or answer.
+    pub action: RouteAction,
+    /// Rule-level header operations.
+    pub headers: HeaderOps,
+    /// `rewrite`.
+    pub rewrite: Option<Rewrite>,
+    /// Whether the uri rewrite replaces a prefix (uri matched by prefix) or the whole path.
+    pub timeout: Option<Duration>,
+    /// Retries (the mesh default when the rule sets none).
+    pub retries: RetryPolicy,
+    /// Fault injection.
+    pub fault: Option<Fault>,
+    /// Mirrors: cluster and percentage.
+    pub mirrors: Vec<(String, f64)>,
+    /// CORS.
+    pub cors: Option<CorsPolicy>,
+}
+
+/// What a matching route does.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RouteAction {
+    /// Forward to one of the weighted clusters.
+    Forward(Vec<WeightedCluster>),
+    /// Redirect.
+    Redirect(Redirect),
+    /// Fixed response.
+    Direct {
+        /// Status.
+        status: u16,
+        /// Body.
+        body: Vec<u8>,
+    },
+}
+
+/// A weighted cluster with its own header operations.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightedCluster {
+    /// The cluster name.
+    pub cluster: String,
+    /// Relative weight.
+    pub weight: u32,
+    /// Per-destination header operations.
+    pub headers: HeaderOps,
+}
+
+/// Where a TCP or passthrough connection goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpProxy {
+    /// A name for logs (`namespace/vs` or the chain name).
+    pub name: String,
+    /// The tenant that owns it.
+    pub tenant: String,
+    /// Weighted clusters, chosen once per connection.
+    pub clusters: Vec<WeightedCluster>,
+}
+
+/// The protocol spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (prior knowledge, or ALPN under TLS).
+    Http2,
+    /// Whatever the client spoke (`useClientProtocol`).
+    ClientProtocol,
+    /// Opaque bytes.
+    Tcp,
+}
+
+/// How a cluster finds its endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Endpoints {
+    /// Fixed addresses.
+    Static(Vec<StaticEndpoint>),
+    /// Names resolved and refreshed by the data plane.
+    Dns {
+        /// Names with port and weight.
+        names: Vec<(String, u16, u32)>,
+        /// DNS_ROUND_ROBIN: use only the first address.
+        first_only: bool,
+    },
+    /// Nothing to connect to (resolution NONE): every request gets 503 UH.
+    None,
+}
+
+/// A fixed endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticEndpoint {
+    /// Address.
+    pub address: SocketAddr,
+    /// Load-balancing weight.
+    pub weight: u32,
+}
+
+/// TLS origination to the upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct UpstreamTls {
+    /// SIMPLE or MUTUAL.
+    pub mode: ClientTlsMode,
+    /// Client certificate and CA (`credentialName` or platform files).
+    pub credential: Option<CredentialRef>,
+    /// CA file path (platform).
+    pub ca_file: Option<String>,
+    /// SNI; `None`: the request's host (or the service host for TCP).
+    pub sni: Option<String>,
+    /// SANs to verify; empty: verify against the SNI name.
+    pub subject_alt_names: Vec<String>,
+    /// Skip server verification.
+    pub insecure_skip_verify: bool,
+}
+
+/// An upstream cluster: `outbound|port|subset|host`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    /// The name.
+    pub name: String,
+    /// The tenant that declared the service.
+    pub tenant: String,
+    /// The service host.
+    pub host: Host,
+    /// The service port.
+    pub port: u16,
+    /// The subset.
+    pub subset: Option<String>,
+    /// The service port's protocol.
+    pub service_protocol: Protocol,
+    /// The protocol to speak.
+    pub protocol: UpstreamProtocol,
+    /// The endpoints.
+    pub endpoints: Endpoints,
+    /// The effective traffic policy.
+    pub policy: PortPolicy,
+    /// TLS origination.
+    pub tls: Option<UpstreamTls>,
+    /// Bind address for upstream connections (egress groups).
+    pub source_address: Option<IpAddr>,
+}
+
+/// Where one tenant's traffic is logged in one group.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AccessLogPolicy {
+    /// Enabled providers with their filters.
+    pub sinks: Vec<LogSink>,
+}
+
+/// One enabled access-log provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogSink {
+    /// The provider's name.
+    pub name: String,
+    /// The provider.
+    pub provider: Provider,
+    /// Only log entries this expression accepts.
+    pub filter: Option<Expr>,
+    /// The rule's mode.
+    pub mode: LogMode,
+}
+
+/// Whether a tenant's latest configuration is being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TenantState {
+    /// The latest configuration is served.
+    Applied,
+    /// The latest configuration was refused; the last good one is served.
+    LastGood,
+    /// The latest configuration was refused and none was ever accepted.
+    Refused,
+}
+
+/// Per-tenant runtime settings and status.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantStatus {
+    /// Applied, last good, or refused.
+    pub state: TenantState,
+    /// Revision of the configuration being served.
+    pub applied_revision: Option<String>,
+    /// Revision last attempted.
+    pub attempted_revision: String,
+    /// Limits.
+    pub quotas: Quotas,
+    /// Egress default for the tenant (`Sidecar` outboundTrafficPolicy).
+    pub outbound: Option<OutboundPolicy>,
+    /// Errors and warnings of the latest attempt.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// An empty snapshot (nothing served).
+    pub fn empty() -> Self {
+        Self {
+            revision: String::new(),
+            groups: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            mesh: MeshSettings::default(),
+            claims: BTreeMap::new(),
+        }
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&GroupSnapshot> {
+        self.groups.get(name)
+    }
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// Builds the domain index (call after the vhosts are final).
+    pub fn index(&mut self) {
+        self.exact.clear();
+        self.suffixes.clear();
+        self.star = None;
+        for (i, v) in self.vhosts.iter().enumerate() {
+            let d = v.domain.as_str();
+            if d == "*" {
+                self.star = Some(i);
+            } else if let Some(s) = d.strip_prefix('*') {
+                self.suffixes.push((s.to_string(), i));
+            } else {
+                self.exact.insert(d.to_string(), i);
+            }
+        }
+        self.suffixes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    }
+
+    /// Envoy's vhost choice: exact, then the longest `*.suffix`, then `*`; the port is ignored.
+    pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
+        let host = strip_port(authority);
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if let Some(i) = self.exact.get(host) {
+            return self.vhosts.get(*i);
+        }
+        for (suffix, i) in &self.suffixes {
+            if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
+                return self.vhosts.get(*i);
+            }
+        }
+        self.star.and_then(|i| self.vhosts.get(i))
+    }
+}
+
+/// `host[:port]` or `[v6]:port` → host.
+pub fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Envoy's filter-chain choice by SNI: exact name, then the longest wildcard, then the
+    /// chain without names.
+    pub fn chain(&self, sni: Option<&str>) -> Option<&Arc<FilterChain>> {
+        let ListenerKind::Tls(chains) = &self.kind else {
+            return None;
+        };
+        if let Some(sni) = sni {
+            let sni = sni.to_ascii_lowercase();
+            if let Some(c) = chains.iter().find(|c| {
+                c.server_names
+                    .iter()
+                    .any(|n| !n.is_wildcard() && n.as_str() == sni)
+            }) {
+                return Some(c);
+            }
+            let best = chains
+                .iter()
+                .flat_map(|c| {
+                    c.server_names
+                        .iter()
+                        .filter(|n| n.is_wildcard() && n.as_str() != "*" && n.covers(&sni))
+                        .map(move |n| (n.as_str().len(), c))
+                })
+                .max_by_key(|(len, _)| *len);
+            if let Some((_, c)) = best {
+                return Some(c);
+            }
+        }
+        chains
+            .iter()
+            .find(|c| c.server_names.is_empty() || c.server_names.iter().any(|n| n.as_str() == "*"))
+    }
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// `outbound|port|subset|host`.
+pub fn cluster_name(port: u16, subset: Option<&str>, host: &Host) -> String {
+    format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
+}

@@ -1,10 +1,14 @@
 //! `gatehouse`: the gateway appliance and its offline CLI.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use appliance::app;
 use appliance::cli;
+use appliance::control::ConfigSource;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -34,6 +38,30 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: FormatArg,
     },
+    /// Serve a repository directory (or the sync agent's releases).
+    Run {
+        /// The repository directory.
+        #[arg(long, conflicts_with = "releases")]
+        repo: Option<PathBuf>,
+        /// The releases folder of gatehouse-sync (serves `current`).
+        #[arg(long)]
+        releases: Option<PathBuf>,
+        /// Serve only these groups (repeatable; default: every enabled group).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Credentials folder: <DIR>/<tenant>/<credentialName>/{tls.crt,tls.key,ca.crt}.
+        #[arg(long, default_value = "/etc/gatehouse/credentials")]
+        credentials: PathBuf,
+        /// Admin endpoint address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Worker threads (default: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// How long shutdown waits for connections to finish.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        drain: Duration,
+    },
     /// Print the compiled listeners, virtual hosts, routes and clusters.
     Routes {
         /// The repository.
@@ -44,8 +72,59 @@ enum Command {
     },
 }
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    tenants::types::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Command::Run {
+        repo,
+        releases,
+        groups,
+        credentials,
+        admin,
+        workers,
+        drain,
+    } = args.command
+    {
+        init_tracing();
+        let source = match (repo, releases) {
+            (Some(r), _) => ConfigSource::Repo(r),
+            (None, Some(r)) => ConfigSource::Releases(r),
+            (None, None) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "gatehouse run: give --repo DIR or --releases DIR"
+                );
+                return ExitCode::from(64);
+            }
+        };
+        let opts = app::RunOptions {
+            source,
+            groups,
+            credentials,
+            admin: Some(admin),
+            workers,
+            drain,
+        };
+        return match app::run(opts) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "gatehouse: {e}");
+                ExitCode::from(if app::is_config_error(&e) { 64 } else { 1 })
+            }
+        };
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let r = match args.command {
@@ -57,6 +136,7 @@ fn main() -> ExitCode {
             cli::validate(&dir, f, &mut out)
         }
         Command::Routes { dir, group } => cli::routes(&dir, group.as_deref(), &mut out),
+        Command::Run { .. } => Ok(false),
     };
     let _ = out.flush();
     match r {

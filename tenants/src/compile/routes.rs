@@ -214,26 +214,51 @@ pub(crate) fn table(
                     vh.require_tls = true;
                 }
             }
-            // Istio answers 301 for the server's hosts even when no VirtualService binds them.
+            // Istio answers 301 for the server's hosts even when no VirtualService binds them,
+            // and turns a vhost another server already built for the host into a redirect too
+            // (`buildGatewayHTTPRouteConfig`, simulation "mixed httpsRedirect with routes").
             for (j, sh) in srv.hosts.iter().enumerate() {
-                vhosts
-                    .entry(sh.host.as_str().to_string())
-                    .or_insert_with(|| VhostBuild {
-                        domain: sh.host.clone(),
-                        claimant: Claimant {
-                            namespace: gw.meta.namespace.clone(),
-                            kind: "Gateway",
-                            meta: gw.meta.clone(),
-                            path: FieldPath::root()
-                                .key("spec")
-                                .key("servers")
-                                .idx(srv.index)
-                                .key("hosts")
-                                .idx(j),
-                        },
-                        require_tls: true,
-                        routes: Vec::new(),
-                    });
+                let claimant = Claimant {
+                    namespace: gw.meta.namespace.clone(),
+                    kind: "Gateway",
+                    meta: gw.meta.clone(),
+                    path: FieldPath::root()
+                        .key("spec")
+                        .key("servers")
+                        .idx(srv.index)
+                        .key("hosts")
+                        .idx(j),
+                };
+                match vhosts.get_mut(sh.host.as_str()) {
+                    Some(vh)
+                        if vh.claimant.namespace == claimant.namespace
+                            || claimant.namespace == PLATFORM_NAMESPACE =>
+                    {
+                        vh.require_tls = true;
+                    }
+                    // Another tenant's host: a contest, as for routes.
+                    Some(vh) => {
+                        let holder = vh.claimant.clone();
+                        let d = &sh.host;
+                        cx.contest(
+                            &format!("{claim_prefix}|{d}"),
+                            &format!("host {d} on {claim_prefix}"),
+                            &holder,
+                            &claimant,
+                        );
+                    }
+                    None => {
+                        vhosts.insert(
+                            sh.host.as_str().to_string(),
+                            VhostBuild {
+                                domain: sh.host.clone(),
+                                claimant,
+                                require_tls: true,
+                                routes: Vec::new(),
+                            },
+                        );
+                    }
+                }
             }
         }
     }

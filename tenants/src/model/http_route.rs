@@ -350,17 +350,27 @@ pub(super) fn parse_http_route(
             "HTTP route must have exactly one of route, redirect or directResponse",
         );
     }
-    if r.redirect.is_some() && (r.fault.is_some() || r.rewrite.is_some()) {
-        c.error(
-            p,
-            "HTTP route cannot contain both redirect and fault or rewrite",
-        );
-    }
-    if r.direct_response.is_some() && (r.fault.is_some() || r.rewrite.is_some()) {
-        c.error(
-            p,
-            "HTTP route cannot contain both directResponse and fault or rewrite",
-        );
+    // Point at the field to remove: `rewrite`, else `fault`.
+    let conflicting = if r.rewrite.is_some() {
+        Some(p.key("rewrite"))
+    } else if r.fault.is_some() {
+        Some(p.key("fault"))
+    } else {
+        None
+    };
+    if let Some(cp) = &conflicting {
+        if r.redirect.is_some() {
+            c.error(
+                cp,
+                "HTTP route cannot contain both redirect and fault or rewrite",
+            );
+        }
+        if r.direct_response.is_some() {
+            c.error(
+                cp,
+                "HTTP route cannot contain both directResponse and fault or rewrite",
+            );
+        }
     }
     if r.mirror.is_some() && !r.mirrors.is_empty() {
         c.error(p, "HTTP route cannot contain both mirror and mirrors");

@@ -129,11 +129,14 @@ impl StringMatch {
         }
     }
 
-    /// Whether this matches every path (a catch-all uri match).
+    /// Whether this is a catch-all uri match as Istio's `IsCatchAllRoute` defines it: prefix
+    /// `/`, regex `.*`, or no path condition. Other matches that accept every path (prefix
+    /// `""`, regex `/.*`) are ordinary routes: they keep their place and do not end a
+    /// VirtualService's route generation.
     pub fn is_catch_all_path(&self) -> bool {
         match self {
-            Self::Prefix(p) => p.is_empty() || p == "/",
-            Self::Regex(r) => r.as_str() == ".*" || r.as_str() == "/.*",
+            Self::Prefix(p) => p == "/",
+            Self::Regex(r) => r.as_str() == ".*",
             Self::Present => true,
             Self::Exact(_) => false,
         }

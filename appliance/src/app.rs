@@ -1,0 +1,107 @@
+//! Process orchestration for `gatehouse run`: control thread, workers, admin, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::control::{ConfigSource, Control, ReloadError};
+use crate::credentials::Store;
+use crate::shared::Shared;
+
+/// Settings of `gatehouse run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where the configuration comes from.
+    pub source: ConfigSource,
+    /// Groups to serve (empty: all enabled).
+    pub groups: Vec<String>,
+    /// `<credentials>/<tenant>/<credentialName>/`.
+    pub credentials: PathBuf,
+    /// Admin endpoint.
+    pub admin: Option<SocketAddr>,
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// How long shutdown waits for connections to finish.
+    pub drain: Duration,
+}
+
+/// Why the appliance could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The initial configuration was refused.
+    #[error("initial configuration refused: {0}")]
+    Config(#[from] ReloadError),
+    /// An OS resource could not be set up.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Whether a run error is a configuration problem (exit code 64, like `EX_USAGE`).
+pub fn is_config_error(e: &RunError) -> bool {
+    matches!(e, RunError::Config(_))
+}
+
+/// Runs until SIGTERM/SIGINT, then drains.
+pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let store = Arc::new(Store::new(opts.credentials.clone(), provider));
+    let served = (!opts.groups.is_empty()).then(|| opts.groups.clone());
+    let shared = Shared::new(store.clone(), served);
+    let control_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let control = Control::new(
+        shared.clone(),
+        opts.source.clone(),
+        control_rt.handle().clone(),
+    );
+    control_rt.block_on(control.reload())?;
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+    } else {
+        opts.workers
+    };
+    let handles = crate::workers::start(workers, shared.clone(), opts.drain);
+    control_rt.block_on(async {
+        if let Some(addr) = opts.admin {
+            let c = control.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(addr, c).await {
+                    tracing::error!(%addr, error = %e, "admin endpoint failed");
+                }
+            });
+        }
+        tokio::spawn(crate::watch::credentials(store.clone()));
+        if let ConfigSource::Releases(dir) = &opts.source {
+            tokio::spawn(crate::watch::current(dir.clone(), control.clone()));
+        }
+        signals(control.clone()).await
+    })?;
+    shared.with_status(|s| s.draining = true);
+    let _ = shared.drain.send(true);
+    tracing::info!(grace = ?opts.drain, "draining");
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn signals(control: Arc<Control>) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = control.reload().await;
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}

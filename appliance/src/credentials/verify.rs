@@ -1,0 +1,257 @@
+//! rustls hooks that read the credential registry on every handshake, lock-free, so a
+//! rotated certificate or CA applies to the next handshake without rebuilding configs.
+
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use super::store::Credential;
+
+/// Serves the credential's current certificate.
+#[derive(Debug)]
+pub struct ServerCert(pub Arc<Credential>);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({})", self.name)
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.key.load_full()
+    }
+}
+
+/// Verifies client certificates against the credential's current `ca.crt`, then the
+/// `subjectAltNames` allowlist. No CA loaded means no client is accepted (fail closed).
+#[derive(Debug)]
+pub struct ClientCerts {
+    ca: Arc<Credential>,
+    sans: Vec<String>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCerts {
+    /// A verifier over `ca`'s trust anchors.
+    pub fn new(ca: Arc<Credential>, sans: Vec<String>, provider: Arc<CryptoProvider>) -> Self {
+        Self { ca, sans, provider }
+    }
+}
+
+fn cert_sans(der: &CertificateDer<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok((_, c)) = x509_parser::parse_x509_certificate(der) {
+        if let Ok(Some(san)) = c.subject_alternative_name() {
+            for n in &san.value.general_names {
+                match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => out.push(d.to_string()),
+                    x509_parser::extensions::GeneralName::URI(u) => out.push(u.to_string()),
+                    x509_parser::extensions::GeneralName::RFC822Name(e) => out.push(e.to_string()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+impl ClientCertVerifier for ClientCerts {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let Some(v) = self.ca.verifier.load_full() else {
+            return Err(Error::General(
+                "no CA certificate is loaded for this server".into(),
+            ));
+        };
+        v.0.verify_client_cert(end_entity, intermediates, now)?;
+        if !self.sans.is_empty() {
+            let sans = cert_sans(end_entity);
+            if !sans.iter().any(|s| self.sans.contains(s)) {
+                return Err(Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                ));
+            }
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Presents the credential's current client certificate (DestinationRule MUTUAL).
+#[derive(Debug)]
+pub struct ClientCert(pub Arc<Credential>);
+
+impl ResolvesClientCert for ClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.0.key.load_full()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.key.load().is_some()
+    }
+}
+
+/// Verifies upstream server certificates against a credential's `ca.crt` (or the system
+/// roots), and against `subjectAltNames` when given; with `skip`, accepts anything.
+#[derive(Debug)]
+pub struct UpstreamCerts {
+    ca: Option<Arc<Credential>>,
+    system: Option<Arc<dyn ServerCertVerifier>>,
+    sans: Vec<String>,
+    skip: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl UpstreamCerts {
+    /// Verification for one cluster.
+    pub fn new(
+        ca: Option<Arc<Credential>>,
+        system: Option<Arc<dyn ServerCertVerifier>>,
+        sans: Vec<String>,
+        skip: bool,
+        provider: Arc<CryptoProvider>,
+    ) -> Self {
+        Self {
+            ca,
+            system,
+            sans,
+            skip,
+            provider,
+        }
+    }
+}
+
+impl ServerCertVerifier for UpstreamCerts {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        if self.skip {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let inner: Arc<dyn ServerCertVerifier> = match (&self.ca, &self.system) {
+            (Some(c), _) => {
+                let Some(roots) = c.ca.load_full() else {
+                    return Err(Error::General(
+                        "no CA certificate loaded for the upstream".into(),
+                    ));
+                };
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    roots,
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| Error::General(e.to_string()))?
+            }
+            (None, Some(s)) => s.clone(),
+            (None, None) => return Err(Error::General("no trust anchors for the upstream".into())),
+        };
+        if self.sans.is_empty() {
+            return inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        }
+        // With subjectAltNames, the chain must verify and one of the names must be on it.
+        let mut last = Err(Error::InvalidCertificate(
+            rustls::CertificateError::NotValidForName,
+        ));
+        for san in &self.sans {
+            if let Ok(name) = ServerName::try_from(san.clone()) {
+                last = inner.verify_server_cert(end_entity, intermediates, &name, ocsp, now);
+                if last.is_ok() {
+                    break;
+                }
+            }
+        }
+        last
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,199 @@
+//! Every failure on the HTTP path is classified once here: its origin, whether a retry may
+//! help, the status Envoy would answer and the response flag kept for the access log.
+
+use std::fmt;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::{self, Body};
+
+/// Envoy response flags (`%RESPONSE_FLAGS%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flag {
+    /// No route configured.
+    NoRoute,
+    /// No healthy upstream host.
+    NoHealthyUpstream,
+    /// Upstream connection failure.
+    UpstreamConnectFailure,
+    /// Upstream overflow (circuit breaker).
+    UpstreamOverflow,
+    /// Upstream request timeout.
+    UpstreamTimeout,
+    /// Upstream retry limit exceeded.
+    RetryLimitExceeded,
+    /// Downstream connection termination.
+    DownstreamTermination,
+    /// Upstream connection termination.
+    UpstreamTermination,
+    /// Rate limited locally.
+    RateLimited,
+    /// Fault injection abort.
+    FaultAbort,
+    /// Fault injection delay.
+    FaultDelay,
+    /// Local reset / protocol error.
+    LocalReset,
+}
+
+impl Flag {
+    /// Envoy's short code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoRoute => "NR",
+            Self::NoHealthyUpstream => "UH",
+            Self::UpstreamConnectFailure => "UF",
+            Self::UpstreamOverflow => "UO",
+            Self::UpstreamTimeout => "UT",
+            Self::RetryLimitExceeded => "URX",
+            Self::DownstreamTermination => "DC",
+            Self::UpstreamTermination => "UC",
+            Self::RateLimited => "RL",
+            Self::FaultAbort => "FI",
+            Self::FaultDelay => "DI",
+            Self::LocalReset => "LR",
+        }
+    }
+}
+
+/// The flags of one request, in the order they were raised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags(Vec<Flag>);
+
+impl Flags {
+    /// Adds a flag once.
+    pub fn add(&mut self, f: Flag) {
+        if !self.0.contains(&f) {
+            self.0.push(f);
+        }
+    }
+
+    /// Whether no flag was raised.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `f` was raised.
+    pub fn has(&self, f: Flag) -> bool {
+        self.0.contains(&f)
+    }
+}
+
+impl fmt::Display for Flags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, x) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(x.code())?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The client.
+    Downstream,
+    /// The upstream service.
+    Upstream,
+    /// The gateway itself (policy, configuration).
+    Local,
+}
+
+/// A failure to proxy a request.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// No virtual host or no route.
+    NoRoute,
+    /// The cluster has no endpoint (or none healthy).
+    NoHealthyUpstream,
+    /// A circuit breaker refused the request.
+    Overflow,
+    /// The upstream could not be connected to.
+    Connect(String),
+    /// The upstream did not answer in time.
+    Timeout,
+    /// The upstream reset the connection or stream before answering.
+    Reset(String),
+    /// The tenant's request rate is exceeded.
+    RateLimited,
+    /// The request is malformed.
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// Where the failure came from.
+    pub fn origin(&self) -> Origin {
+        match self {
+            Self::NoRoute | Self::Overflow | Self::RateLimited => Origin::Local,
+            Self::BadRequest(_) => Origin::Downstream,
+            Self::NoHealthyUpstream | Self::Connect(_) | Self::Timeout | Self::Reset(_) => {
+                Origin::Upstream
+            }
+        }
+    }
+
+    /// The status, flag and body Envoy would answer with.
+    pub fn parts(&self) -> (StatusCode, Option<Flag>, String) {
+        match self {
+            Self::NoRoute => (StatusCode::NOT_FOUND, Some(Flag::NoRoute), String::new()),
+            Self::NoHealthyUpstream => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Flag::NoHealthyUpstream),
+                "no healthy upstream".into(),
+            ),
+            Self::Overflow => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Flag::UpstreamOverflow),
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+                    .into(),
+            ),
+            Self::Connect(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Flag::UpstreamConnectFailure),
+                format!(
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: {e}"
+                ),
+            ),
+            Self::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                Some(Flag::UpstreamTimeout),
+                "upstream request timeout".into(),
+            ),
+            Self::Reset(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Flag::UpstreamTermination),
+                format!(
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination ({e})"
+                ),
+            ),
+            Self::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Some(Flag::RateLimited),
+                "local_rate_limited".into(),
+            ),
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, None, (*m).into()),
+        }
+    }
+}
+
+/// A response generated by the gateway itself.
+pub fn local(status: StatusCode, body_text: String) -> Response<Body> {
+    let mut r = Response::new(if body_text.is_empty() {
+        body::empty()
+    } else {
+        body::full(body_text)
+    });
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
+    if h.get(header::CONTENT_TYPE).is_none() && status != StatusCode::NOT_FOUND {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    r
+}

@@ -1,0 +1,367 @@
+//! Sending a request upstream: endpoint choice, connection from the pool, per-try and route
+//! timeouts, retries with backoff, outlier detection bookkeeping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use rand::Rng;
+use tenants::model::RetryPolicy;
+use tenants::snapshot::UpstreamProtocol;
+use tokio::time::Instant;
+
+use super::body::{self, Body};
+use super::errors::{Flag, Flags, ProxyError};
+use crate::upstream::endpoint::Active;
+use crate::upstream::pool::{self, PoolError, PooledBody};
+use crate::upstream::{ClusterRt, Outcome};
+
+/// The request body as far as retries are concerned.
+pub enum Source {
+    /// No body: every attempt sends an empty body.
+    Empty,
+    /// Buffered (small): every attempt resends it.
+    Buffered(Bytes),
+    /// Streamed: only an attempt that never sent it can be retried.
+    Stream(Option<Incoming>),
+}
+
+impl Source {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Self::Empty => Some(body::empty()),
+            Self::Buffered(b) => Some(body::full(b.clone())),
+            Self::Stream(s) => s.take().map(body::boxed),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        !matches!(self, Self::Stream(None))
+    }
+}
+
+/// The head of the upstream request, reused across attempts.
+pub struct Head {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// Authority sent upstream.
+    pub authority: String,
+    /// Headers (hop-by-hop already removed).
+    pub headers: HeaderMap,
+    /// The downstream protocol version (for `useClientProtocol`).
+    pub downstream: Version,
+    /// Whether the request is gRPC.
+    pub grpc: bool,
+}
+
+/// What the attempt loop reports besides the response.
+#[derive(Default)]
+pub struct Report {
+    /// The endpoint of the last attempt.
+    pub upstream: Option<SocketAddr>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Time from the first attempt to response headers.
+    pub service_time: Option<Duration>,
+}
+
+fn wants_h2(rt: &ClusterRt, downstream: Version) -> bool {
+    match rt.config.protocol {
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::ClientProtocol => downstream == Version::HTTP_2,
+        _ => false,
+    }
+}
+
+fn build(h: &Head, h2: bool, tls: bool, b: Body) -> Request<Body> {
+    let uri: Uri = if h2 {
+        format!(
+            "{}://{}{}",
+            if tls { "https" } else { "http" },
+            h.authority,
+            h.path
+        )
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"))
+    } else {
+        h.path.parse().unwrap_or_else(|_| Uri::from_static("/"))
+    };
+    let mut r = Request::new(b);
+    *r.method_mut() = h.method.clone();
+    *r.uri_mut() = uri;
+    *r.version_mut() = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    *r.headers_mut() = h.headers.clone();
+    if h2 {
+        r.headers_mut().remove(http::header::HOST);
+    } else if let Ok(v) = http::HeaderValue::from_str(&h.authority) {
+        r.headers_mut().insert(http::header::HOST, v);
+    }
+    r
+}
+
+/// One attempt's failure.
+enum Fail {
+    Pool(PoolError),
+    Send(hyper::Error),
+    Timeout,
+}
+
+/// A connection ready to take one request.
+enum Conn {
+    H1(pool::Lease),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+async fn connect(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+    h2: bool,
+) -> Result<Conn, PoolError> {
+    if h2 {
+        Ok(Conn::H2(pool::http2(rt, addr, sni).await?))
+    } else {
+        Ok(Conn::H1(pool::http1(rt, addr, sni, false).await?))
+    }
+}
+
+async fn exchange(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+    conn: Conn,
+    req: Request<Body>,
+) -> Result<Response<Body>, Fail> {
+    match conn {
+        Conn::H2(mut tx) => {
+            let resp = tx.send_request(req).await.map_err(Fail::Send)?;
+            Ok(resp.map(body::boxed))
+        }
+        Conn::H1(mut lease) => {
+            let resp = match lease.sender().try_send_request(req).await {
+                Ok(r) => r,
+                Err(mut e) => match e.take_message() {
+                    // The pooled connection closed before the request went out: use a fresh one.
+                    Some(req) => {
+                        let mut fresh =
+                            pool::http1(rt, addr, sni, true).await.map_err(Fail::Pool)?;
+                        let r = fresh.sender().send_request(req).await.map_err(Fail::Send)?;
+                        lease = fresh;
+                        r
+                    }
+                    None => return Err(Fail::Send(e.into_error())),
+                },
+            };
+            Ok(resp.map(|b| body::boxed(PooledBody::new(b, Some(lease)))))
+        }
+    }
+}
+
+fn outcome(status: u16) -> Outcome {
+    match status {
+        502..=504 => Outcome::GatewayError,
+        500..=599 => Outcome::Error5xx,
+        _ => Outcome::Success,
+    }
+}
+
+fn retriable_status(p: &RetryPolicy, status: u16, headers: &HeaderMap, grpc: bool) -> bool {
+    let on = &p.retry_on;
+    (on.five_xx && (500..=599).contains(&status))
+        || (on.gateway_error && (502..=504).contains(&status))
+        || (on.retriable_4xx && status == 409)
+        || on.status_codes.contains(&status)
+        || (grpc && !on.grpc.is_empty() && {
+            let code = headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse::<u8>().ok());
+            matches!(code, Some(c) if on.grpc.iter().any(|n| grpc_code(n) == Some(c)))
+        })
+}
+
+fn grpc_code(name: &str) -> Option<u8> {
+    Some(match name {
+        "cancelled" => 1,
+        "deadline-exceeded" => 4,
+        "resource-exhausted" => 8,
+        "internal" => 13,
+        "unavailable" => 14,
+        _ => return None,
+    })
+}
+
+/// Whether the request needs a head copy kept for response-based retries.
+fn response_retries(p: &RetryPolicy, grpc: bool) -> bool {
+    let on = &p.retry_on;
+    p.attempts > 0
+        && (on.five_xx
+            || on.gateway_error
+            || on.retriable_4xx
+            || on.reset
+            || !on.status_codes.is_empty()
+            || (grpc && !on.grpc.is_empty()))
+}
+
+/// Sends the request to `rt` with `policy`'s retries, within `timeout` (to response headers).
+#[allow(clippy::too_many_arguments)]
+pub async fn send(
+    rt: &Arc<ClusterRt>,
+    head: Head,
+    mut src: Source,
+    policy: &RetryPolicy,
+    timeout: Option<Duration>,
+    hash: Option<u64>,
+    flags: &mut Flags,
+    report: &mut Report,
+) -> Result<Response<Body>, ProxyError> {
+    let started = Instant::now();
+    let deadline = timeout.map(|t| started + t);
+    let h2 = wants_h2(rt, head.downstream);
+    let tls = rt.tls.is_some();
+    let sni: Option<String> = rt.tls.as_ref().map(|_| {
+        rt.config
+            .tls
+            .as_ref()
+            .and_then(|t| t.sni.clone())
+            .unwrap_or_else(|| {
+                crate::http::rewrite::split_authority(&head.authority)
+                    .0
+                    .to_string()
+            })
+    });
+    let replay = response_retries(policy, head.grpc) && !matches!(src, Source::Stream(_));
+    let max_attempts = 1 + policy.attempts;
+    let mut last: Option<ProxyError> = None;
+    let mut retrying = false;
+    let od = rt.config.policy.outlier_detection.as_ref();
+    let on = &policy.retry_on;
+    for n in 0..max_attempts {
+        if n > 0 {
+            // Envoy's backoff: 25ms base, doubling, full jitter, capped at 250ms.
+            let base = 25u64 << (n - 1).min(4);
+            let wait = Duration::from_millis(rand::rng().random_range(0..=base.min(250)));
+            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                break;
+            }
+            if !retrying {
+                if rt.limits.retries.fetch_add(1, Ordering::AcqRel) >= rt.limits.max_retries {
+                    rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+                    break;
+                }
+                retrying = true;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let eps = rt.endpoints.load();
+        let Some(ep) = rt.balancer.pick(
+            &eps,
+            rt.config.policy.load_balancer.as_ref(),
+            od,
+            hash,
+            crate::clock::now_ms(),
+        ) else {
+            last = Some(ProxyError::NoHealthyUpstream);
+            break;
+        };
+        drop(eps);
+        report.attempts = n + 1;
+        report.upstream = Some(ep.addr);
+        let _active = Active::new(&ep);
+        let limit = match (policy.per_try_timeout, deadline) {
+            (Some(p), Some(d)) => Some((Instant::now() + p).min(d)),
+            (Some(p), None) => Some(Instant::now() + p),
+            (None, Some(d)) => Some(d),
+            (None, None) => None,
+        };
+        let left = n + 1 < max_attempts;
+        let step = async {
+            let conn = connect(rt, ep.addr, sni.as_deref(), h2)
+                .await
+                .map_err(Fail::Pool)?;
+            // The body is handed over only once a connection exists, so a connect failure
+            // leaves it in place for the next attempt, streamed or not.
+            let Some(b) = src.take() else {
+                return Err(Fail::Pool(PoolError::Overflow));
+            };
+            exchange(rt, ep.addr, sni.as_deref(), conn, build(&head, h2, tls, b)).await
+        };
+        let result = match limit {
+            Some(l) => tokio::time::timeout_at(l, step)
+                .await
+                .unwrap_or(Err(Fail::Timeout)),
+            None => step.await,
+        };
+        match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                rt.record(&ep, outcome(status));
+                let retriable = retriable_status(policy, status, resp.headers(), head.grpc);
+                if retriable && left && replay {
+                    continue;
+                }
+                if retriable && n > 0 {
+                    flags.add(Flag::RetryLimitExceeded);
+                }
+                report.service_time = Some(started.elapsed());
+                if retrying {
+                    rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Ok(resp);
+            }
+            Err(Fail::Pool(PoolError::Overflow)) => {
+                last = Some(ProxyError::Overflow);
+                break;
+            }
+            Err(Fail::Pool(e)) => {
+                rt.record(&ep, Outcome::GatewayError);
+                last = Some(ProxyError::Connect(e.to_string()));
+                if !(on.connect_failure || on.five_xx || on.gateway_error) || !left {
+                    break;
+                }
+            }
+            Err(Fail::Send(e)) => {
+                rt.record(&ep, Outcome::GatewayError);
+                let refused = format!("{e:?}").contains("REFUSED_STREAM");
+                last = Some(ProxyError::Reset(e.to_string()));
+                if !(on.reset || on.five_xx || on.gateway_error || (refused && on.refused_stream))
+                    || !left
+                    || !src.replayable()
+                {
+                    break;
+                }
+            }
+            Err(Fail::Timeout) => {
+                rt.record(&ep, Outcome::GatewayError);
+                last = Some(ProxyError::Timeout);
+                if deadline.is_some_and(|d| Instant::now() >= d)
+                    || !(on.reset || on.five_xx || on.gateway_error)
+                    || !left
+                    || !src.replayable()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    if retrying {
+        rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+    }
+    if report.attempts > 1 {
+        flags.add(Flag::RetryLimitExceeded);
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(ProxyError::Timeout);
+    }
+    Err(last.unwrap_or(ProxyError::NoHealthyUpstream))
+}

@@ -1,0 +1,13 @@
+//! HTTP/1.1 and HTTP/2 proxying: the request path and its helpers.
+
+pub mod body;
+pub mod cors;
+pub mod errors;
+pub mod fault;
+pub mod forward;
+pub mod headers;
+pub mod mirror;
+pub mod rewrite;
+pub mod server;
+pub mod service;
+pub mod websocket;

@@ -1,0 +1,424 @@
+//! The request path, phase by phase (docs/request-lifecycle.md):
+//! route → tenant limits → local answers (redirect, direct, CORS preflight, faults) →
+//! upstream request (rewrites, headers) → forward with retries → response headers → log.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rand::Rng;
+use tenants::find::{Decision, RequestView, find};
+use tenants::model::{Abort, HashKey, LoadBalancer};
+use tenants::snapshot::{ChainAction, ListenerKind, Route, RouteAction, RouteTable, VirtualHost};
+
+use super::body::{self, Body};
+use super::errors::{Flag, Flags, ProxyError, local};
+use super::forward::{self, Head, Report, Source};
+use super::{cors, fault, headers, mirror, rewrite, websocket};
+use crate::runtime::{GroupRt, Runtime};
+use crate::shared::Shared;
+use crate::upstream::lb::hash_bytes;
+
+/// Bodies up to this size are buffered so that a retry or a mirror can resend them.
+const REPLAY_LIMIT: u64 = 64 * 1024;
+
+/// What a connection knows about itself.
+pub struct ConnInfo {
+    /// The group the listener belongs to.
+    pub group: Arc<str>,
+    /// The listener's bind address.
+    pub listener: SocketAddr,
+    /// The client.
+    pub peer: SocketAddr,
+    /// Whether TLS was terminated.
+    pub tls: bool,
+    /// SNI of the TLS connection.
+    pub sni: Option<Box<str>>,
+    /// The terminating chain's name.
+    pub chain: Option<Box<str>>,
+    /// Process state.
+    pub shared: Arc<Shared>,
+}
+
+/// What one request did, for the access log and metrics.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// When it started.
+    pub start: Option<SystemTime>,
+    /// Method.
+    pub method: String,
+    /// Path and query as received.
+    pub path: String,
+    /// `HTTP/1.1`, `HTTP/2`.
+    pub protocol: &'static str,
+    /// Authority.
+    pub authority: String,
+    /// Status sent.
+    pub status: u16,
+    /// Response flags.
+    pub flags: Flags,
+    /// Request id.
+    pub request_id: Option<HeaderValue>,
+    /// Tenant.
+    pub tenant: Option<String>,
+    /// Route name.
+    pub route: Option<String>,
+    /// Upstream cluster.
+    pub cluster: Option<String>,
+    /// Upstream endpoint.
+    pub upstream: Option<SocketAddr>,
+    /// Upstream service time.
+    pub service_time: Option<Duration>,
+    /// User agent.
+    pub user_agent: Option<HeaderValue>,
+    /// x-forwarded-for as received.
+    pub xff: Option<HeaderValue>,
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/0.9",
+    }
+}
+
+/// The hyper service: never fails; every error becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+) -> Result<Response<Body>, Infallible> {
+    let rt = conn.shared.runtime.load_full();
+    let mut rec = Record {
+        start: Some(SystemTime::now()),
+        method: req.method().as_str().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), ToString::to_string),
+        protocol: protocol(req.version()),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        xff: req.headers().get("x-forwarded-for").cloned(),
+        ..Record::default()
+    };
+    let resp = match proxy(req, &conn, &rt, &mut rec).await {
+        Ok(r) => r,
+        Err(e) => {
+            let (status, flag, text) = e.parts();
+            if let Some(f) = flag {
+                rec.flags.add(f);
+            }
+            local(status, text)
+        }
+    };
+    rec.status = resp.status().as_u16();
+    Ok(resp)
+}
+
+/// The route table serving this connection: the listener's, or the terminating chain's.
+fn table<'r>(rt: &'r Runtime, conn: &ConnInfo) -> Option<(&'r GroupRt, &'r RouteTable)> {
+    let group = rt.groups.get(&*conn.group)?;
+    let l = group.listeners.get(&conn.listener)?;
+    let t = match &l.kind {
+        ListenerKind::Http(t) => t,
+        ListenerKind::Tls(chains) => {
+            let chain = match &conn.chain {
+                Some(name) => chains
+                    .iter()
+                    .find(|c| c.name == **name)
+                    .or_else(|| l.chain(conn.sni.as_deref()))?,
+                None => l.chain(conn.sni.as_deref())?,
+            };
+            match &chain.action {
+                ChainAction::TerminateHttp { routes, .. } => routes,
+                _ => return None,
+            }
+        }
+        ListenerKind::Tcp(_) => return None,
+    };
+    Some((group, t))
+}
+
+async fn proxy(
+    mut req: Request<Incoming>,
+    conn: &ConnInfo,
+    rt: &Runtime,
+    rec: &mut Record,
+) -> Result<Response<Body>, ProxyError> {
+    let scheme = if conn.tls { "https" } else { "http" };
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => match req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(h) => h.to_string(),
+            None => return Err(ProxyError::BadRequest("missing Host header")),
+        },
+    };
+    rec.authority.clone_from(&authority);
+    let Some((group, table)) = table(rt, conn) else {
+        return Err(ProxyError::NoRoute);
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let view = RequestView {
+        method: req.method().as_str(),
+        scheme,
+        authority: &authority,
+        path: &path,
+        headers: req.headers(),
+    };
+    let (vh, route): (&VirtualHost, &Route) = match find(table, &view) {
+        Decision::Route(vh, r) => (vh, r),
+        Decision::HttpsRedirect(vh) => {
+            rec.tenant = Some(vh.tenant.clone());
+            let host = rewrite::split_authority(&authority).0;
+            return Ok(redirect(301, &format!("https://{host}{path}")));
+        }
+        Decision::NotFound(vh) => {
+            rec.tenant = vh.map(|v| v.tenant.clone());
+            return Err(ProxyError::NoRoute);
+        }
+    };
+    let rb = &route.body;
+    rec.tenant = Some(rb.tenant.clone());
+    rec.route = Some(route.name.clone());
+    if let Some(t) = rt.tenant(&rb.tenant) {
+        if !t.admit_request() {
+            return Err(ProxyError::RateLimited);
+        }
+    }
+    let _ = vh;
+    let clusters = match &rb.action {
+        RouteAction::Redirect(rd) => {
+            let loc = rewrite::location(
+                rd,
+                route.matcher.as_ref(),
+                scheme,
+                &authority,
+                &path,
+                conn.listener.port(),
+            );
+            return Ok(redirect(rd.code, &loc));
+        }
+        RouteAction::Direct { status, body: b } => {
+            let mut r = local(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+                String::new(),
+            );
+            *r.body_mut() = body::full(b.clone());
+            return Ok(r);
+        }
+        RouteAction::Forward(cs) => cs,
+    };
+    // CORS preflights are answered here when the origin is allowed.
+    let cors_origin = rb
+        .cors
+        .as_ref()
+        .and_then(|p| cors::allowed_origin(p, req.headers()).cloned());
+    if let (Some(p), Some(o)) = (&rb.cors, &cors_origin) {
+        if cors::is_preflight(req.method(), req.headers()) {
+            return Ok(cors::preflight(p, o));
+        }
+    }
+    if let Some(f) = &rb.fault {
+        let d = fault::decide(f);
+        if let Some(delay) = d.delay {
+            rec.flags.add(Flag::FaultDelay);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(a) = d.abort {
+            rec.flags.add(Flag::FaultAbort);
+            return Ok(abort_response(a));
+        }
+    }
+    let pick = rand::rng().random_range(0..u64::MAX);
+    let Some(wc) = tenants::find::pick(clusters, pick) else {
+        return Err(ProxyError::NoHealthyUpstream);
+    };
+    rec.cluster = Some(wc.cluster.clone());
+    let Some(cluster) = group.clusters.get(&wc.cluster) else {
+        return Err(ProxyError::NoHealthyUpstream);
+    };
+
+    // The upstream request.
+    let upgrade = req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+    let down_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, incoming) = req.into_parts();
+    let mut h = parts.headers;
+    headers::strip_hop_by_hop(&mut h, upgrade);
+    let rid = headers::forwarded(&mut h, conn.peer.ip(), scheme);
+    rec.request_id = Some(rid.clone());
+    let mut up_authority = authority.clone();
+    let mut up_path = path.clone();
+    if let Some(rw) = &rb.rewrite {
+        up_path = rewrite::path(&path, route.matcher.as_ref(), rw);
+        if let Some(a) = &rw.authority {
+            up_authority.clone_from(a);
+        }
+    }
+    if let Some(a) = headers::apply(&mut h, &rb.headers.request) {
+        up_authority = a;
+    }
+    if let Some(a) = headers::apply(&mut h, &wc.headers.request) {
+        up_authority = a;
+    }
+    let grpc = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let hash = hash_key(
+        cluster.config.policy.load_balancer.as_ref(),
+        &h,
+        &path,
+        conn.peer,
+    );
+    let head = Head {
+        method: parts.method,
+        path: up_path,
+        authority: up_authority,
+        headers: h,
+        downstream: parts.version,
+        grpc,
+    };
+
+    if let Some(on) = down_upgrade {
+        let mut report = Report::default();
+        let r = websocket::forward(cluster, head, on, &mut report).await;
+        rec.upstream = report.upstream;
+        return r;
+    }
+
+    let src = if incoming.is_end_stream() {
+        Source::Empty
+    } else if incoming
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= REPLAY_LIMIT)
+    {
+        match incoming.collect().await {
+            Ok(c) => Source::Buffered(c.to_bytes()),
+            Err(_) => {
+                rec.flags.add(Flag::DownstreamTermination);
+                return Err(ProxyError::BadRequest("request body read failed"));
+            }
+        }
+    } else {
+        Source::Stream(Some(incoming))
+    };
+
+    for (m, pct) in &rb.mirrors {
+        if let Some(mc) = group.clusters.get(m) {
+            mirror::spawn(mc.clone(), &head, &src, *pct);
+        }
+    }
+
+    let mut report = Report::default();
+    let result = forward::send(
+        cluster,
+        head,
+        src,
+        &rb.retries,
+        rb.timeout,
+        hash,
+        &mut rec.flags,
+        &mut report,
+    )
+    .await;
+    rec.upstream = report.upstream;
+    rec.service_time = report.service_time;
+    let mut resp = result?;
+    let status = resp.status();
+    let rh = resp.headers_mut();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        headers::strip_hop_by_hop(rh, false);
+    }
+    headers::apply(rh, &rb.headers.response);
+    headers::apply(rh, &wc.headers.response);
+    if let (Some(p), Some(o)) = (&rb.cors, &cors_origin) {
+        cors::decorate(p, o, rh);
+    }
+    if let Some(t) = report.service_time {
+        if let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string()) {
+            rh.insert("x-envoy-upstream-service-time", v);
+        }
+    }
+    Ok(resp)
+}
+
+fn redirect(code: u16, location: &str) -> Response<Body> {
+    let mut r = local(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+        String::new(),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn abort_response(a: Abort) -> Response<Body> {
+    match a {
+        Abort::Http(s) => local(
+            StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "fault filter abort".into(),
+        ),
+        Abort::Grpc(code) => {
+            let mut r = local(StatusCode::OK, String::new());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&code.to_string()) {
+                r.headers_mut().insert("grpc-status", v);
+            }
+            r.headers_mut().insert(
+                "grpc-message",
+                HeaderValue::from_static("fault filter abort"),
+            );
+            r
+        }
+    }
+}
+
+/// The consistent-hash key of a request, per the cluster's `consistentHash` setting.
+fn hash_key(
+    lb: Option<&LoadBalancer>,
+    h: &http::HeaderMap,
+    path: &str,
+    peer: SocketAddr,
+) -> Option<u64> {
+    let Some(LoadBalancer::ConsistentHash(k)) = lb else {
+        return None;
+    };
+    match k {
+        HashKey::Header(name) => h.get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
+        HashKey::SourceIp => Some(hash_bytes(peer.ip().to_string().as_bytes())),
+        HashKey::QueryParameter(q) => path.split_once('?').and_then(|(_, qs)| {
+            qs.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k == q)
+                .map(|(_, v)| hash_bytes(v.as_bytes()))
+        }),
+        HashKey::Cookie { name, .. } => h
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| hash_bytes(v.as_bytes())),
+    }
+}

@@ -1,0 +1,219 @@
+//! One accepted connection: classify it by the listener's kind (and, for TLS, by the SNI of
+//! the ClientHello read before any TLS state exists), then serve HTTP, terminate TLS, or
+//! proxy bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tenants::snapshot::{ChainAction, ListenerKind};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::http::server::{self, Proto};
+use crate::http::service::ConnInfo;
+use crate::io::Prefixed;
+use crate::quota::ConnPermit;
+use crate::shared::{Shared, WantedListener};
+use crate::tcp::proxy::{self, TcpReport};
+use crate::tls::client_hello::{self, Parse};
+
+/// How long a client may take to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts a connection in the process total while it lives.
+struct Open(Arc<Shared>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads a complete ClientHello (bounded, with a timeout) without interpreting TLS further.
+async fn read_hello(s: &mut TcpStream) -> Result<(Bytes, client_hello::Hello), &'static str> {
+    let mut buf = BytesMut::with_capacity(2048);
+    let read = async {
+        loop {
+            match client_hello::parse(&buf) {
+                Parse::Done(h) => return Ok(h),
+                Parse::Invalid(why) => return Err(why),
+                Parse::NeedMore(n) => {
+                    if n > client_hello::MAX_HELLO + 64 {
+                        return Err("ClientHello too large");
+                    }
+                    buf.reserve(n.saturating_sub(buf.len()).max(512));
+                    match s.read_buf(&mut buf).await {
+                        Ok(0) => return Err("client closed before sending a ClientHello"),
+                        Ok(_) => {}
+                        Err(_) => return Err("read error before the ClientHello"),
+                    }
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(HELLO_TIMEOUT, read).await {
+        Ok(Ok(h)) => Ok((buf.freeze(), h)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("no ClientHello within 10s"),
+    }
+}
+
+/// Serves one accepted connection.
+pub async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    l: WantedListener,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    shared.connections.fetch_add(1, Ordering::AcqRel);
+    let _open = Open(shared.clone());
+    let rt = shared.runtime.load_full();
+    let Some(group) = rt.groups.get(&*l.group) else {
+        return;
+    };
+    let Some(listener) = group.listeners.get(&l.addr).cloned() else {
+        return;
+    };
+    let Some(_group_permit) =
+        ConnPermit::group(group.connections.clone(), group_max(&rt, &l.group))
+    else {
+        tracing::debug!(%peer, group = %l.group, "group connection limit reached; refused");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let drain = shared.drain.subscribe();
+    match &listener.kind {
+        ListenerKind::Http(_) => {
+            let info = Arc::new(ConnInfo {
+                group: l.group.clone(),
+                listener: l.addr,
+                peer,
+                tls: false,
+                sni: None,
+                chain: None,
+                shared: shared.clone(),
+            });
+            drop(rt);
+            server::serve(stream, info, Proto::Auto, &l.limits, drain, stop).await;
+        }
+        ListenerKind::Tcp(tcp) => {
+            let tenant = rt.tenant(&tcp.tenant).cloned();
+            let _permit = match tenant.map(ConnPermit::tenant) {
+                Some(None) => return,
+                Some(Some(p)) => Some(p),
+                None => None,
+            };
+            let Some((cluster, name)) = proxy::choose(tcp, group) else {
+                return;
+            };
+            let cluster = cluster.clone();
+            drop(rt);
+            let mut report = TcpReport {
+                cluster: Some(name),
+                ..TcpReport::default()
+            };
+            proxy::run(stream, Bytes::new(), &cluster, &mut report).await;
+        }
+        ListenerKind::Tls(_) => {
+            drop(rt);
+            let (hello_bytes, hello) = match read_hello(&mut stream).await {
+                Ok(x) => x,
+                Err(why) => {
+                    tracing::info!(%peer, listener = %l.addr, reason = why, "connection closed before routing");
+                    return;
+                }
+            };
+            let rt = shared.runtime.load_full();
+            let Some(group) = rt.groups.get(&*l.group) else {
+                return;
+            };
+            let Some(listener) = group.listeners.get(&l.addr).cloned() else {
+                return;
+            };
+            let Some(chain) = listener.chain(hello.sni.as_deref()).cloned() else {
+                tracing::info!(%peer, listener = %l.addr, sni = ?hello.sni, "no filter chain for SNI; closed");
+                return;
+            };
+            let _permit = match rt.tenant(&chain.tenant).cloned().map(ConnPermit::tenant) {
+                Some(None) => return,
+                Some(Some(p)) => Some(p),
+                None => None,
+            };
+            match &chain.action {
+                ChainAction::Passthrough(tcp) => {
+                    let Some((cluster, name)) = proxy::choose(tcp, group) else {
+                        return;
+                    };
+                    let cluster = cluster.clone();
+                    drop(rt);
+                    let mut report = TcpReport {
+                        cluster: Some(name),
+                        ..TcpReport::default()
+                    };
+                    proxy::run(stream, hello_bytes, &cluster, &mut report).await;
+                }
+                ChainAction::TerminateHttp { .. } | ChainAction::TerminateTcp { .. } => {
+                    let Some(state) = group.chains.get(&chain.name).cloned() else {
+                        tracing::warn!(chain = %chain.name, "no TLS configuration for chain; closed");
+                        return;
+                    };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.config.clone());
+                    let tcp_target = match &chain.action {
+                        ChainAction::TerminateTcp { tcp, .. } => {
+                            proxy::choose(tcp, group).map(|(c, n)| (c.clone(), n))
+                        }
+                        _ => None,
+                    };
+                    drop(rt);
+                    let tls = match tokio::time::timeout(
+                        HELLO_TIMEOUT,
+                        acceptor.accept(Prefixed::new(hello_bytes, stream)),
+                    )
+                    .await
+                    {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, chain = %chain.name, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    if let Some((cluster, name)) = tcp_target {
+                        let mut report = TcpReport {
+                            cluster: Some(name),
+                            ..TcpReport::default()
+                        };
+                        proxy::run(tls, Bytes::new(), &cluster, &mut report).await;
+                        return;
+                    }
+                    let proto = match tls.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Proto::H2,
+                        _ => Proto::H1,
+                    };
+                    let info = Arc::new(ConnInfo {
+                        group: l.group.clone(),
+                        listener: l.addr,
+                        peer,
+                        tls: true,
+                        sni: hello.sni.map(String::into_boxed_str),
+                        chain: Some(chain.name.clone().into_boxed_str()),
+                        shared: shared.clone(),
+                    });
+                    server::serve(tls, info, proto, &l.limits, drain, stop).await;
+                }
+            }
+        }
+    }
+}
+
+fn group_max(rt: &crate::runtime::Runtime, group: &str) -> Option<u32> {
+    rt.snapshot
+        .groups
+        .get(group)
+        .and_then(|g| g.group.max_connections)
+}

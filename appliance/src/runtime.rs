@@ -1,0 +1,217 @@
+//! One generation of data-plane state: the snapshot plus what serving it needs (TLS server
+//! configurations, cluster runtimes, tenant counters). Built to the side by the control path,
+//! published with one `ArcSwap` store. Parts whose configuration did not change are carried
+//! over from the previous generation, so a reload keeps pools, ejections and counters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+use tenants::Snapshot;
+use tenants::snapshot::{ChainAction, FilterChain, Listener, ListenerKind, TlsContext};
+
+use crate::credentials::{Store, covers};
+use crate::quota::TenantRt;
+use crate::tls::server::{self, ChainTls};
+use crate::upstream::ClusterRt;
+
+/// A group's serving state.
+pub struct GroupRt {
+    /// The group name.
+    pub name: Arc<str>,
+    /// Listeners by bind address.
+    pub listeners: HashMap<SocketAddr, Arc<Listener>>,
+    /// Cluster runtimes by name.
+    pub clusters: HashMap<String, Arc<ClusterRt>>,
+    /// TLS configurations of terminating chains, by chain name.
+    pub chains: HashMap<String, Arc<ChainState>>,
+    /// Open connections on the group (`appliance.maxConnections`).
+    pub connections: Arc<AtomicU32>,
+}
+
+/// A terminating chain's TLS state, keyed by what built it.
+pub struct ChainState {
+    /// The context it was built from.
+    pub ctx: TlsContext,
+    /// ALPN offered.
+    pub alpn: Vec<Vec<u8>>,
+    /// The rustls config.
+    pub tls: ChainTls,
+}
+
+/// One generation.
+pub struct Runtime {
+    /// Generation number (1, 2, ...).
+    pub generation: u64,
+    /// The compiled configuration.
+    pub snapshot: Arc<Snapshot>,
+    /// Served groups.
+    pub groups: HashMap<String, GroupRt>,
+    /// Tenant counters by tenant (the platform is `istio-system`).
+    pub tenants: HashMap<String, Arc<TenantRt>>,
+    /// Problems found while building (bad credentials on a chain, ...).
+    pub problems: Vec<String>,
+}
+
+impl Runtime {
+    /// A runtime serving nothing.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            snapshot: Arc::new(Snapshot::empty()),
+            groups: HashMap::new(),
+            tenants: HashMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The listener a connection arrived on.
+    pub fn listener(&self, group: &str, addr: &SocketAddr) -> Option<&Arc<Listener>> {
+        self.groups.get(group)?.listeners.get(addr)
+    }
+
+    /// The tenant's counters.
+    pub fn tenant(&self, name: &str) -> Option<&Arc<TenantRt>> {
+        self.tenants.get(name)
+    }
+
+    /// Builds the next generation from `snap`, reusing what `prev` already has.
+    pub fn build(
+        prev: &Self,
+        snap: Arc<Snapshot>,
+        generation: u64,
+        served: Option<&[String]>,
+        store: &Store,
+        handle: &tokio::runtime::Handle,
+    ) -> Self {
+        let mut groups = HashMap::new();
+        let mut problems = Vec::new();
+        for (name, g) in &snap.groups {
+            if served.is_some_and(|s| !s.iter().any(|x| x == name)) {
+                continue;
+            }
+            let old = prev.groups.get(name);
+            let mut listeners = HashMap::new();
+            let mut chains = HashMap::new();
+            for l in &g.listeners {
+                listeners.insert(l.address, l.clone());
+                if let ListenerKind::Tls(cs) = &l.kind {
+                    for c in cs {
+                        if chains.contains_key(&c.name) {
+                            continue;
+                        }
+                        match chain_state(c, old, store) {
+                            Ok(Some(st)) => {
+                                check_sans(c, &st);
+                                chains.insert(c.name.clone(), st);
+                            }
+                            Ok(None) => {}
+                            Err(e) => problems.push(format!("group {name}: chain {}: {e}", c.name)),
+                        }
+                    }
+                }
+            }
+            let mut clusters = HashMap::new();
+            for (cname, c) in &g.clusters {
+                let reuse = old
+                    .and_then(|o| o.clusters.get(cname))
+                    .filter(|rt| same_cluster(&rt.config, c))
+                    .cloned();
+                let rt = reuse.unwrap_or_else(|| ClusterRt::new(c.clone(), store, handle));
+                clusters.insert(cname.clone(), rt);
+            }
+            groups.insert(
+                name.clone(),
+                GroupRt {
+                    name: Arc::from(name.as_str()),
+                    listeners,
+                    clusters,
+                    chains,
+                    connections: old
+                        .map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.connections.clone()),
+                },
+            );
+        }
+        let mut tenants = HashMap::new();
+        for (t, st) in &snap.tenants {
+            let reuse = prev
+                .tenants
+                .get(t)
+                .filter(|o| o.quotas == st.quotas)
+                .cloned();
+            tenants.insert(
+                t.clone(),
+                reuse.unwrap_or_else(|| Arc::new(TenantRt::new(&st.quotas))),
+            );
+        }
+        if !tenants.contains_key(tenants::model::PLATFORM_NAMESPACE) {
+            let platform = prev
+                .tenants
+                .get(tenants::model::PLATFORM_NAMESPACE)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(TenantRt::new(&Default::default())));
+            tenants.insert(tenants::model::PLATFORM_NAMESPACE.to_string(), platform);
+        }
+        Self {
+            generation,
+            snapshot: snap,
+            groups,
+            tenants,
+            problems,
+        }
+    }
+}
+
+fn same_cluster(a: &tenants::snapshot::Cluster, b: &tenants::snapshot::Cluster) -> bool {
+    // Clusters are plain data; their JSON form is a faithful equality.
+    serde_json::to_string(a).ok() == serde_json::to_string(b).ok()
+}
+
+fn chain_state(
+    c: &FilterChain,
+    old: Option<&GroupRt>,
+    store: &Store,
+) -> Result<Option<Arc<ChainState>>, server::TlsConfigError> {
+    let (ctx, alpn): (&TlsContext, Vec<Vec<u8>>) = match &c.action {
+        ChainAction::TerminateHttp { tls, .. } => (tls, vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
+        ChainAction::TerminateTcp { tls, .. } => (tls, Vec::new()),
+        ChainAction::Passthrough(_) => return Ok(None),
+    };
+    if let Some(st) = old.and_then(|o| o.chains.get(&c.name)) {
+        if st.ctx == *ctx && st.alpn == alpn {
+            return Ok(Some(st.clone()));
+        }
+    }
+    let protos: Vec<&[u8]> = alpn.iter().map(Vec::as_slice).collect();
+    let tls = server::build(ctx, store, &protos)?;
+    Ok(Some(Arc::new(ChainState {
+        ctx: ctx.clone(),
+        alpn,
+        tls,
+    })))
+}
+
+/// Warns on `/status` when the certificate does not cover the chain's SNI names.
+fn check_sans(c: &FilterChain, st: &ChainState) {
+    let Some(info) = st.tls.credential.status().certificate else {
+        return;
+    };
+    for n in &c.server_names {
+        let host = n.as_str();
+        let ok = if let Some(suffix) = host.strip_prefix("*.") {
+            info.dns_names
+                .iter()
+                .any(|d| d == host || d.strip_prefix("*.") == Some(suffix))
+        } else {
+            covers(&info.dns_names, host)
+        };
+        if !ok {
+            st.tls.credential.note(format!(
+                "certificate (SANs: {}) does not cover host {host} served by {}",
+                info.dns_names.join(", "),
+                c.name
+            ));
+        }
+    }
+}

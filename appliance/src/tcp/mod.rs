@@ -1,0 +1,3 @@
+//! Opaque TCP proxying: TCP routes, TLS passthrough, TLS-terminated TCP.
+
+pub mod proxy;

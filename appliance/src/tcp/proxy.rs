@@ -1,0 +1,118 @@
+//! Copying bytes between a downstream connection and an upstream endpoint, both ways, with
+//! half-close honoured and an idle timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tenants::snapshot::TcpProxy;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::idle::{Activity, Idle};
+use crate::runtime::GroupRt;
+use crate::upstream::connect;
+use crate::upstream::endpoint::Active;
+use crate::upstream::{ClusterRt, Outcome};
+
+/// How a proxied connection ended, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct TcpReport {
+    /// The cluster chosen.
+    pub cluster: Option<String>,
+    /// The endpoint connected to.
+    pub upstream: Option<SocketAddr>,
+    /// Bytes from the client to the upstream (including the replayed ClientHello).
+    pub sent: u64,
+    /// Bytes from the upstream to the client.
+    pub received: u64,
+    /// What went wrong, if anything (Envoy flag).
+    pub flag: Option<&'static str>,
+}
+
+/// Picks the weighted cluster of `tcp` and returns its runtime.
+pub fn choose<'g>(tcp: &TcpProxy, group: &'g GroupRt) -> Option<(&'g Arc<ClusterRt>, String)> {
+    let r = rand::rng().random_range(0..u64::MAX);
+    let wc = tenants::find::pick(&tcp.clusters, r)?;
+    group
+        .clusters
+        .get(&wc.cluster)
+        .map(|c| (c, wc.cluster.clone()))
+}
+
+/// Proxies `down` to the cluster: connects (from the egress source address when set),
+/// writes `prefix` (bytes already read, e.g. the ClientHello), then copies both ways until
+/// both sides closed or nothing moved for the cluster's TCP idle timeout.
+pub async fn run<D>(down: D, prefix: Bytes, cluster: &ClusterRt, report: &mut TcpReport)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let eps = cluster.endpoints.load();
+    let od = cluster.config.policy.outlier_detection.as_ref();
+    let Some(ep) = cluster.balancer.pick(
+        &eps,
+        cluster.config.policy.load_balancer.as_ref(),
+        od,
+        None,
+        crate::clock::now_ms(),
+    ) else {
+        report.flag = Some("UH");
+        return;
+    };
+    drop(eps);
+    report.upstream = Some(ep.addr);
+    let _active = Active::new(&ep);
+    let permit = match &cluster.limits.connections {
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                report.flag = Some("UO");
+                return;
+            }
+        },
+        None => None,
+    };
+    let mut up = match connect::tcp(
+        ep.addr,
+        cluster.config.source_address,
+        cluster.limits.connect_timeout,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            cluster.record(&ep, Outcome::GatewayError);
+            tracing::debug!(error = %e, "tcp upstream connect failed");
+            report.flag = Some("UF");
+            return;
+        }
+    };
+    cluster.record(&ep, Outcome::Success);
+    if !prefix.is_empty() {
+        if up.write_all(&prefix).await.is_err() {
+            report.flag = Some("UC");
+            return;
+        }
+        report.sent += prefix.len() as u64;
+    }
+    let activity = Activity::new();
+    let mut d = Idle::new(down, activity.clone());
+    let mut u = Idle::new(&mut up, activity.clone());
+    let idle = cluster
+        .limits
+        .tcp_idle_timeout
+        .unwrap_or(Duration::from_secs(u64::MAX / 4_000));
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut d, &mut u) => {
+            if let Ok((a, b)) = r {
+                report.sent += a;
+                report.received += b;
+            }
+        }
+        () = activity.idle_for(idle) => {
+            report.flag = Some("IT");
+        }
+    }
+    drop(permit);
+}

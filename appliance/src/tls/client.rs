@@ -1,0 +1,65 @@
+//! rustls client configurations for TLS origination (DestinationRule `tls`).
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::ClientConfig;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::crypto::CryptoProvider;
+use tenants::model::ClientTlsMode;
+use tenants::snapshot::UpstreamTls;
+
+use crate::credentials::{ClientCert, RefError, Store, UpstreamCerts};
+
+/// The system trust store (read once).
+fn system_verifier(provider: &Arc<CryptoProvider>) -> Option<Arc<dyn ServerCertVerifier>> {
+    static ROOTS: OnceLock<Option<Arc<rustls::RootCertStore>>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        let mut store = rustls::RootCertStore::empty();
+        let loaded = rustls_native_certs::load_native_certs();
+        store.add_parsable_certificates(loaded.certs);
+        (!store.is_empty()).then(|| Arc::new(store))
+    });
+    let roots = roots.clone()?;
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .ok()
+        .map(|v| v as Arc<dyn ServerCertVerifier>)
+}
+
+/// Builds the client configuration for a cluster's TLS origination. `alpn` lists the
+/// protocols to offer (`h2` for HTTP/2 clusters).
+pub fn build(
+    t: &UpstreamTls,
+    store: &Store,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, RefError> {
+    let provider = store.provider().clone();
+    let cred = match &t.credential {
+        Some(r) => Some(store.get(r, None, t.mode == ClientTlsMode::Mutual)?),
+        None => None,
+    };
+    // A credential without ca.crt, like no credential, verifies against the system roots.
+    let ca = cred
+        .clone()
+        .filter(|c| c.ca.load().is_some() || t.ca_file.is_some());
+    let verifier = UpstreamCerts::new(
+        ca,
+        system_verifier(&provider),
+        t.subject_alt_names.clone(),
+        t.insecure_skip_verify,
+        provider.clone(),
+    );
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| RefError::BadName("protocol versions".into()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match (&cred, t.mode) {
+        (Some(c), ClientTlsMode::Mutual) => {
+            builder.with_client_cert_resolver(Arc::new(ClientCert(c.clone())))
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,85 @@
+//! Opening upstream connections: bind the egress source address, connect with a timeout,
+//! originate TLS.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Why an upstream connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// TCP connect refused, unreachable, or the source address could not be bound.
+    #[error("connect to {addr}: {source}")]
+    Io {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// No connection within the connect timeout.
+    #[error("connect to {0}: timed out")]
+    Timeout(SocketAddr),
+    /// The TLS handshake with the upstream failed.
+    #[error("TLS to {addr}: {source}")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Connects to `addr`, leaving from `source` when given (egress groups).
+pub async fn tcp(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let io_err = |source| ConnectError::Io { addr, source };
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(io_err)?;
+    if let Some(src) = source {
+        if src.is_ipv4() == addr.is_ipv4() {
+            sock.bind(SocketAddr::new(src, 0)).map_err(io_err)?;
+        }
+    }
+    let s = match tokio::time::timeout(timeout, sock.connect(addr)).await {
+        Ok(r) => r.map_err(io_err)?,
+        Err(_) => return Err(ConnectError::Timeout(addr)),
+    };
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+/// Performs a TLS handshake with the upstream as `sni`.
+pub async fn tls(
+    stream: TcpStream,
+    config: Arc<ClientConfig>,
+    sni: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, ConnectError> {
+    let name = ServerName::try_from(sni.to_string()).map_err(|e| ConnectError::Tls {
+        addr,
+        source: io::Error::new(io::ErrorKind::InvalidInput, e),
+    })?;
+    let c = TlsConnector::from(config);
+    match tokio::time::timeout(timeout, c.connect(name, stream)).await {
+        Ok(r) => r.map_err(|source| ConnectError::Tls { addr, source }),
+        Err(_) => Err(ConnectError::Timeout(addr)),
+    }
+}

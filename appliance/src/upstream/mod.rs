@@ -1,0 +1,166 @@
+//! Upstream clusters at run time: endpoints (static or resolved by DNS), load balancing,
+//! outlier detection, circuit breakers and TLS origination. A cluster's runtime survives a
+//! reload that does not change its configuration, so counters, ejections and pooled
+//! connections carry over.
+
+pub mod connect;
+pub mod dns;
+pub mod endpoint;
+pub mod lb;
+pub mod pool;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ClientConfig;
+use tenants::snapshot::{Cluster, Endpoints, UpstreamProtocol};
+use tokio::sync::Semaphore;
+
+use crate::credentials::Store;
+pub use endpoint::{Endpoint, Outcome};
+
+/// Circuit-breaker limits and their live counters (`connectionPool`).
+#[derive(Debug)]
+pub struct Limits {
+    /// `tcp.maxConnections`: permits for upstream connections (all threads).
+    pub connections: Option<Arc<Semaphore>>,
+    /// `http.http1MaxPendingRequests`.
+    pub max_pending: u32,
+    /// Requests waiting for a connection.
+    pub pending: AtomicU32,
+    /// `http.http2MaxRequests`: in-flight requests.
+    pub max_requests: u32,
+    /// In-flight requests.
+    pub requests: AtomicU32,
+    /// `http.maxRetries`: concurrent retries.
+    pub max_retries: u32,
+    /// Retries in flight.
+    pub retries: AtomicU32,
+    /// `http.maxRequestsPerConnection` (0: unlimited).
+    pub per_connection: u32,
+    /// Pooled connection idle timeout.
+    pub idle_timeout: Duration,
+    /// `tcp.connectTimeout` (default 10s, as Envoy's).
+    pub connect_timeout: Duration,
+    /// `tcp.idleTimeout` for TCP proxying (default 1h; `0s` disables).
+    pub tcp_idle_timeout: Option<Duration>,
+}
+
+/// A cluster at run time.
+pub struct ClusterRt {
+    /// Unique per runtime instance (pool keys).
+    pub id: u64,
+    /// The compiled configuration.
+    pub config: Arc<Cluster>,
+    /// Current endpoints.
+    pub endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    /// Balancer state.
+    pub balancer: lb::Balancer,
+    /// TLS origination config, ALPN per the cluster's protocol.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Circuit breakers.
+    pub limits: Limits,
+    /// Endpoints currently ejected (for maxEjectionPercent).
+    pub ejected: AtomicU32,
+    dns: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for ClusterRt {
+    fn drop(&mut self) {
+        if let Some(h) = &self.dns {
+            h.abort();
+        }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ClusterRt {
+    /// Builds the runtime of a cluster; DNS clusters start resolving on `handle`.
+    pub fn new(config: Arc<Cluster>, store: &Store, handle: &tokio::runtime::Handle) -> Arc<Self> {
+        let pool = config.policy.connection_pool.clone().unwrap_or_default();
+        let limits = Limits {
+            connections: pool
+                .max_connections
+                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
+            max_pending: pool.http1_max_pending_requests.unwrap_or(u32::MAX),
+            pending: AtomicU32::new(0),
+            max_requests: pool.http2_max_requests.unwrap_or(u32::MAX),
+            requests: AtomicU32::new(0),
+            max_retries: pool.max_retries.unwrap_or(u32::MAX),
+            retries: AtomicU32::new(0),
+            per_connection: pool.max_requests_per_connection.unwrap_or(0),
+            idle_timeout: pool.http_idle_timeout.unwrap_or(Duration::from_secs(3600)),
+            connect_timeout: pool.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            tcp_idle_timeout: match pool.tcp_idle_timeout {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => Some(Duration::from_secs(3600)),
+            },
+        };
+        let alpn: &[&[u8]] = match config.protocol {
+            UpstreamProtocol::Http2 => &[b"h2"],
+            UpstreamProtocol::ClientProtocol => &[b"h2", b"http/1.1"],
+            _ => &[b"http/1.1"],
+        };
+        let tls = config.tls.as_ref().and_then(|t| match crate::tls::client::build(t, store, alpn) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(cluster = %config.name, error = %e, "TLS origination not configured");
+                None
+            }
+        });
+        let initial: Vec<Arc<Endpoint>> = match &config.endpoints {
+            Endpoints::Static(v) => v
+                .iter()
+                .map(|e| Arc::new(Endpoint::new(e.address, e.weight)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let endpoints = ArcSwap::from_pointee(initial);
+        Arc::new_cyclic(|weak| Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            endpoints,
+            balancer: lb::Balancer::default(),
+            tls,
+            limits,
+            ejected: AtomicU32::new(0),
+            dns: match &config.endpoints {
+                Endpoints::Dns { names, first_only } => {
+                    Some(dns::spawn(handle, weak.clone(), names.clone(), *first_only))
+                }
+                _ => None,
+            },
+            config,
+        })
+    }
+
+    /// Records a result on `ep`, ejecting it when outlier detection says so and the budget
+    /// (`maxEjectionPercent`) allows.
+    pub fn record(&self, ep: &Endpoint, outcome: Outcome) {
+        let od = self.config.policy.outlier_detection.as_ref();
+        if ep.record(outcome, od) {
+            if let Some(od) = od {
+                let now = crate::clock::now_ms();
+                let eps = self.endpoints.load();
+                let ejected = eps.iter().filter(|e| e.is_ejected(now)).count();
+                if (ejected + 1) * 100 <= eps.len() * od.max_ejection_percent as usize {
+                    ep.eject(od, now);
+                }
+            }
+        }
+    }
+}
+
+/// Replaces a cluster's endpoints, keeping counters of addresses that stay.
+pub fn replace_endpoints(rt: &ClusterRt, fresh: Vec<Arc<Endpoint>>) {
+    let old = rt.endpoints.load();
+    for f in &fresh {
+        if let Some(o) = old.iter().find(|o| o.addr == f.addr) {
+            f.inherit(o);
+        }
+    }
+    rt.endpoints.store(Arc::new(fresh));
+}

@@ -1,0 +1,314 @@
+//! Upstream connection pools, one per worker thread (no lock, no cross-thread wake-up):
+//! HTTP/1.1 keeps idle senders per endpoint and returns a sender when the response body
+//! ends; HTTP/2 keeps one multiplexed connection per endpoint.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::ClusterRt;
+use super::connect::{self, ConnectError};
+use crate::clock;
+use crate::http::body::{Body, BoxError};
+
+/// Identifies a pool of equivalent connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    cluster: u64,
+    addr: SocketAddr,
+    sni: Option<Arc<str>>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<Body>,
+    since_ms: u64,
+    used: u32,
+}
+
+thread_local! {
+    static H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
+    static H2: RefCell<HashMap<Key, http2::SendRequest<Body>>> = RefCell::new(HashMap::new());
+}
+
+/// Most idle HTTP/1.1 connections kept per endpoint and thread.
+const MAX_IDLE: usize = 512;
+
+/// Why no upstream connection could be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// The cluster's connection limit is reached and the pending queue is full (UO).
+    #[error("upstream connection pool overflow")]
+    Overflow,
+    /// Connecting failed (UF).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The HTTP handshake with the upstream failed (UF).
+    #[error("upstream handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+}
+
+/// An HTTP/1.1 sender on loan; goes back to the pool when the response body ends.
+pub struct Lease {
+    key: Key,
+    tx: http1::SendRequest<Body>,
+    used: u32,
+    max_per_conn: u32,
+    idle_timeout: Duration,
+}
+
+impl Lease {
+    /// The sender.
+    pub fn sender(&mut self) -> &mut http1::SendRequest<Body> {
+        &mut self.tx
+    }
+
+    fn release(mut self) {
+        self.used += 1;
+        if self.max_per_conn != 0 && self.used >= self.max_per_conn {
+            return;
+        }
+        if self.tx.is_closed() {
+            return;
+        }
+        let idle = Idle {
+            tx: self.tx,
+            since_ms: clock::now_ms(),
+            used: self.used,
+        };
+        let _ = self.idle_timeout;
+        H1.with(|p| {
+            let mut p = p.borrow_mut();
+            let v = p.entry(self.key).or_default();
+            if v.len() < MAX_IDLE {
+                v.push(idle);
+            }
+        });
+    }
+}
+
+async fn permit(rt: &ClusterRt) -> Result<Option<OwnedSemaphorePermit>, PoolError> {
+    let Some(sem) = &rt.limits.connections else {
+        return Ok(None);
+    };
+    if let Ok(p) = sem.clone().try_acquire_owned() {
+        return Ok(Some(p));
+    }
+    let pending = rt.limits.pending.fetch_add(1, Ordering::AcqRel);
+    if pending >= rt.limits.max_pending {
+        rt.limits.pending.fetch_sub(1, Ordering::AcqRel);
+        return Err(PoolError::Overflow);
+    }
+    let r = sem.clone().acquire_owned().await;
+    rt.limits.pending.fetch_sub(1, Ordering::AcqRel);
+    r.map(Some).map_err(|_| PoolError::Overflow)
+}
+
+/// Opens the transport to an endpoint: TCP from the cluster's source address, then TLS when
+/// the cluster originates it.
+pub async fn transport(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> Result<Box<dyn Io>, PoolError> {
+    let tcp = connect::tcp(addr, rt.config.source_address, rt.limits.connect_timeout).await?;
+    match &rt.tls {
+        None => Ok(Box::new(tcp)),
+        Some(cfg) => {
+            let name = sni.unwrap_or_else(|| rt.config.host.as_str());
+            let t = connect::tls(tcp, cfg.clone(), name, addr, rt.limits.connect_timeout).await?;
+            Ok(Box::new(t))
+        }
+    }
+}
+
+/// A byte stream to an upstream.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {
+    /// Whether ALPN chose HTTP/2 (TLS only).
+    fn alpn_h2(&self) -> bool {
+        false
+    }
+}
+
+impl Io for tokio::net::TcpStream {}
+
+impl Io for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn alpn_h2(&self) -> bool {
+        self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+}
+
+fn key(rt: &ClusterRt, addr: SocketAddr, sni: Option<&str>) -> Key {
+    Key {
+        cluster: rt.id,
+        addr,
+        sni: if rt.tls.is_some() {
+            sni.map(Arc::from)
+        } else {
+            None
+        },
+    }
+}
+
+/// An HTTP/1.1 sender to `addr`: an idle pooled one, or a new connection.
+pub async fn http1(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+    fresh: bool,
+) -> Result<Lease, PoolError> {
+    let k = key(rt, addr, sni);
+    if !fresh {
+        let now = clock::now_ms();
+        let idle_ms = rt.limits.idle_timeout.as_millis() as u64;
+        while let Some(mut idle) = H1.with(|p| p.borrow_mut().get_mut(&k).and_then(Vec::pop)) {
+            if idle.tx.is_closed() || now.saturating_sub(idle.since_ms) > idle_ms {
+                continue;
+            }
+            if idle.tx.ready().await.is_ok() {
+                return Ok(Lease {
+                    key: k,
+                    tx: idle.tx,
+                    used: idle.used,
+                    max_per_conn: rt.limits.per_connection,
+                    idle_timeout: rt.limits.idle_timeout,
+                });
+            }
+        }
+    }
+    let permit = permit(rt).await?;
+    let io = transport(rt, addr, sni).await?;
+    let (tx, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(PoolError::Handshake)?;
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = conn.await;
+    });
+    Ok(Lease {
+        key: k,
+        tx,
+        used: 0,
+        max_per_conn: rt.limits.per_connection,
+        idle_timeout: rt.limits.idle_timeout,
+    })
+}
+
+/// An HTTP/2 sender to `addr`: the thread's connection to it, or a new one.
+pub async fn http2(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> Result<http2::SendRequest<Body>, PoolError> {
+    let k = key(rt, addr, sni);
+    if let Some(tx) = H2.with(|p| {
+        p.borrow()
+            .get(&k)
+            .filter(|t| !t.is_closed() && t.is_ready())
+            .cloned()
+    }) {
+        return Ok(tx);
+    }
+    let permit = permit(rt).await?;
+    let io = transport(rt, addr, sni).await?;
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new());
+    if let Some((interval, timeout)) = rt
+        .config
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.http2_keep_alive)
+    {
+        b.keep_alive_interval(interval).keep_alive_timeout(timeout);
+    }
+    if let Some(n) = rt
+        .config
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.max_concurrent_streams)
+    {
+        b.max_concurrent_reset_streams(n as usize);
+    }
+    let (tx, conn) = b
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(PoolError::Handshake)?;
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = conn.await;
+    });
+    H2.with(|p| p.borrow_mut().insert(k, tx.clone()));
+    Ok(tx)
+}
+
+/// A response body that returns its HTTP/1.1 connection to the pool when it ends.
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    /// Wraps `inner`; `lease` goes back to the pool at the end of the body.
+    pub fn new(inner: Incoming, lease: Option<Lease>) -> Self {
+        let mut b = Self { inner, lease };
+        if b.inner.is_end_stream() {
+            if let Some(l) = b.lease.take() {
+                l.release();
+            }
+        }
+        b
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => {
+                if let Some(l) = self.lease.take() {
+                    l.release();
+                }
+            }
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
+                if let Some(l) = self.lease.take() {
+                    l.release();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                self.lease = None;
+            }
+            _ => {}
+        }
+        r.map(|o| o.map(|r| r.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

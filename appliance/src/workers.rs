@@ -1,0 +1,148 @@
+//! Worker threads: one single-threaded tokio runtime per core, each with its own
+//! `SO_REUSEPORT` socket per listener (no cross-thread wake-ups on the data path). Listener
+//! changes arrive as a desired set: new addresses are bound, removed ones stop accepting and
+//! drain, unchanged ones are never touched.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::shared::{Shared, Wanted, WantedListener};
+
+/// Binds a listening socket shared by the workers through `SO_REUSEPORT`.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+struct Bound {
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts `n` worker threads; they run until `shared.drain` is set and their connections
+/// are gone (or `grace` passed).
+pub fn start(n: usize, shared: Arc<Shared>, grace: Duration) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n.max(1))
+        .map(|id| {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("gatehouse-w{id}"))
+                .spawn(move || worker(id, shared, grace))
+                .unwrap_or_else(|e| panic!("cannot start worker thread: {e}"))
+        })
+        .collect()
+}
+
+fn worker(id: usize, shared: Arc<Shared>, grace: Duration) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "cannot start worker runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut wanted = shared.wanted.subscribe();
+        let mut drain = shared.drain.subscribe();
+        let mut bound: HashMap<(Arc<str>, SocketAddr), Bound> = HashMap::new();
+        loop {
+            let w: Arc<Wanted> = wanted.borrow_and_update().clone();
+            apply(id, &shared, &w, &mut bound);
+            tokio::select! {
+                r = wanted.changed() => if r.is_err() { break },
+                r = drain.changed() => if r.is_err() || *drain.borrow() { break },
+            }
+        }
+        // Shutdown: stop accepting, let connections finish within the grace period.
+        bound.clear();
+        let deadline = tokio::time::Instant::now() + grace;
+        while shared.connections.load(Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+fn apply(
+    id: usize,
+    shared: &Arc<Shared>,
+    w: &Wanted,
+    bound: &mut HashMap<(Arc<str>, SocketAddr), Bound>,
+) {
+    bound.retain(|k, _| w.listeners.iter().any(|l| l.group == k.0 && l.addr == k.1));
+    for l in &w.listeners {
+        let key = (l.group.clone(), l.addr);
+        if bound.contains_key(&key) {
+            continue;
+        }
+        let listener = match bind(l.addr).and_then(TcpListener::from_std) {
+            Ok(x) => x,
+            Err(e) => {
+                if id == 0 {
+                    tracing::error!(listener = %l.addr, group = %l.group, error = %e, "cannot bind listener");
+                    shared.with_status(|s| {
+                        s.bind_errors
+                            .insert(format!("{}/{}", l.group, l.addr), e.to_string());
+                    });
+                }
+                continue;
+            }
+        };
+        if id == 0 {
+            shared.with_status(|s| {
+                s.bind_errors.remove(&format!("{}/{}", l.group, l.addr));
+            });
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, l.clone(), shared.clone(), stop_rx));
+        bound.insert(key, Bound { stop });
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    l: WantedListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, peer)) => {
+                    tokio::spawn(crate::listener::handle(s, peer, l.clone(), shared.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %l.addr, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            r = stop.changed() => if r.is_err() || *stop.borrow() { break },
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Backends the tests route to: an HTTP echo server that says who it is, a TLS server with
+//! its own certificate, a TCP echo server, and a websocket echo server. They run on a tokio
+//! runtime owned by the test.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Per-backend request counters, by backend name.
+#[derive(Default, Clone)]
+pub struct Counters(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Counters {
+    /// Requests `name` received.
+    pub fn get(&self, name: &str) -> u64 {
+        self.0.lock().expect("lock").get(name).copied().unwrap_or(0)
+    }
+
+    fn bump(&self, name: &str) {
+        *self
+            .0
+            .lock()
+            .expect("lock")
+            .entry(name.to_string())
+            .or_default() += 1;
+    }
+}
+
+/// The test's backends and the runtime they run on.
+pub struct Backends {
+    /// The runtime.
+    pub rt: tokio::runtime::Runtime,
+    /// Request counters.
+    pub counters: Counters,
+    fail_first: Arc<Mutex<HashMap<String, u64>>>,
+    /// Peer addresses seen by each backend (source-address checks).
+    pub peers: Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>,
+}
+
+/// Total bytes seen by a TCP echo backend.
+pub static TCP_BYTES: AtomicU64 = AtomicU64::new(0);
+
+impl Backends {
+    /// A runtime with two workers.
+    pub fn new() -> Self {
+        Self {
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            counters: Counters::default(),
+            fail_first: Arc::default(),
+            peers: Arc::default(),
+        }
+    }
+
+    /// An HTTP/1.1 + HTTP/2 (prior knowledge) echo backend named `name` on `port`.
+    /// Request headers steer it: `x-test-status`, `x-test-delay-ms`, `x-test-fail-times`
+    /// (answer 503 that many times per `x-test-key`, then 200).
+    pub fn http(&self, name: &str, port: u16) {
+        let name: Arc<str> = Arc::from(name);
+        let counters = self.counters.clone();
+        let fails = self.fail_first.clone();
+        let peers = self.peers.clone();
+        let l = self
+            .rt
+            .block_on(TcpListener::bind(("127.0.0.1", port)))
+            .expect("bind backend");
+        self.rt.spawn(async move {
+            loop {
+                let Ok((s, peer)) = l.accept().await else {
+                    continue;
+                };
+                let (name, counters, fails, peers) =
+                    (name.clone(), counters.clone(), fails.clone(), peers.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        echo(
+                            req,
+                            name.clone(),
+                            counters.clone(),
+                            fails.clone(),
+                            peers.clone(),
+                            peer,
+                        )
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    }
+
+    /// A TCP echo backend that first sends `<name>\n`, echoes everything, and on the
+    /// client's half-close answers `bye <n bytes>\n` and closes.
+    pub fn tcp_echo(&self, name: &str, port: u16) {
+        let name = name.to_string();
+        let counters = self.counters.clone();
+        let peers = self.peers.clone();
+        let l = self
+            .rt
+            .block_on(TcpListener::bind(("127.0.0.1", port)))
+            .expect("bind tcp");
+        self.rt.spawn(async move {
+            loop {
+                let Ok((mut s, peer)) = l.accept().await else {
+                    continue;
+                };
+                counters.bump(&name);
+                peers
+                    .lock()
+                    .expect("lock")
+                    .entry(name.clone())
+                    .or_default()
+                    .push(peer);
+                let name = name.clone();
+                tokio::spawn(async move {
+                    if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut total = 0u64;
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                total += n as u64;
+                                TCP_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+                                if s.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    let _ = s.write_all(format!("bye {total}\n").as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+    }
+
+    /// A TLS backend presenting `cert`/`key` and answering HTTP/1.1 with `name`.
+    pub fn tls_http(&self, name: &str, port: u16, cert_pem: &str, key_pem: &str) {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("certs");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let name: Arc<str> = Arc::from(name);
+        let counters = self.counters.clone();
+        let fails = self.fail_first.clone();
+        let peers = self.peers.clone();
+        let l = self
+            .rt
+            .block_on(TcpListener::bind(("127.0.0.1", port)))
+            .expect("bind tls");
+        self.rt.spawn(async move {
+            loop {
+                let Ok((s, peer)) = l.accept().await else {
+                    continue;
+                };
+                let (acceptor, name, counters, fails, peers) = (
+                    acceptor.clone(),
+                    name.clone(),
+                    counters.clone(),
+                    fails.clone(),
+                    peers.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let svc = service_fn(move |req| {
+                        echo(
+                            req,
+                            name.clone(),
+                            counters.clone(),
+                            fails.clone(),
+                            peers.clone(),
+                            peer,
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+    }
+
+    /// A websocket echo server named `name`.
+    pub fn websocket(&self, name: &str, port: u16) {
+        let name = name.to_string();
+        let l = self
+            .rt
+            .block_on(TcpListener::bind(("127.0.0.1", port)))
+            .expect("bind ws");
+        self.rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                        return;
+                    };
+                    while let Some(Ok(m)) = ws.next().await {
+                        if m.is_text() {
+                            let t = format!("{name}: {}", m.into_text().unwrap_or_default());
+                            if ws
+                                .send(tokio_tungstenite::tungstenite::Message::text(t))
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        } else if m.is_close() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
+
+async fn echo(
+    req: Request<Incoming>,
+    name: Arc<str>,
+    counters: Counters,
+    fails: Arc<Mutex<HashMap<String, u64>>>,
+    peers: Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>,
+    peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    counters.bump(&name);
+    peers
+        .lock()
+        .expect("lock")
+        .entry(name.to_string())
+        .or_default()
+        .push(peer);
+    let h = req.headers().clone();
+    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(ms) = get("x-test-delay-ms").and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut status: u16 = get("x-test-status")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    if let (Some(times), Some(key)) = (
+        get("x-test-fail-times").and_then(|v| v.parse::<u64>().ok()),
+        get("x-test-key"),
+    ) {
+        let mut f = fails.lock().expect("lock");
+        let seen = f.entry(key).or_default();
+        if *seen < times {
+            *seen += 1;
+            status = 503;
+        }
+    }
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let version = format!("{:?}", req.version());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
+    let headers: serde_json::Map<String, serde_json::Value> = h
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                serde_json::Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "backend": &*name,
+        "method": method,
+        "path": path,
+        "version": version,
+        "headers": headers,
+        "body_len": body.len(),
+        "body_sum": sum,
+    });
+    let mut r = Response::new(Full::new(Bytes::from(doc.to_string())));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        "x-backend",
+        http::HeaderValue::from_str(&name).expect("name"),
+    );
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}

@@ -1,0 +1,360 @@
+//! HTTP routing end to end: curl against the gateway, echo backends saying who answered.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::tools::Curl;
+use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant, wait_for};
+
+/// One tenant `team-a` on `web.example.com`, backends `v1`, `v2`, `default`, `other`.
+struct Fx {
+    _repo: Repo,
+    _creds: tempfile::TempDir,
+    be: Backends,
+    gw: Gateway,
+    port: u16,
+}
+
+impl Fx {
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.port)
+    }
+}
+
+fn fixture(routes: &str, tenant_extra: &str) -> Fx {
+    let port = free_port();
+    let (p1, p2, p3, p4) = (free_port(), free_port(), free_port(), free_port());
+    let be = Backends::new();
+    be.http("v1", p1);
+    be.http("v2", p2);
+    be.http("default", p3);
+    be.http("other", p4);
+    let repo = Repo::new();
+    repo.write(
+        "gatehouse.yaml",
+        &platform(
+            &[(80, port)],
+            &tenant(
+                "team-a",
+                &["web.example.com", "*.a.example.com"],
+                tenant_extra,
+            ),
+        ),
+    );
+    repo.write(
+        "tenants/team-a/gateway.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: public}\nspec:\n  selector: {istio: public-gw}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"web.example.com\", \"*.a.example.com\"]\n",
+    );
+    let mut svc = service(
+        "api",
+        "api.team-a.internal",
+        &[(p1, "version: v1"), (p2, "version: v2")],
+    );
+    svc.push_str(&service("default", "default.team-a.internal", &[(p3, "")]));
+    svc.push_str(&service("other", "other.team-a.internal", &[(p4, "")]));
+    svc.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: api}\nspec:\n  host: api.team-a.internal\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n",
+    );
+    repo.write("tenants/team-a/services.yaml", &svc);
+    repo.write("tenants/team-a/routes.yaml", routes);
+    let creds = tempfile::tempdir().expect("tmp");
+    let gw = Gateway::start(&repo, creds.path());
+    Fx {
+        _repo: repo,
+        _creds: creds,
+        be,
+        gw,
+        port,
+    }
+}
+
+fn vs(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web}}\nspec:\n  hosts: [\"web.example.com\"]\n  gateways: [public]\n  http:\n{http}"
+    )
+}
+
+#[test]
+fn matches_uri_headers_method_query_and_falls_back() {
+    let fx = fixture(
+        &vs(r#"  - name: exact
+    match: [{uri: {exact: /exact}}]
+    route: [{destination: {host: api.team-a.internal, subset: v1}}]
+  - name: regex
+    match: [{uri: {regex: "/items/[0-9]+"}}]
+    route: [{destination: {host: api.team-a.internal, subset: v2}}]
+  - name: header
+    match: [{headers: {x-canary: {exact: "yes"}}}]
+    route: [{destination: {host: other.team-a.internal}}]
+  - name: method-query
+    match: [{method: {exact: DELETE}, queryParams: {force: {exact: "true"}}}]
+    route: [{destination: {host: other.team-a.internal}}]
+  - name: prefix
+    match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: api.team-a.internal, subset: v2}}]
+  - name: default
+    route: [{destination: {host: default.team-a.internal}}]
+"#),
+        "",
+    );
+    let get = |path: &str| Curl::new(&fx.url("web.example.com", path)).run();
+    assert_eq!(get("/exact").backend(), "v1");
+    assert_eq!(get("/exact/not").backend(), "default");
+    assert_eq!(get("/items/42").backend(), "v2");
+    assert_eq!(get("/items/x42").backend(), "default");
+    // Istio prefixes are not segment-aware: /apis matches /api.
+    assert_eq!(get("/apis").backend(), "v2");
+    assert_eq!(
+        Curl::new(&fx.url("web.example.com", "/x"))
+            .header("x-canary: yes")
+            .run()
+            .backend(),
+        "other"
+    );
+    assert_eq!(
+        Curl::new(&fx.url("web.example.com", "/x?force=true"))
+            .arg("-X")
+            .arg("DELETE")
+            .run()
+            .backend(),
+        "other"
+    );
+    assert_eq!(
+        Curl::new(&fx.url("web.example.com", "/x?force=false"))
+            .arg("-X")
+            .arg("DELETE")
+            .run()
+            .backend(),
+        "default"
+    );
+    // The backend sees the Host as sent and the proxy headers.
+    let r = get("/anything");
+    let j = r.json();
+    assert_eq!(j["headers"]["host"], format!("web.example.com:{}", fx.port));
+    assert_eq!(j["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(j["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(
+        j["headers"]["x-request-id"].as_str().map(str::len),
+        Some(36)
+    );
+    // An incoming request id is kept.
+    let j = Curl::new(&fx.url("web.example.com", "/"))
+        .header("x-request-id: abc-123")
+        .run()
+        .json();
+    assert_eq!(j["headers"]["x-request-id"], "abc-123");
+}
+
+#[test]
+fn unknown_host_is_404_and_known_host_without_route_is_404() {
+    let fx = fixture(
+        &vs(
+            "  - match: [{uri: {prefix: /only}}]\n    route: [{destination: {host: default.team-a.internal}}]\n",
+        ),
+        "",
+    );
+    assert_eq!(
+        Curl::new(&fx.url("nope.example.com", "/")).run().status,
+        404
+    );
+    assert_eq!(
+        Curl::new(&fx.url("web.example.com", "/elsewhere"))
+            .run()
+            .status,
+        404
+    );
+    assert_eq!(
+        Curl::new(&fx.url("web.example.com", "/only/x"))
+            .run()
+            .status,
+        200
+    );
+}
+
+#[test]
+fn weighted_split_70_30_over_2000_requests() {
+    let fx = fixture(
+        &vs(
+            "  - route:\n    - {destination: {host: api.team-a.internal, subset: v2}, weight: 70}\n    - {destination: {host: api.team-a.internal, subset: v1}, weight: 30}\n",
+        ),
+        "",
+    );
+    // h2load drives 2,000 requests over HTTP/1.1; the backends count who got what.
+    let out = std::process::Command::new("h2load")
+        .args([
+            "--h1",
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-H",
+            ":authority: web.example.com",
+        ])
+        .arg(fx.url("127.0.0.1", "/split"))
+        .output()
+        .expect("h2load runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2000 succeeded"), "h2load: {text}");
+    let v2 = fx.be.counters.get("v2") as f64;
+    let v1 = fx.be.counters.get("v1") as f64;
+    assert_eq!(v1 + v2, 2000.0);
+    let share = v2 / (v1 + v2) * 100.0;
+    assert!(
+        (65.0..=75.0).contains(&share),
+        "v2 got {share:.1}% (v1 {v1}, v2 {v2})"
+    );
+}
+
+#[test]
+fn rewrite_redirect_and_header_operations() {
+    let fx = fixture(
+        &vs(r#"  - match: [{uri: {prefix: /old}}]
+    rewrite: {uri: /new, authority: backend.internal}
+    headers:
+      request:
+        set: {x-set: "1"}
+        add: {x-added: "yes"}
+        remove: [x-remove-me]
+      response:
+        set: {x-resp: gatehouse}
+        remove: [x-backend-secret]
+    route:
+    - destination: {host: default.team-a.internal}
+      headers:
+        request: {set: {x-dest: v}}
+  - match: [{uri: {prefix: /moved}}]
+    redirect: {uri: /elsewhere, authority: new.example.com, redirectCode: 308}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - route: [{destination: {host: default.team-a.internal}}]
+"#),
+        "",
+    );
+    let r = Curl::new(&fx.url("web.example.com", "/old/page?q=1"))
+        .header("x-remove-me: 1")
+        .run();
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["path"], "/new/page?q=1");
+    assert_eq!(j["headers"]["host"], "backend.internal");
+    assert_eq!(j["headers"]["x-set"], "1");
+    assert_eq!(j["headers"]["x-added"], "yes");
+    assert_eq!(j["headers"]["x-dest"], "v");
+    assert!(j["headers"].get("x-remove-me").is_none());
+    assert_eq!(r.header("x-resp"), Some("gatehouse"));
+    let r = Curl::new(&fx.url("web.example.com", "/moved/x")).run();
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://new.example.com:{}/elsewhere", fx.port).as_str())
+    );
+    let r = Curl::new(&fx.url("web.example.com", "/teapot")).run();
+    assert_eq!((r.status, r.body.as_str()), (418, "short and stout"));
+}
+
+#[test]
+fn timeout_retries_and_faults() {
+    let fx = fixture(
+        &vs(r#"  - match: [{uri: {prefix: /slow}}]
+    timeout: 300ms
+    retries: {attempts: 0}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /retry}}]
+    retries: {attempts: 3, perTryTimeout: 2s, retryOn: 5xx}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /noretry}}]
+    retries: {attempts: 0}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /abort}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /delay}}]
+    fault: {delay: {fixedDelay: 400ms, percentage: {value: 100}}}
+    route: [{destination: {host: default.team-a.internal}}]
+"#),
+        "",
+    );
+    let t = Instant::now();
+    let r = Curl::new(&fx.url("web.example.com", "/slow"))
+        .header("x-test-delay-ms: 3000")
+        .run();
+    assert_eq!(r.status, 504);
+    assert_eq!(r.body, "upstream request timeout");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "timeout did not fire early: {:?}",
+        t.elapsed()
+    );
+    // Two 503s then success: three attempts allowed, so the client sees 200.
+    let r = Curl::new(&fx.url("web.example.com", "/retry"))
+        .header("x-test-fail-times: 2")
+        .header("x-test-key: k1")
+        .run();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = Curl::new(&fx.url("web.example.com", "/noretry"))
+        .header("x-test-fail-times: 1")
+        .header("x-test-key: k2")
+        .run();
+    assert_eq!(r.status, 503);
+    let r = Curl::new(&fx.url("web.example.com", "/abort")).run();
+    assert_eq!((r.status, r.body.as_str()), (418, "fault filter abort"));
+    let t = Instant::now();
+    let r = Curl::new(&fx.url("web.example.com", "/delay")).run();
+    assert_eq!(r.status, 200);
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "delay not applied: {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn mirror_and_cors() {
+    let fx = fixture(
+        &vs(r#"  - match: [{uri: {prefix: /mirror}}]
+    route: [{destination: {host: default.team-a.internal}}]
+    mirror: {host: other.team-a.internal}
+    mirrorPercentage: {value: 100}
+  - match: [{uri: {prefix: /cors}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://app.example.com"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-custom]
+      exposeHeaders: [x-backend]
+      maxAge: 60s
+    route: [{destination: {host: default.team-a.internal}}]
+"#),
+        "",
+    );
+    // Mirror: the client gets the main backend; the mirror backend sees a copy.
+    let before = fx.be.counters.get("other");
+    let r = Curl::new(&fx.url("web.example.com", "/mirror")).run();
+    assert_eq!(r.backend(), "default");
+    wait_for("mirrored request", Duration::from_secs(5), || {
+        (fx.be.counters.get("other") > before).then_some(())
+    });
+    // CORS preflight answered by the gateway; actual response decorated.
+    let r = Curl::new(&fx.url("web.example.com", "/cors"))
+        .arg("-X")
+        .arg("OPTIONS")
+        .header("origin: https://app.example.com")
+        .header("access-control-request-method: POST")
+        .run();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET,POST"));
+    assert_eq!(r.header("access-control-max-age"), Some("60"));
+    let r = Curl::new(&fx.url("web.example.com", "/cors"))
+        .header("origin: https://app.example.com")
+        .run();
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = Curl::new(&fx.url("web.example.com", "/cors"))
+        .header("origin: https://evil.example.com")
+        .run();
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod credentials;
+pub mod demo;
 pub mod http;
 pub mod idle;
 pub mod io;

@@ -62,6 +62,15 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         drain: Duration,
     },
+    /// The quick start: serve examples/repo with built-in demo backends on loopback.
+    Demo {
+        /// The repository (default: ./examples/repo or the packaged example).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Admin endpoint address.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+    },
     /// Print the compiled listeners, virtual hosts, routes and clusters.
     Routes {
         /// The repository.
@@ -125,6 +134,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Demo { repo, admin } = args.command {
+        init_tracing();
+        return demo(repo, admin);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let r = match args.command {
@@ -136,7 +149,7 @@ fn main() -> ExitCode {
             cli::validate(&dir, f, &mut out)
         }
         Command::Routes { dir, group } => cli::routes(&dir, group.as_deref(), &mut out),
-        Command::Run { .. } => Ok(false),
+        Command::Run { .. } | Command::Demo { .. } => Ok(false),
     };
     let _ = out.flush();
     match r {
@@ -145,6 +158,42 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "gatehouse: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn demo(repo: Option<PathBuf>, admin: SocketAddr) -> ExitCode {
+    let Some(repo) = repo.or_else(appliance::demo::find_repo) else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "gatehouse demo: no examples/repo here; pass --repo DIR"
+        );
+        return ExitCode::from(64);
+    };
+    let dir = std::env::temp_dir().join(format!("gatehouse-demo-{}", std::process::id()));
+    let pki = match appliance::demo::pki(&dir)
+        .and_then(|p| appliance::demo::start_backends(&p).map(|()| p))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "gatehouse demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let _ = appliance::demo::guide(&pki, &admin.to_string(), &mut std::io::stdout());
+    let opts = app::RunOptions {
+        source: ConfigSource::Repo(repo),
+        groups: Vec::new(),
+        credentials: dir.join("credentials"),
+        admin: Some(admin),
+        workers: 0,
+        drain: Duration::from_secs(5),
+    };
+    match app::run(opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "gatehouse demo: {e}");
+            ExitCode::from(1)
         }
     }
 }

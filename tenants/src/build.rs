@@ -116,7 +116,7 @@ pub fn build(
         }
         match ns {
             Some(ns) if !ns.has_errors() => {
-                let objs = Arc::new(ns.objects.clone());
+                let objs = ns.objects.clone();
                 candidate.insert(t.clone(), objs.clone());
                 effective.insert(t.clone(), objs);
             }
@@ -133,7 +133,7 @@ pub fn build(
         }
     }
 
-    let platform_arc = Arc::new(platform.clone());
+    let platform_arc = loaded.platform.objects.clone();
     let mut rejected: BTreeSet<String> = BTreeSet::new();
     let mut dropped: BTreeSet<String> = BTreeSet::new();
     let mut policy_findings: BTreeMap<String, Vec<Found>> = BTreeMap::new();

@@ -1,6 +1,7 @@
 //! Diagnostics: every finding names the file, line, column, object and field it is about.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -23,70 +24,107 @@ pub enum Seg {
 }
 
 /// A field path such as `spec.http[2].route[0].destination.host`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct FieldPath(Vec<Seg>);
+///
+/// A persistent list: appending a segment shares the parent instead of copying it, because
+/// validation builds a path for every field it looks at and almost none end in a finding.
+#[derive(Clone, Default)]
+pub struct FieldPath(Option<Arc<Link>>);
+
+struct Link {
+    parent: FieldPath,
+    seg: Seg,
+}
 
 // === impl FieldPath ===
 
 impl FieldPath {
     /// The empty path (the document itself).
     pub fn root() -> Self {
-        Self(Vec::new())
+        Self(None)
     }
 
     /// Parses a dotted path like `spec.http[2].route`; used by tests and tools.
     pub fn parse(s: &str) -> Self {
-        let mut out = Vec::new();
+        let mut out = Self::root();
         for part in s.split('.').filter(|p| !p.is_empty()) {
             let mut rest = part;
             if let Some(i) = rest.find('[') {
-                out.push(Seg::Key(rest[..i].to_string()));
+                out = out.key(&rest[..i]);
                 rest = &rest[i..];
                 while let Some(stripped) = rest.strip_prefix('[') {
                     let Some(end) = stripped.find(']') else { break };
                     if let Ok(n) = stripped[..end].parse() {
-                        out.push(Seg::Index(n));
+                        out = out.idx(n);
                     }
                     rest = &stripped[end + 1..];
                 }
             } else {
-                out.push(Seg::Key(rest.to_string()));
+                out = out.key(rest);
             }
         }
-        Self(out)
+        out
     }
 
     /// This path with a key appended.
     #[must_use]
     pub fn key(&self, k: &str) -> Self {
-        let mut v = self.0.clone();
-        v.push(Seg::Key(k.to_string()));
-        Self(v)
+        Self(Some(Arc::new(Link {
+            parent: self.clone(),
+            seg: Seg::Key(k.to_string()),
+        })))
     }
 
     /// This path with an index appended.
     #[must_use]
     pub fn idx(&self, i: usize) -> Self {
-        let mut v = self.0.clone();
-        v.push(Seg::Index(i));
-        Self(v)
+        Self(Some(Arc::new(Link {
+            parent: self.clone(),
+            seg: Seg::Index(i),
+        })))
     }
 
-    /// The segments.
-    pub fn segs(&self) -> &[Seg] {
-        &self.0
+    /// The segments, root first.
+    pub fn segs(&self) -> Vec<Seg> {
+        let mut out = Vec::new();
+        let mut cur = &self.0;
+        while let Some(l) = cur {
+            out.push(l.seg.clone());
+            cur = &l.parent.0;
+        }
+        out.reverse();
+        out
     }
 
     /// Whether this is the document root.
     pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
+    }
+}
+
+impl PartialEq for FieldPath {
+    fn eq(&self, o: &Self) -> bool {
+        self.segs() == o.segs()
+    }
+}
+
+impl Eq for FieldPath {}
+
+impl std::hash::Hash for FieldPath {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.segs().hash(h);
+    }
+}
+
+impl fmt::Debug for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FieldPath({self})")
     }
 }
 
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for s in &self.0 {
+        for s in &self.segs() {
             match s {
                 Seg::Key(k) => {
                     if !first {

@@ -5,7 +5,7 @@
 //! file order; that order stands in for Istio's creation-time order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::diag::{Diagnostic, FieldPath, ObjectRef, Pos, Severity};
 use crate::model::{
@@ -71,8 +71,9 @@ pub struct Objects {
 pub struct Namespace {
     /// Tenant name or `istio-system`.
     pub name: String,
-    /// Valid objects (objects with errors are dropped; the errors say why).
-    pub objects: Objects,
+    /// Valid objects (objects with errors are dropped; the errors say why). Shared, so
+    /// that serving it as a tenant's "last good" configuration copies nothing.
+    pub objects: Arc<Objects>,
     /// Findings from parsing and per-object validation.
     pub diagnostics: Vec<Diagnostic>,
     /// The files of this namespace, with a digest of their content.
@@ -93,25 +94,47 @@ pub struct Loaded {
     pub platform: Namespace,
     /// Tenants by folder name.
     pub tenants: BTreeMap<String, Namespace>,
-    /// Parsed documents by file, to place later findings.
-    pub(crate) docs: HashMap<String, Vec<Document>>,
+    /// File texts, to place later findings (parsed again only when one is reported).
+    pub(crate) texts: HashMap<String, Arc<str>>,
+    /// Documents parsed again for placing findings.
+    parsed: Mutex<HashMap<String, Arc<Vec<Document>>>>,
+    limits: Limits,
 }
 
 // === impl Loaded ===
 
 impl Loaded {
+    /// The parsed documents of `file`, parsed again on first use: the trees are not kept
+    /// after loading (they cost far more memory than the text).
+    fn docs(&self, file: &str) -> Option<Arc<Vec<Document>>> {
+        let mut cache = self
+            .parsed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(d) = cache.get(file) {
+            return Some(d.clone());
+        }
+        let text = self.texts.get(file)?;
+        let docs = Arc::new(yaml::parse_documents(text, &self.limits).ok()?);
+        cache.insert(file.to_string(), docs.clone());
+        Some(docs)
+    }
+
     /// Places a finding about `meta` in its file.
     pub fn diagnostic(&self, meta: &Meta, kind: &str, f: Finding) -> Diagnostic {
         let pos = self
-            .docs
-            .get(&*meta.source.file)
-            .and_then(|docs| docs.iter().find(|d| d.index == meta.source.doc))
+            .docs(&meta.source.file)
+            .and_then(|docs| {
+                docs.iter()
+                    .find(|d| d.index == meta.source.doc)
+                    .map(|d| d.root.pos_of(&f.path))
+            })
             .map_or(
                 Pos {
                     line: meta.source.line,
                     col: 1,
                 },
-                |d| d.root.pos_of(&f.path),
+                |p| p,
             );
         Diagnostic {
             severity: f.severity,
@@ -151,6 +174,7 @@ pub fn load(files: &[SourceFile], opts: &LoadOptions) -> Loaded {
     let mut files: Vec<&SourceFile> = files.iter().collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut out = Loaded {
+        limits: opts.limits,
         platform: Namespace {
             name: PLATFORM_NAMESPACE.into(),
             ..Namespace::default()
@@ -158,6 +182,7 @@ pub fn load(files: &[SourceFile], opts: &LoadOptions) -> Loaded {
         ..Loaded::default()
     };
     let mut order = 0usize;
+    let regexes = model::RegexCache::default();
     for f in files {
         let ns = match namespace_of(&f.path) {
             None => continue,
@@ -220,9 +245,10 @@ pub fn load(files: &[SourceFile], opts: &LoadOptions) -> Loaded {
                 source,
                 &opts.domain,
                 ns != PLATFORM_NAMESPACE,
+                &regexes,
             );
         }
-        out.docs.insert(f.path.clone(), docs);
+        out.texts.insert(f.path.clone(), Arc::from(text));
     }
     out
 }
@@ -283,7 +309,14 @@ fn known_kind(api_version: &str, kind: &str) -> Result<(), String> {
     }
 }
 
-fn load_document(target: &mut Namespace, root: &Node, source: Source, domain: &str, tenant: bool) {
+fn load_document(
+    target: &mut Namespace,
+    root: &Node,
+    source: Source,
+    domain: &str,
+    tenant: bool,
+    regexes: &model::RegexCache,
+) {
     let file = source.file.to_string();
     let mk = |severity: Severity,
               path: &FieldPath,
@@ -338,10 +371,18 @@ fn load_document(target: &mut Namespace, root: &Node, source: Source, domain: &s
         ));
         return;
     }
-    let mut c = Checker::new(&ns, domain, tenant);
+    let mut c = Checker::with_cache(&ns, domain, tenant, regexes.clone());
     let ctx = Ctx::default();
     let before = target.diagnostics.len();
-    let parsed = parse_kind(&kind, root, &ctx, &mut c, &source, &ns, &mut target.objects);
+    let parsed = parse_kind(
+        &kind,
+        root,
+        &ctx,
+        &mut c,
+        &source,
+        &ns,
+        Arc::make_mut(&mut target.objects),
+    );
     for u in ctx.take_unknown() {
         let hint = u
             .suggestion
@@ -379,7 +420,7 @@ fn load_document(target: &mut Namespace, root: &Node, source: Source, domain: &s
     }
     // An object with errors must not be served; drop what parse_kind pushed for it.
     if crate::diag::has_errors(&target.diagnostics[before..]) {
-        remove_last(&mut target.objects, &kind, source.order);
+        remove_last(Arc::make_mut(&mut target.objects), &kind, source.order);
     }
 }
 
@@ -568,7 +609,14 @@ pub fn load_standalone(text: &str, file: &str) -> Namespace {
             line: d.root.pos.line,
             order: i,
         };
-        load_document(&mut ns, &d.root, source, "cluster.local", false);
+        load_document(
+            &mut ns,
+            &d.root,
+            source,
+            "cluster.local",
+            false,
+            &model::RegexCache::default(),
+        );
     }
     ns
 }

@@ -7,15 +7,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::cel::Expr;
 use crate::diag::Diagnostic;
 use crate::model::{
-    ClientTlsMode, CorsPolicy, Credential, Fault, GatewayGroup, HeaderOps, HttpMatch, LogMode,
-    MeshSettings, OutboundPolicy, PortPolicy, Provider, Quotas, Redirect, RetryPolicy, Rewrite,
+    ClientTlsMode, Credential, GatewayGroup, HeaderOps, HttpMatch, HttpRoute, LogMode,
+    MeshSettings, OutboundPolicy, PortPolicy, Provider, Quotas, Redirect, RetryPolicy,
     ServerTlsMode, TlsVersion,
 };
 use crate::types::{Host, Protocol};
@@ -177,32 +176,26 @@ pub struct Route {
     /// `namespace/name` of the VirtualService.
     pub virtual_service: String,
     /// The conditions; `None` matches everything.
-    pub matcher: Option<HttpMatch>,
+    pub matcher: Option<Arc<HttpMatch>>,
     /// What to do.
     pub body: Arc<RouteBody>,
 }
 
-/// The parts of an HTTP rule shared by its match blocks.
+/// The parts of an HTTP rule shared by its match blocks: the rule itself (headers,
+/// rewrite, timeout, fault, CORS) plus what compiling resolved (clusters, retries).
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteBody {
     /// The tenant the rule belongs to.
     pub tenant: String,
-    /// Forward, redirect or answer.
+    /// Forward, redirect or answer, with clusters resolved.
     pub action: RouteAction,
-    /// Rule-level header operations.
-    pub headers: HeaderOps,
-    /// `rewrite`.
-    pub rewrite: Option<Rewrite>,
-    /// Whether the uri rewrite replaces a prefix (uri matched by prefix) or the whole path.
-    pub timeout: Option<Duration>,
     /// Retries (the mesh default when the rule sets none).
     pub retries: RetryPolicy,
-    /// Fault injection.
-    pub fault: Option<Fault>,
     /// Mirrors: cluster and percentage.
     pub mirrors: Vec<(String, f64)>,
-    /// CORS.
-    pub cors: Option<CorsPolicy>,
+    /// The VirtualService rule, shared with the model.
+    #[serde(skip)]
+    pub rule: Arc<HttpRoute>,
 }
 
 /// What a matching route does.

@@ -174,7 +174,7 @@ fn print_table(t: &RouteTable, indent: &str, out: &mut dyn Write) -> io::Result<
                 out,
                 "{indent}  route {:<20} {:<36} -> {action}",
                 r.name,
-                describe(r.matcher.as_ref())
+                describe(r.matcher.as_deref())
             )?;
         }
     }

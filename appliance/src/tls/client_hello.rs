@@ -220,7 +220,7 @@ mod tests {
             Parse::Done(Hello::default())
         );
         let mut bad = b.clone();
-        bad[9] = 0xff; // corrupt the version/body length region
+        bad[43] = 0xff; // session id length runs past the message
         assert!(!matches!(parse(&bad), Parse::Done(_)));
     }
 

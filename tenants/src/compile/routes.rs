@@ -270,7 +270,7 @@ pub(crate) fn table(
             .map(|mut v| {
                 // Istio's SortVHostRoutes: catch-all routes move to the end, order kept.
                 v.routes
-                    .sort_by_key(|r| r.matcher.as_ref().is_none_or(HttpMatch::is_catch_all));
+                    .sort_by_key(|r| r.matcher.as_ref().is_none_or(|m| m.is_catch_all()));
                 VirtualHost {
                     name: format!("{}:{port}", v.domain),
                     domain: v.domain,
@@ -352,7 +352,7 @@ fn route_body(
     cx: &Cx<'_, '_>,
     clusters: &mut ClusterBuilder<'_>,
     vs: &VirtualService,
-    rule: &HttpRoute,
+    rule: &Arc<HttpRoute>,
     port: u16,
 ) -> RouteBody {
     let ns = vs.meta.namespace.as_str();
@@ -375,14 +375,10 @@ fn route_body(
     RouteBody {
         tenant: ns.to_string(),
         action,
-        headers: rule.headers.clone(),
-        rewrite: rule.rewrite.clone(),
-        timeout: rule.timeout,
         retries: rule
             .retries
             .clone()
             .unwrap_or_else(RetryPolicy::mesh_default),
-        fault: rule.fault.clone(),
         mirrors: rule
             .mirrors
             .iter()
@@ -393,7 +389,7 @@ fn route_body(
                 )
             })
             .collect(),
-        cors: rule.cors.clone(),
+        rule: rule.clone(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! `validateHTTPFaultInjection`, `validateHTTPRedirect`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -21,8 +22,8 @@ pub struct HttpRoute {
     pub index: usize,
     /// `name`.
     pub name: Option<String>,
-    /// `match`; empty matches every request.
-    pub matches: Vec<HttpMatch>,
+    /// `match`; empty matches every request. Shared with the compiled routes.
+    pub matches: Vec<Arc<HttpMatch>>,
     /// What to do with a matching request.
     pub action: HttpAction,
     /// `headers` for the whole rule.
@@ -379,7 +380,7 @@ pub(super) fn parse_http_route(
         .matches
         .iter()
         .enumerate()
-        .map(|(i, m)| parse_match(c, &p.key("match").idx(i), m, mesh))
+        .map(|(i, m)| Arc::new(parse_match(c, &p.key("match").idx(i), m, mesh)))
         .collect::<Vec<_>>();
     let headers = HeaderOps::parse(c, &p.key("headers"), &r.headers);
     let action = if let Some(rd) = &r.redirect {
@@ -609,7 +610,7 @@ fn parse_redirect(
     c: &mut Checker,
     p: &FieldPath,
     r: &raw::HttpRedirect,
-    matches: &[HttpMatch],
+    matches: &[Arc<HttpMatch>],
 ) -> Option<Redirect> {
     if r.uri.is_some() && r.prefix_rewrite.is_some() {
         c.error(p, "redirect cannot set both uri and prefixRewrite");
@@ -1064,7 +1065,7 @@ fn parse_cors(c: &mut Checker, p: &FieldPath, cp: &raw::CorsPolicy) -> CorsPolic
 }
 
 /// Istio's analyzers IST0130/IST0131: rules after a catch-all never match; duplicated matches.
-pub(super) fn warn_unreachable(c: &mut Checker, p: &FieldPath, routes: &[HttpRoute]) {
+pub(super) fn warn_unreachable(c: &mut Checker, p: &FieldPath, routes: &[Arc<HttpRoute>]) {
     let mut seen: Vec<&HttpMatch> = Vec::new();
     let mut catch_all: Option<usize> = None;
     for r in routes {
@@ -1080,7 +1081,7 @@ pub(super) fn warn_unreachable(c: &mut Checker, p: &FieldPath, routes: &[HttpRou
         for (j, m) in r.matches.iter().enumerate() {
             let key = HttpMatch {
                 name: None,
-                ..m.clone()
+                ..(**m).clone()
             };
             if seen.iter().any(|s| **s == key) {
                 c.warn(
@@ -1089,8 +1090,8 @@ pub(super) fn warn_unreachable(c: &mut Checker, p: &FieldPath, routes: &[HttpRou
                 );
             }
         }
-        seen.extend(r.matches.iter());
-        if r.matches.is_empty() || r.matches.iter().any(HttpMatch::is_catch_all) {
+        seen.extend(r.matches.iter().map(|m| &**m));
+        if r.matches.is_empty() || r.matches.iter().any(|m| m.is_catch_all()) {
             catch_all = Some(r.index);
         }
     }

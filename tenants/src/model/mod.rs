@@ -73,6 +73,10 @@ pub struct Finding {
     pub message: String,
 }
 
+/// Compiled regexes by source, shared by every object of one load: identical patterns
+/// (common across VirtualServices) are compiled and held once.
+pub type RegexCache = std::rc::Rc<std::cell::RefCell<std::collections::HashMap<String, FullRegex>>>;
+
 /// Collects findings while parsing one object.
 #[derive(Debug, Default)]
 pub struct Checker {
@@ -84,6 +88,8 @@ pub struct Checker {
     pub domain: String,
     /// Whether the object belongs to a tenant (stricter rules apply).
     pub tenant: bool,
+    /// Shared regex cache.
+    pub regexes: RegexCache,
 }
 
 // === impl Checker ===
@@ -96,7 +102,28 @@ impl Checker {
             namespace: namespace.to_string(),
             domain: domain.to_string(),
             tenant,
+            regexes: RegexCache::default(),
         }
+    }
+
+    /// A checker sharing `regexes` with others of the same load.
+    pub fn with_cache(namespace: &str, domain: &str, tenant: bool, regexes: RegexCache) -> Self {
+        Self {
+            regexes,
+            ..Self::new(namespace, domain, tenant)
+        }
+    }
+
+    /// Compiles `source` as a full-match regex, reusing an identical one already compiled.
+    pub fn regex(&mut self, source: &str) -> Result<FullRegex, crate::types::RegexError> {
+        if let Some(r) = self.regexes.borrow().get(source) {
+            return Ok(r.clone());
+        }
+        let r = FullRegex::new(source)?;
+        self.regexes
+            .borrow_mut()
+            .insert(source.to_string(), r.clone());
+        Ok(r)
     }
 
     /// Records an error.
@@ -224,7 +251,7 @@ impl Checker {
             return Some(StringMatch::Prefix(p.clone()));
         }
         if let Some(r) = &m.regex {
-            return match FullRegex::new(r) {
+            return match self.regex(r) {
                 Ok(re) => Some(StringMatch::Regex(re)),
                 Err(e) => {
                     self.error(&path.key("regex"), e.to_string());

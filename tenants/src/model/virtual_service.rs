@@ -1,6 +1,7 @@
 //! `VirtualService`: hosts, gateway bindings and ordered HTTP, TLS and TCP rules.
 //! Rules from Istio's `ValidateVirtualService` and `virtualservice.go`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -23,7 +24,7 @@ pub struct VirtualService {
     /// `gateways`; empty in YAML means `[mesh]`.
     pub gateways: Vec<GatewayRef>,
     /// `http`.
-    pub http: Vec<HttpRoute>,
+    pub http: Vec<Arc<HttpRoute>>,
     /// `tls`.
     pub tls: Vec<TlsRoute>,
     /// `tcp`.
@@ -99,7 +100,15 @@ impl VirtualService {
             .http
             .iter()
             .enumerate()
-            .map(|(i, r)| parse_http_route(c, &sp.key("http").idx(i), i, r, applies_to_mesh))
+            .map(|(i, r)| {
+                Arc::new(parse_http_route(
+                    c,
+                    &sp.key("http").idx(i),
+                    i,
+                    r,
+                    applies_to_mesh,
+                ))
+            })
             .collect::<Vec<_>>();
         super::http_route::warn_unreachable(c, &sp.key("http"), &http);
         let tls = spec

@@ -9,6 +9,9 @@
 use std::cell::RefCell;
 use std::fmt;
 
+use std::borrow::Cow;
+
+use serde::de::value::{BorrowedStrDeserializer, StrDeserializer};
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 use super::node::{Node, NodeKind, Scalar, camel};
@@ -79,15 +82,35 @@ impl de::Error for DeError {
 }
 
 impl DeError {
-    fn at(mut self, path: &FieldPath, pos: Pos) -> Self {
+    fn at(mut self, link: &Link<'_>, pos: Pos) -> Self {
         if self.path.is_none() {
+            let path = link.path();
             self.path = Some(match self.missing {
                 Some(f) => path.key(f),
-                None => path.clone(),
+                None => path,
             });
             self.pos = Some(pos);
         }
         self
+    }
+}
+
+/// Where the deserializer is, as a chain of borrowed segments: a [`FieldPath`] is built only
+/// when an error or an unknown field needs one.
+#[derive(Clone, Copy)]
+enum Link<'p> {
+    Root(&'p FieldPath),
+    Key(&'p Link<'p>, &'p str),
+    Idx(&'p Link<'p>, usize),
+}
+
+impl Link<'_> {
+    fn path(&self) -> FieldPath {
+        match self {
+            Link::Root(p) => (*p).clone(),
+            Link::Key(parent, k) => parent.path().key(k),
+            Link::Idx(parent, i) => parent.path().idx(*i),
+        }
     }
 }
 
@@ -97,17 +120,21 @@ pub fn from_node<'a, T: de::Deserialize<'a>>(
     path: FieldPath,
     ctx: &'a Ctx,
 ) -> Result<T, DeError> {
-    T::deserialize(De { node, path, ctx })
+    T::deserialize(De {
+        node,
+        link: Link::Root(&path),
+        ctx,
+    })
 }
 
 /// The deserializer for one node.
-pub(crate) struct De<'a> {
+pub(crate) struct De<'a, 'p> {
     node: &'a Node,
-    path: FieldPath,
+    link: Link<'p>,
     ctx: &'a Ctx,
 }
 
-impl<'a> De<'a> {
+impl<'a> De<'a, '_> {
     fn err(&self, expected: &str) -> DeError {
         de::Error::custom(format!(
             "expected {expected}, found {}",
@@ -116,7 +143,7 @@ impl<'a> De<'a> {
     }
 
     fn fix<T>(&self, r: Result<T, DeError>) -> Result<T, DeError> {
-        r.map_err(|e| e.at(&self.path, self.node.pos))
+        r.map_err(|e| e.at(&self.link, self.node.pos))
     }
 
     fn int(&self) -> Result<i128, DeError> {
@@ -157,7 +184,7 @@ macro_rules! de_int {
     };
 }
 
-impl<'a> de::Deserializer<'a> for De<'a> {
+impl<'a> de::Deserializer<'a> for De<'a, '_> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -179,13 +206,13 @@ impl<'a> de::Deserializer<'a> for De<'a> {
             },
             NodeKind::Seq(items) => visitor.visit_seq(Seq {
                 items: items.iter().enumerate(),
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
             }),
             NodeKind::Map(entries) => visitor.visit_map(Map {
                 entries: entries.iter(),
                 fields: None,
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
                 value: None,
             }),
@@ -251,8 +278,8 @@ impl<'a> de::Deserializer<'a> for De<'a> {
             let r = visitor.visit_none();
             return self.fix(r);
         }
-        let (path, pos) = (self.path.clone(), self.node.pos);
-        visitor.visit_some(self).map_err(|e| e.at(&path, pos))
+        let (link, pos) = (self.link, self.node.pos);
+        visitor.visit_some(self).map_err(|e| e.at(&link, pos))
     }
 
     fn deserialize_unit<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -276,22 +303,22 @@ impl<'a> de::Deserializer<'a> for De<'a> {
         _name: &'static str,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        let (path, pos) = (self.path.clone(), self.node.pos);
+        let (link, pos) = (self.link, self.node.pos);
         visitor
             .visit_newtype_struct(self)
-            .map_err(|e| e.at(&path, pos))
+            .map_err(|e| e.at(&link, pos))
     }
 
     fn deserialize_seq<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
         let r = match &self.node.kind {
             NodeKind::Seq(items) => visitor.visit_seq(Seq {
                 items: items.iter().enumerate(),
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
             }),
             NodeKind::Null => visitor.visit_seq(Seq {
                 items: [].iter().enumerate(),
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
             }),
             _ => Err(self.err("a list")),
@@ -321,14 +348,14 @@ impl<'a> de::Deserializer<'a> for De<'a> {
             NodeKind::Map(entries) => visitor.visit_map(Map {
                 entries: entries.iter(),
                 fields: None,
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
                 value: None,
             }),
             NodeKind::Null => visitor.visit_map(Map {
                 entries: [].iter(),
                 fields: None,
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
                 value: None,
             }),
@@ -347,14 +374,14 @@ impl<'a> de::Deserializer<'a> for De<'a> {
             NodeKind::Map(entries) => visitor.visit_map(Map {
                 entries: entries.iter(),
                 fields: Some(fields),
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
                 value: None,
             }),
             NodeKind::Null => visitor.visit_map(Map {
                 entries: [].iter(),
                 fields: Some(fields),
-                path: &self.path,
+                link: self.link,
                 ctx: self.ctx,
                 value: None,
             }),
@@ -387,7 +414,7 @@ impl<'a> de::Deserializer<'a> for De<'a> {
 
 struct Seq<'a, 'p, I> {
     items: I,
-    path: &'p FieldPath,
+    link: Link<'p>,
     ctx: &'a Ctx,
 }
 
@@ -401,24 +428,23 @@ impl<'a, I: Iterator<Item = (usize, &'a Node)>> SeqAccess<'a> for Seq<'a, '_, I>
         let Some((i, node)) = self.items.next() else {
             return Ok(None);
         };
-        let path = self.path.idx(i);
-        let pos = node.pos;
+        let link = Link::Idx(&self.link, i);
         seed.deserialize(De {
             node,
-            path: path.clone(),
+            link,
             ctx: self.ctx,
         })
         .map(Some)
-        .map_err(|e| e.at(&path, pos))
+        .map_err(|e| e.at(&link, node.pos))
     }
 }
 
 struct Map<'a, 'p, I> {
     entries: I,
     fields: Option<&'static [&'static str]>,
-    path: &'p FieldPath,
+    link: Link<'p>,
     ctx: &'a Ctx,
-    value: Option<(&'a Node, FieldPath)>,
+    value: Option<(&'a Node, Cow<'a, str>)>,
 }
 
 impl<'a, I: Iterator<Item = &'a (super::node::Key, Node)>> MapAccess<'a> for Map<'a, '_, I> {
@@ -432,15 +458,15 @@ impl<'a, I: Iterator<Item = &'a (super::node::Key, Node)>> MapAccess<'a> for Map
             let Some((key, node)) = self.entries.next() else {
                 return Ok(None);
             };
-            let name = match self.fields {
-                None => key.text.clone(),
+            let name: Cow<'a, str> = match self.fields {
+                None => Cow::Borrowed(key.text.as_str()),
                 Some(fields) => {
                     let c = camel(&key.text);
-                    if fields.contains(&c.as_str()) {
+                    if fields.contains(&c.as_ref()) {
                         c
                     } else {
                         self.ctx.unknown.borrow_mut().push(UnknownField {
-                            path: self.path.key(&key.text),
+                            path: self.link.path().key(&key.text),
                             pos: key.pos,
                             suggestion: suggest(&key.text, fields),
                         });
@@ -448,24 +474,26 @@ impl<'a, I: Iterator<Item = &'a (super::node::Key, Node)>> MapAccess<'a> for Map
                     }
                 }
             };
-            let path = self.path.key(&name);
-            let r = seed.deserialize(name.into_deserializer());
-            self.value = Some((node, path));
-            return r.map(Some).map_err(|e: DeError| e.at(self.path, key.pos));
+            let r = match &name {
+                Cow::Borrowed(b) => seed.deserialize(BorrowedStrDeserializer::<DeError>::new(b)),
+                Cow::Owned(o) => seed.deserialize(StrDeserializer::<DeError>::new(o)),
+            };
+            self.value = Some((node, name));
+            return r.map(Some).map_err(|e: DeError| e.at(&self.link, key.pos));
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let Some((node, path)) = self.value.take() else {
+        let Some((node, name)) = self.value.take() else {
             return Err(de::Error::custom("value without a key"));
         };
-        let pos = node.pos;
+        let link = Link::Key(&self.link, &name);
         seed.deserialize(De {
             node,
-            path: path.clone(),
+            link,
             ctx: self.ctx,
         })
-        .map_err(|e| e.at(&path, pos))
+        .map_err(|e| e.at(&link, node.pos))
     }
 }
 

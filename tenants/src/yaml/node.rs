@@ -115,7 +115,7 @@ impl Node {
     pub fn pos_of(&self, path: &FieldPath) -> Pos {
         let mut node = self;
         let mut pos = self.pos;
-        for seg in path.segs() {
+        for seg in &path.segs() {
             match seg {
                 Seg::Key(k) => match node.entry(k) {
                     Some((key, child)) => {
@@ -138,10 +138,10 @@ impl Node {
 }
 
 /// Istio accepts proto names (`sni_hosts`) and JSON names (`sniHosts`); this maps the first
-/// to the second.
-pub fn camel(key: &str) -> String {
+/// to the second (borrowing when there is nothing to change, the common case).
+pub fn camel(key: &str) -> std::borrow::Cow<'_, str> {
     if !key.contains('_') {
-        return key.to_string();
+        return std::borrow::Cow::Borrowed(key);
     }
     let mut out = String::with_capacity(key.len());
     let mut upper = false;
@@ -155,7 +155,7 @@ pub fn camel(key: &str) -> String {
             out.push(c);
         }
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn resolve_plain(text: &str) -> Scalar<'_> {

@@ -87,7 +87,10 @@ async fn route(
     let path = req.uri().path().to_string();
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/ready") => {
-            let ready = shared.runtime.load().generation > 0 && !*shared.drain.borrow();
+            // Ready once a configuration is applied and every worker has bound its listeners.
+            let ready = shared.runtime.load().generation > 0
+                && !*shared.drain.borrow()
+                && shared.listeners_bound();
             if ready {
                 reply(StatusCode::OK, "text/plain", "ready\n".into())
             } else {

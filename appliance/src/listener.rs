@@ -21,8 +21,8 @@ use crate::shared::{Shared, WantedListener};
 use crate::tcp::proxy::{self, TcpReport};
 use crate::tls::client_hello::{self, Parse};
 
-/// How long a client may take to send its ClientHello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counts a connection in the process total while it lives.
 struct Open(Arc<Shared>);
@@ -33,8 +33,14 @@ impl Drop for Open {
     }
 }
 
-/// Reads a complete ClientHello (bounded, with a timeout) without interpreting TLS further.
-async fn read_hello(s: &mut TcpStream) -> Result<(Bytes, client_hello::Hello), &'static str> {
+/// Reads a complete ClientHello (bounded, within `limit`) without interpreting TLS further.
+/// `limit` is the group's `headerReadTimeout`: a client that connects and sends nothing (or
+/// drips its ClientHello) is the TLS form of a slowloris and gets the same time as one
+/// sending its request headers.
+async fn read_hello(
+    s: &mut TcpStream,
+    limit: Duration,
+) -> Result<(Bytes, client_hello::Hello), &'static str> {
     let mut buf = BytesMut::with_capacity(2048);
     let read = async {
         loop {
@@ -55,10 +61,10 @@ async fn read_hello(s: &mut TcpStream) -> Result<(Bytes, client_hello::Hello), &
             }
         }
     };
-    match tokio::time::timeout(HELLO_TIMEOUT, read).await {
+    match tokio::time::timeout(limit, read).await {
         Ok(Ok(h)) => Ok((buf.freeze(), h)),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err("no ClientHello within 10s"),
+        Err(_) => Err("no ClientHello within the header read timeout"),
     }
 }
 
@@ -97,6 +103,7 @@ pub async fn handle(
                 sni: None,
                 chain: None,
                 shared: shared.clone(),
+                framing: Arc::default(),
             });
             drop(rt);
             server::serve(stream, info, Proto::Auto, &l.limits, drain, stop).await;
@@ -121,7 +128,8 @@ pub async fn handle(
         }
         ListenerKind::Tls(_) => {
             drop(rt);
-            let (hello_bytes, hello) = match read_hello(&mut stream).await {
+            let limit = l.limits.header_read_timeout;
+            let (hello_bytes, hello) = match read_hello(&mut stream, limit).await {
                 Ok(x) => x,
                 Err(why) => {
                     tracing::info!(%peer, listener = %l.addr, reason = why, "connection closed before routing");
@@ -171,7 +179,7 @@ pub async fn handle(
                     };
                     drop(rt);
                     let tls = match tokio::time::timeout(
-                        HELLO_TIMEOUT,
+                        HANDSHAKE_TIMEOUT,
                         acceptor.accept(Prefixed::new(hello_bytes, stream)),
                     )
                     .await
@@ -203,6 +211,7 @@ pub async fn handle(
                         sni: hello.sni.map(String::into_boxed_str),
                         chain: Some(chain.name.clone().into_boxed_str()),
                         shared: shared.clone(),
+                        framing: Arc::default(),
                     });
                     server::serve(tls, info, proto, &l.limits, drain, stop).await;
                 }

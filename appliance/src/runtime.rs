@@ -178,10 +178,11 @@ fn chain_state(
         ChainAction::TerminateTcp { tls, .. } => (tls, Vec::new()),
         ChainAction::Passthrough(_) => return Ok(None),
     };
-    if let Some(st) = old.and_then(|o| o.chains.get(&c.name)) {
-        if st.ctx == *ctx && st.alpn == alpn {
-            return Ok(Some(st.clone()));
-        }
+    if let Some(st) = old.and_then(|o| o.chains.get(&c.name))
+        && st.ctx == *ctx
+        && st.alpn == alpn
+    {
+        return Ok(Some(st.clone()));
     }
     let protos: Vec<&[u8]> = alpn.iter().map(Vec::as_slice).collect();
     let tls = server::build(ctx, store, &protos)?;

@@ -71,7 +71,14 @@ pub struct Shared {
     pub status: Mutex<ControlStatus>,
     /// Open downstream connections.
     pub connections: AtomicUsize,
+    /// Worker threads started.
+    pub workers: AtomicUsize,
+    /// The listener generation each worker has bound (index: worker id).
+    pub bound: Box<[std::sync::atomic::AtomicU64]>,
 }
+
+/// Most worker threads (one per core is the norm).
+pub const MAX_WORKERS: usize = 256;
 
 impl Shared {
     /// New shared state serving nothing yet.
@@ -86,7 +93,24 @@ impl Shared {
             drain,
             status: Mutex::new(ControlStatus::default()),
             connections: AtomicUsize::new(0),
+            workers: AtomicUsize::new(0),
+            bound: (0..MAX_WORKERS)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         })
+    }
+
+    /// Whether every worker has bound the listeners of the current generation.
+    pub fn listeners_bound(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let want = self.wanted.borrow().generation;
+        let n = self.workers.load(Ordering::Acquire);
+        n > 0
+            && self
+                .bound
+                .iter()
+                .take(n)
+                .all(|g| g.load(Ordering::Acquire) >= want)
     }
 
     /// Runs `f` on the status.

@@ -43,7 +43,9 @@ impl Drop for Bound {
 /// Starts `n` worker threads; they run until `shared.drain` is set and their connections
 /// are gone (or `grace` passed).
 pub fn start(n: usize, shared: Arc<Shared>, grace: Duration) -> Vec<std::thread::JoinHandle<()>> {
-    (0..n.max(1))
+    let n = n.clamp(1, crate::shared::MAX_WORKERS);
+    shared.workers.store(n, Ordering::Release);
+    (0..n)
         .map(|id| {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -72,6 +74,9 @@ fn worker(id: usize, shared: Arc<Shared>, grace: Duration) {
         loop {
             let w: Arc<Wanted> = wanted.borrow_and_update().clone();
             apply(id, &shared, &w, &mut bound);
+            if let Some(g) = shared.bound.get(id) {
+                g.store(w.generation, Ordering::Release);
+            }
             tokio::select! {
                 r = wanted.changed() => if r.is_err() { break },
                 r = drain.changed() => if r.is_err() || *drain.borrow() { break },

@@ -1,6 +1,8 @@
 //! Compiles 10,000 VirtualServices across 100 tenants and prints time and peak memory.
 //! Run: `cargo bench -p tenants --bench compile` (release profile).
 
+#![allow(clippy::print_stdout)]
+
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -65,28 +67,16 @@ fn repo() -> Vec<SourceFile> {
 
 fn main() {
     let files = repo();
-    phases(&files);
     let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
     let rss_before = peak_rss_kb();
     let t0 = Instant::now();
     let loaded = tenants::load(&files, &LoadOptions::default());
     let t_load = t0.elapsed();
-    let rss_loaded = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .map(str::to_string)
-        .unwrap_or_default();
-    eprintln!(
-        "after load: {rss_loaded} peak {} kB; live heap {:.1} MB",
-        peak_rss_kb(),
-        live_mb()
-    );
     let t1 = Instant::now();
     let out =
         tenants::build(&loaded, "bench", None).unwrap_or_else(|e| panic!("build failed: {e}"));
     let t_build = t1.elapsed();
-    eprintln!("after build: live heap {:.1} MB", live_mb());
+    let live = live_mb();
     let errors = out.diagnostics.iter().filter(|d| d.is_error()).count();
     assert_eq!(
         errors,
@@ -108,7 +98,7 @@ fn main() {
         .sum();
     let peak = peak_rss_kb();
     println!(
-        "| input | virtual services | routes | load (parse+validate) | build (policy+compile) | total | peak RSS | RSS before |"
+        "| input | virtual services | routes | load (parse+validate) | build (policy+compile) | total | peak RSS | live heap after |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     println!(
@@ -121,19 +111,7 @@ fn main() {
         t_build.as_secs_f64() * 1e3,
         (t_load + t_build).as_secs_f64() * 1e3,
         peak as f64 / 1024.0,
-        rss_before as f64 / 1024.0
+        live
     );
-}
-
-#[allow(dead_code)]
-fn phases(files: &[SourceFile]) {
-    let t = Instant::now();
-    let mut n = 0;
-    for f in files {
-        let text = std::str::from_utf8(&f.bytes).unwrap_or_default();
-        n += tenants::yaml::parse_documents(text, &tenants::yaml::Limits::default())
-            .map(|d| d.len())
-            .unwrap_or(0);
-    }
-    eprintln!("yaml parse only: {:?} ({n} docs)", t.elapsed());
+    let _ = rss_before;
 }

@@ -25,9 +25,9 @@ pub enum Value {
     /// string
     Str(String),
     /// list
-    List(Vec<Value>),
+    List(Vec<Self>),
     /// map with string keys
-    Map(Vec<(String, Value)>),
+    Map(Vec<(String, Self)>),
 }
 
 /// Where attribute values come from.
@@ -49,12 +49,12 @@ pub struct Expr {
 enum Node {
     Lit(Value),
     Path(Vec<String>),
-    Index(Box<Node>, Box<Node>),
-    Unary(char, Box<Node>),
-    Binary(Op, Box<Node>, Box<Node>),
-    Cond(Box<Node>, Box<Node>, Box<Node>),
-    Call(String, Option<Box<Node>>, Vec<Node>),
-    List(Vec<Node>),
+    Index(Box<Self>, Box<Self>),
+    Unary(char, Box<Self>),
+    Binary(Op, Box<Self>, Box<Self>),
+    Cond(Box<Self>, Box<Self>, Box<Self>),
+    Call(String, Option<Box<Self>>, Vec<Self>),
+    List(Vec<Self>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -436,10 +436,10 @@ fn eval(n: &Node, a: &dyn Attributes) -> Option<Value> {
         Node::Path(p) => a.get(&path_strs(p))?,
         Node::Index(base, idx) => {
             let key = eval(idx, a)?;
-            if let Node::Path(p) = &**base {
-                if let Value::Str(k) = &key {
-                    return a.index(&path_strs(p), k);
-                }
+            if let Node::Path(p) = &**base
+                && let Value::Str(k) = &key
+            {
+                return a.index(&path_strs(p), k);
             }
             match (eval(base, a)?, key) {
                 (Value::List(l), Value::Int(i)) => l.get(usize::try_from(i).ok()?)?.clone(),

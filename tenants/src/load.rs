@@ -398,20 +398,17 @@ fn load_document(
             message: format!("unknown field{hint}"),
         });
     }
-    match parsed {
-        Err(e) => {
-            let path = e.path.clone().unwrap_or_default();
-            target.diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                file: file.clone(),
-                pos: e.pos.unwrap_or(root.pos),
-                namespace: ns.clone(),
-                object: oref.clone(),
-                field: path.to_string(),
-                message: e.message,
-            });
-        }
-        Ok(()) => {}
+    if let Err(e) = parsed {
+        let path = e.path.clone().unwrap_or_default();
+        target.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: file.clone(),
+            pos: e.pos.unwrap_or(root.pos),
+            namespace: ns.clone(),
+            object: oref.clone(),
+            field: path.to_string(),
+            message: e.message,
+        });
     }
     for f in c.findings {
         target
@@ -456,19 +453,19 @@ fn meta_of(c: &mut Checker, m: Option<raw::Metadata>, source: &Source, ns: &str)
             format!("name {name:?} must be a DNS-1123 subdomain"),
         );
     }
-    if let Some(declared) = &m.namespace {
-        if declared != ns {
-            let msg = if ns == PLATFORM_NAMESPACE {
-                format!(
-                    "namespace {declared:?} does not match: platform files are in namespace {PLATFORM_NAMESPACE}"
-                )
-            } else {
-                format!(
-                    "namespace {declared:?} does not match the tenant folder: files under tenants/{ns}/ are in namespace {ns:?} (a tenant cannot write into another tenant's namespace)"
-                )
-            };
-            c.error(&p.key("namespace"), msg);
-        }
+    if let Some(declared) = &m.namespace
+        && declared != ns
+    {
+        let msg = if ns == PLATFORM_NAMESPACE {
+            format!(
+                "namespace {declared:?} does not match: platform files are in namespace {PLATFORM_NAMESPACE}"
+            )
+        } else {
+            format!(
+                "namespace {declared:?} does not match the tenant folder: files under tenants/{ns}/ are in namespace {ns:?} (a tenant cannot write into another tenant's namespace)"
+            )
+        };
+        c.error(&p.key("namespace"), msg);
     }
     model::parse_labels(c, &p.key("labels"), &m.labels);
     for (f, v) in [

@@ -342,7 +342,7 @@ fn check_virtual_services(
                     let usable = world
                         .groups_of(gw)
                         .iter()
-                        .any(|g| def.gateways.iter().any(|a| *a == g.name));
+                        .any(|g| def.gateways.contains(&g.name));
                     if !usable {
                         out.error(
                             "VirtualService",
@@ -461,18 +461,18 @@ fn check_virtual_services(
             .map(|r| u32::try_from(r.matches.len().max(1)).unwrap_or(u32::MAX))
             .sum();
         routes = routes.saturating_add(n);
-        if let Some(max) = def.quotas.max_routes {
-            if routes > max {
-                out.error(
-                    "VirtualService",
-                    &vs.meta,
-                    sp.key("http"),
-                    format!(
-                        "tenant {:?} exceeds its maxRoutes quota ({routes} > {max})",
-                        def.meta.name
-                    ),
-                );
-            }
+        if let Some(max) = def.quotas.max_routes
+            && routes > max
+        {
+            out.error(
+                "VirtualService",
+                &vs.meta,
+                sp.key("http"),
+                format!(
+                    "tenant {:?} exceeds its maxRoutes quota ({routes} > {max})",
+                    def.meta.name
+                ),
+            );
         }
     }
 }

@@ -10,7 +10,7 @@ struct Fx {
     _repo: Repo,
     _creds: tempfile::TempDir,
     be: Backends,
-    gw: Gateway,
+    _gw: Gateway,
     port: u16,
 }
 
@@ -62,7 +62,7 @@ fn fixture(routes: &str, tenant_extra: &str) -> Fx {
         _repo: repo,
         _creds: creds,
         be,
-        gw,
+        _gw: gw,
         port,
     }
 }

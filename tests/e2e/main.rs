@@ -1,9 +1,14 @@
 //! End-to-end tests: the real `gatehouse` binary on loopback, real clients, real backends.
 //! One test binary; each module is one capability.
 
+// Harness items are `pub` for the test modules of this one binary; figures tests measure are
+// printed for the log.
+#![allow(unreachable_pub, clippy::print_stderr, clippy::print_stdout)]
+
 #[allow(dead_code)]
 mod harness;
 
+mod credentials;
 mod http_routing;
 mod protocol;
 mod reload;

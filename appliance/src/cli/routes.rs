@@ -132,7 +132,7 @@ fn print_group(name: &str, g: &GroupSnapshot, out: &mut dyn Write) -> io::Result
             .policy
             .load_balancer
             .as_ref()
-            .map_or("LEAST_REQUEST".to_string(), |l| format!("{l:?}"));
+            .map_or_else(|| "LEAST_REQUEST".to_string(), |l| format!("{l:?}"));
         writeln!(
             out,
             "  cluster {name}  tenant {}  {:?}  lb {lb}{tls}  {eps}",

@@ -69,12 +69,12 @@ impl Credential {
     /// Returns whether new material was swapped in.
     pub fn refresh(&self, provider: &Arc<CryptoProvider>, force: bool) -> bool {
         let stamp = self.fingerprint();
-        if !force {
-            if let Ok(old) = self.stamp.lock() {
-                if *old == stamp && !old.is_empty() {
-                    return false;
-                }
-            }
+        if !force
+            && let Ok(old) = self.stamp.lock()
+            && *old == stamp
+            && !old.is_empty()
+        {
+            return false;
         }
         let result = load_folder(
             &self.tenant_root,
@@ -208,11 +208,14 @@ pub enum RefError {
     BadName(String),
 }
 
+/// (namespace, source, separate CA folder, key required).
+type CredKey = (String, Source, Option<String>, bool);
+
 /// All credentials in use.
 pub struct Store {
     root: PathBuf,
     provider: Arc<CryptoProvider>,
-    map: Mutex<HashMap<(String, Source, Option<String>, bool), Arc<Credential>>>,
+    map: Mutex<HashMap<CredKey, Arc<Credential>>>,
 }
 
 impl Store {

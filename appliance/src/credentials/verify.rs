@@ -48,15 +48,15 @@ impl ClientCerts {
 
 fn cert_sans(der: &CertificateDer<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    if let Ok((_, c)) = x509_parser::parse_x509_certificate(der) {
-        if let Ok(Some(san)) = c.subject_alternative_name() {
-            for n in &san.value.general_names {
-                match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => out.push(d.to_string()),
-                    x509_parser::extensions::GeneralName::URI(u) => out.push(u.to_string()),
-                    x509_parser::extensions::GeneralName::RFC822Name(e) => out.push(e.to_string()),
-                    _ => {}
-                }
+    if let Ok((_, c)) = x509_parser::parse_x509_certificate(der)
+        && let Ok(Some(san)) = c.subject_alternative_name()
+    {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => out.push(d.to_string()),
+                x509_parser::extensions::GeneralName::URI(u) => out.push(u.to_string()),
+                x509_parser::extensions::GeneralName::RFC822Name(e) => out.push(e.to_string()),
+                _ => {}
             }
         }
     }

@@ -36,10 +36,10 @@ pub fn preflight(p: &CorsPolicy, origin: &HeaderValue) -> Response<Body> {
     if let Some(v) = join(&p.allow_headers).filter(|v| !v.is_empty()) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
-    if let Some(age) = p.max_age {
-        if let Ok(v) = HeaderValue::from_str(&age.as_secs().to_string()) {
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
-        }
+    if let Some(age) = p.max_age
+        && let Ok(v) = HeaderValue::from_str(&age.as_secs().to_string())
+    {
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
     }
     if p.allow_credentials == Some(true) {
         h.insert(
@@ -54,10 +54,10 @@ pub fn preflight(p: &CorsPolicy, origin: &HeaderValue) -> Response<Body> {
 /// Adds CORS headers to an actual (non-preflight) response.
 pub fn decorate(p: &CorsPolicy, origin: &HeaderValue, h: &mut HeaderMap) {
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    if !p.expose_headers.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&p.expose_headers.join(",")) {
-            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
-        }
+    if !p.expose_headers.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&p.expose_headers.join(","))
+    {
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
     }
     if p.allow_credentials == Some(true) {
         h.insert(

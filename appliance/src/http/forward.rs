@@ -18,7 +18,7 @@ use super::body::{self, Body};
 use super::errors::{Flag, Flags, ProxyError};
 use crate::upstream::endpoint::Active;
 use crate::upstream::pool::{self, PoolError, PooledBody};
-use crate::upstream::{ClusterRt, Outcome};
+use crate::upstream::{ClusterRt, Endpoint, Outcome};
 
 /// The request body as far as retries are concerned.
 pub enum Source {
@@ -119,7 +119,64 @@ enum Fail {
 /// A connection ready to take one request.
 enum Conn {
     H1(pool::Lease),
-    H2(hyper::client::conn::http2::SendRequest<Body>),
+    H2(hyper::client::conn::http2::SendRequest<Body>, pool::Busy),
+}
+
+/// A response body that keeps `G` alive until the body is done with (a stream counted on
+/// an HTTP/2 connection, a request counted against `http2MaxRequests`).
+struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Send + Sync + Unpin + 'static> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn guarded<G: Send + Sync + Unpin + 'static>(resp: Response<Body>, guard: G) -> Response<Body> {
+    resp.map(|inner| {
+        body::boxed(Guarded {
+            inner,
+            _guard: guard,
+        })
+    })
+}
+
+/// One request counted against the cluster's `http2MaxRequests` until dropped.
+struct InFlight(Arc<ClusterRt>);
+
+impl InFlight {
+    /// Counts a request, or `None` when the cluster is at its limit (overflow).
+    fn new(rt: &Arc<ClusterRt>) -> Option<Self> {
+        let l = &rt.limits;
+        if l.requests.fetch_add(1, Ordering::AcqRel) >= l.max_requests {
+            l.requests.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(rt.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.limits.requests.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 async fn connect(
@@ -129,7 +186,8 @@ async fn connect(
     h2: bool,
 ) -> Result<Conn, PoolError> {
     if h2 {
-        Ok(Conn::H2(pool::http2(rt, addr, sni).await?))
+        let (tx, busy) = pool::http2(rt, addr, sni).await?;
+        Ok(Conn::H2(tx, busy))
     } else {
         Ok(Conn::H1(pool::http1(rt, addr, sni, false).await?))
     }
@@ -143,9 +201,9 @@ async fn exchange(
     req: Request<Body>,
 ) -> Result<Response<Body>, Fail> {
     match conn {
-        Conn::H2(mut tx) => {
+        Conn::H2(mut tx, busy) => {
             let resp = tx.send_request(req).await.map_err(Fail::Send)?;
-            Ok(resp.map(body::boxed))
+            Ok(guarded(resp.map(body::boxed), busy))
         }
         Conn::H1(mut lease) => {
             let resp = match lease.sender().try_send_request(req).await {
@@ -225,6 +283,16 @@ pub async fn send(
     flags: &mut Flags,
     report: &mut Report,
 ) -> Result<Response<Body>, ProxyError> {
+    // `http2MaxRequests`: requests in flight to the cluster, counted until the response
+    // body is done with (only when a limit is set).
+    let in_flight = if rt.limits.max_requests == u32::MAX {
+        None
+    } else {
+        match InFlight::new(rt) {
+            Some(g) => Some(g),
+            None => return Err(ProxyError::Overflow),
+        }
+    };
     let started = Instant::now();
     let deadline = timeout.map(|t| started + t);
     let h2 = wants_h2(rt, head.downstream);
@@ -246,6 +314,9 @@ pub async fn send(
     let mut retrying = false;
     let od = rt.config.policy.outlier_detection.as_ref();
     let on = &policy.retry_on;
+    // Endpoints already tried: a retry goes elsewhere when it can (Istio configures Envoy's
+    // `previous_hosts` retry predicate on every route).
+    let mut tried: Vec<SocketAddr> = Vec::new();
     for n in 0..max_attempts {
         if n > 0 {
             // Envoy's backoff: 25ms base, doubling, full jitter, capped at 250ms.
@@ -264,17 +335,31 @@ pub async fn send(
             tokio::time::sleep(wait).await;
         }
         let eps = rt.endpoints.load();
+        let now = crate::clock::now_ms();
+        let others: Vec<Arc<Endpoint>> = if tried.is_empty() {
+            Vec::new()
+        } else {
+            eps.iter()
+                .filter(|e| !(tried.contains(&e.addr) || od.is_some() && e.is_ejected(now)))
+                .cloned()
+                .collect()
+        };
+        let candidates: &[Arc<Endpoint>] = if others.is_empty() { &eps } else { &others };
         let Some(ep) = rt.balancer.pick(
-            &eps,
+            candidates,
             rt.config.policy.load_balancer.as_ref(),
             od,
             hash,
-            crate::clock::now_ms(),
+            now,
         ) else {
             last = Some(ProxyError::NoHealthyUpstream);
             break;
         };
+        drop(others);
         drop(eps);
+        if !tried.contains(&ep.addr) {
+            tried.push(ep.addr);
+        }
         report.attempts = n + 1;
         report.upstream = Some(ep.addr);
         let _active = Active::new(&ep);
@@ -317,7 +402,10 @@ pub async fn send(
                 if retrying {
                     rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
                 }
-                return Ok(resp);
+                return Ok(match in_flight {
+                    Some(g) => guarded(resp, g),
+                    None => resp,
+                });
             }
             Err(Fail::Pool(PoolError::Overflow)) => {
                 last = Some(ProxyError::Overflow);

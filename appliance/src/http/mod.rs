@@ -5,6 +5,7 @@ pub mod cors;
 pub mod errors;
 pub mod fault;
 pub mod forward;
+pub mod guard;
 pub mod headers;
 pub mod mirror;
 pub mod rewrite;

@@ -47,7 +47,7 @@ pub fn location(
     let host = rd
         .authority
         .as_deref()
-        .map_or(host_in.to_string(), |a| split_authority(a).0.to_string());
+        .map_or_else(|| host_in.to_string(), |a| split_authority(a).0.to_string());
     let port: Option<u16> = match rd.port {
         RedirectPort::Fixed(p) => Some(p),
         RedirectPort::FromProtocolDefault => None,
@@ -88,11 +88,11 @@ pub fn location(
 
 /// `host[:port]` → (host, port).
 pub fn split_authority(a: &str) -> (&str, Option<u16>) {
-    if a.starts_with('[') {
-        if let Some(end) = a.find(']') {
-            let port = a[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
-            return (&a[..=end], port);
-        }
+    if a.starts_with('[')
+        && let Some(end) = a.find(']')
+    {
+        let port = a[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
+        return (&a[..=end], port);
     }
     match a.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {

@@ -2,21 +2,25 @@
 //! ALPN), upgrades, header limits, header-read and idle timeouts, graceful drain.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tenants::model::DownstreamLimits;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 
+use super::guard::Guard;
 use super::service::{ConnInfo, handle};
 use crate::idle::{Activity, Idle};
+use crate::io::Prefixed;
 
 /// Which protocol the connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
-    /// Detect: HTTP/2 prior knowledge or HTTP/1.1.
+    /// Plain connection: HTTP/2 prior knowledge or HTTP/1.1, told apart by the first bytes.
     Auto,
     /// ALPN chose h2.
     H2,
@@ -24,11 +28,49 @@ pub enum Proto {
     H1,
 }
 
+/// The HTTP/2 connection preface (prior knowledge).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/2 prior knowledge (the whole preface) from HTTP/1 (a byte off the preface) on
+/// a plain connection, within `limit`; returns the bytes read, to be replayed. hyper-util's
+/// own detection has no time limit, so a client that connects and sends nothing (or part of
+/// a preface) would hold the connection until the idle timeout: the header read timeout
+/// covers the first bytes too, as the ClientHello read does on TLS listeners.
+async fn sniff<I: AsyncRead + Unpin>(io: &mut I, limit: Duration) -> Option<(Bytes, Proto)> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let read = async {
+        loop {
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(Proto::H1);
+            }
+            if n == buf.len() {
+                return Some(Proto::H2);
+            }
+            match io.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => return None,
+                Ok(r) => n += r,
+            }
+        }
+    };
+    let proto = tokio::time::timeout(limit, read).await.ok()??;
+    Some((Bytes::copy_from_slice(&buf[..n]), proto))
+}
+
+/// Completes once `rx` holds `true` (or its sender is gone).
+async fn turned_true(rx: &mut watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Serves HTTP on `io` until the client goes away, the connection idles out, or `drain`
 /// turns true (then in-flight requests finish and the connection closes gracefully:
 /// HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`).
 pub async fn serve<I>(
-    io: I,
+    mut io: I,
     info: Arc<ConnInfo>,
     proto: Proto,
     limits: &DownstreamLimits,
@@ -37,14 +79,35 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (first, proto) = match proto {
+        Proto::Auto => {
+            let sniffed = tokio::select! {
+                s = sniff(&mut io, limits.header_read_timeout) => s,
+                () = turned_true(&mut drain) => None,
+                () = turned_true(&mut stop) => None,
+            };
+            match sniffed {
+                Some(x) => x,
+                None => {
+                    tracing::debug!(peer = %info.peer, "no HTTP/1 request line or HTTP/2 preface within the header read timeout; closed");
+                    return;
+                }
+            }
+        }
+        p => (Bytes::new(), p),
+    };
+    let io = Prefixed::new(first, io);
     let activity = Activity::new();
+    let header_bytes = (limits.max_request_headers_kb as usize).saturating_mul(1024);
+    let max_buf = header_bytes.max(8192);
+    // HTTP/1 framing checks hyper cannot make (see `guard`).
+    let io = Guard::new(io, info.framing.clone(), proto == Proto::H1, max_buf);
     let io = Idle::new(io, activity.clone());
     let mut b = auto::Builder::new(TokioExecutor::new());
-    let header_bytes = (limits.max_request_headers_kb as usize).saturating_mul(1024);
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(header_bytes.max(8192))
+        .max_buf_size(max_buf)
         .writev(false)
         .keep_alive(true);
     b.http2()
@@ -54,9 +117,8 @@ pub async fn serve<I>(
         .max_pending_accept_reset_streams(Some(100))
         .max_local_error_reset_streams(Some(1024));
     let b = match proto {
-        Proto::Auto => b,
         Proto::H2 => b.http2_only(),
-        Proto::H1 => b.http1_only(),
+        Proto::H1 | Proto::Auto => b.http1_only(),
     };
     let svc = service_fn(move |req| handle(req, info.clone()));
     let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);

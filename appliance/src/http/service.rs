@@ -20,6 +20,7 @@ use tenants::snapshot::{ChainAction, ListenerKind, Route, RouteAction, RouteTabl
 use super::body::{self, Body};
 use super::errors::{Flag, Flags, ProxyError, local};
 use super::forward::{self, Head, Report, Source};
+use super::guard::Framing;
 use super::{cors, fault, headers, mirror, rewrite, websocket};
 use crate::runtime::{GroupRt, Runtime};
 use crate::shared::Shared;
@@ -44,6 +45,8 @@ pub struct ConnInfo {
     pub chain: Option<Box<str>>,
     /// Process state.
     pub shared: Arc<Shared>,
+    /// HTTP/1 framing findings of the connection's [`guard`](super::guard).
+    pub framing: Arc<Framing>,
 }
 
 /// What one request did, for the access log and metrics.
@@ -96,6 +99,9 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<Body>, Infallible> {
+    if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) && conn.framing.refuse_next() {
+        return Ok(ambiguous_framing(&req, &conn));
+    }
     let rt = conn.shared.runtime.load_full();
     let mut rec = Record {
         start: Some(SystemTime::now()),
@@ -196,17 +202,17 @@ async fn proxy(
     let rb = &route.body;
     rec.tenant = Some(rb.tenant.clone());
     rec.route = Some(route.name.clone());
-    if let Some(t) = rt.tenant(&rb.tenant) {
-        if !t.admit_request() {
-            return Err(ProxyError::RateLimited);
-        }
+    if let Some(t) = rt.tenant(&rb.tenant)
+        && !t.admit_request()
+    {
+        return Err(ProxyError::RateLimited);
     }
     let _ = vh;
     let clusters = match &rb.action {
         RouteAction::Redirect(rd) => {
             let loc = rewrite::location(
                 rd,
-                route.matcher.as_ref(),
+                route.matcher.as_deref(),
                 scheme,
                 &authority,
                 &path,
@@ -226,15 +232,16 @@ async fn proxy(
     };
     // CORS preflights are answered here when the origin is allowed.
     let cors_origin = rb
+        .rule
         .cors
         .as_ref()
         .and_then(|p| cors::allowed_origin(p, req.headers()).cloned());
-    if let (Some(p), Some(o)) = (&rb.cors, &cors_origin) {
-        if cors::is_preflight(req.method(), req.headers()) {
-            return Ok(cors::preflight(p, o));
-        }
+    if let (Some(p), Some(o)) = (&rb.rule.cors, &cors_origin)
+        && cors::is_preflight(req.method(), req.headers())
+    {
+        return Ok(cors::preflight(p, o));
     }
-    if let Some(f) = &rb.fault {
+    if let Some(f) = &rb.rule.fault {
         let d = fault::decide(f);
         if let Some(delay) = d.delay {
             rec.flags.add(Flag::FaultDelay);
@@ -264,13 +271,13 @@ async fn proxy(
     rec.request_id = Some(rid.clone());
     let mut up_authority = authority.clone();
     let mut up_path = path.clone();
-    if let Some(rw) = &rb.rewrite {
-        up_path = rewrite::path(&path, route.matcher.as_ref(), rw);
+    if let Some(rw) = &rb.rule.rewrite {
+        up_path = rewrite::path(&path, route.matcher.as_deref(), rw);
         if let Some(a) = &rw.authority {
             up_authority.clone_from(a);
         }
     }
-    if let Some(a) = headers::apply(&mut h, &rb.headers.request) {
+    if let Some(a) = headers::apply(&mut h, &rb.rule.headers.request) {
         up_authority = a;
     }
     if let Some(a) = headers::apply(&mut h, &wc.headers.request) {
@@ -279,12 +286,12 @@ async fn proxy(
     let grpc = h
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let hash = hash_key(
-        cluster.config.policy.load_balancer.as_ref(),
-        &h,
-        &path,
-        conn.peer,
-    );
+    let lb = cluster.config.policy.load_balancer.as_ref();
+    let sticky = generated_cookie(lb, &h);
+    let hash = match &sticky {
+        Some((k, _)) => Some(*k),
+        None => hash_key(lb, &h, &path, conn.peer),
+    };
     let head = Head {
         method: parts.method,
         path: up_path,
@@ -331,7 +338,7 @@ async fn proxy(
         head,
         src,
         &rb.retries,
-        rb.timeout,
+        rb.rule.timeout,
         hash,
         &mut rec.flags,
         &mut report,
@@ -345,17 +352,40 @@ async fn proxy(
     if status != StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(rh, false);
     }
-    headers::apply(rh, &rb.headers.response);
+    if let Some((_, c)) = sticky {
+        rh.append(header::SET_COOKIE, c);
+    }
+    headers::apply(rh, &rb.rule.headers.response);
     headers::apply(rh, &wc.headers.response);
-    if let (Some(p), Some(o)) = (&rb.cors, &cors_origin) {
+    if let (Some(p), Some(o)) = (&rb.rule.cors, &cors_origin) {
         cors::decorate(p, o, rh);
     }
-    if let Some(t) = report.service_time {
-        if let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string()) {
-            rh.insert("x-envoy-upstream-service-time", v);
-        }
+    if let Some(t) = report.service_time
+        && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
+    {
+        rh.insert("x-envoy-upstream-service-time", v);
     }
     Ok(resp)
+}
+
+/// Envoy's answer to a request carrying both `Content-Length` and `Transfer-Encoding`: 400,
+/// never forwarded (a request-smuggling vector), and the connection closes, since where the
+/// next request would start is exactly what the two headers disagree about.
+fn ambiguous_framing(req: &Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    tracing::info!(
+        peer = %conn.peer,
+        listener = %conn.listener,
+        method = %req.method(),
+        path = %req.uri().path(),
+        "request refused: both Content-Length and Transfer-Encoding"
+    );
+    let mut r = local(
+        StatusCode::BAD_REQUEST,
+        "bad request: both Content-Length and Transfer-Encoding".into(),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn redirect(code: u16, location: &str) -> Response<Body> {
@@ -412,13 +442,40 @@ fn hash_key(
                 .find(|(k, _)| k == q)
                 .map(|(_, v)| hash_bytes(v.as_bytes()))
         }),
-        HashKey::Cookie { name, .. } => h
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| hash_bytes(v.as_bytes())),
+        HashKey::Cookie { name, .. } => cookie(h, name).map(|v| hash_bytes(v.as_bytes())),
     }
+}
+
+fn cookie<'h>(h: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Envoy's generated sticky cookie: when the hash cookie is missing and a `ttl` is set, a
+/// random value is chosen, used as this request's hash, and handed to the client.
+fn generated_cookie(lb: Option<&LoadBalancer>, h: &http::HeaderMap) -> Option<(u64, HeaderValue)> {
+    let Some(LoadBalancer::ConsistentHash(HashKey::Cookie {
+        name,
+        path,
+        ttl: Some(ttl),
+    })) = lb
+    else {
+        return None;
+    };
+    if cookie(h, name).is_some() {
+        return None;
+    }
+    let value = format!("{:016x}", rand::rng().random::<u64>());
+    let mut s = format!("{name}=\"{value}\"; Max-Age={}; HttpOnly", ttl.as_secs());
+    if let Some(p) = path {
+        s.push_str("; Path=");
+        s.push_str(p);
+    }
+    let hv = HeaderValue::from_str(&s).ok()?;
+    Some((hash_bytes(format!("\"{value}\"").as_bytes()), hv))
 }

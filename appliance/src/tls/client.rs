@@ -26,6 +26,61 @@ fn system_verifier(provider: &Arc<CryptoProvider>) -> Option<Arc<dyn ServerCertV
         .map(|v| v as Arc<dyn ServerCertVerifier>)
 }
 
+/// A verifier trusting the certificates in the PEM file `path` (`caCertificates`). `None`
+/// (every upstream refused) when the file cannot be read or holds no certificate: a CA
+/// that was asked for is never replaced by the system roots.
+fn file_verifier(
+    path: &str,
+    provider: &Arc<CryptoProvider>,
+) -> Option<Arc<dyn ServerCertVerifier>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path, error = %e, "caCertificates not readable; upstream TLS will fail");
+            return None;
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem).flatten() {
+        let _ = roots.add(c);
+    }
+    if roots.is_empty() {
+        tracing::warn!(
+            path,
+            "caCertificates holds no certificate; upstream TLS will fail"
+        );
+        return None;
+    }
+    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .ok()
+        .map(|v| v as Arc<dyn ServerCertVerifier>)
+}
+
+/// A client configuration whose handshakes always fail (no trust anchors): used when a
+/// cluster's TLS origination cannot be configured, so requests fail instead of going out
+/// in plaintext.
+pub fn refusing(store: &Store, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let provider = store.provider().clone();
+    let verifier = UpstreamCerts::new(None, None, Vec::new(), false, provider.clone());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| {
+            ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| unreachable!("default provider supports TLS: {e}"))
+        })
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
 /// Builds the client configuration for a cluster's TLS origination. `alpn` lists the
 /// protocols to offer (`h2` for HTTP/2 clusters).
 pub fn build(
@@ -38,13 +93,18 @@ pub fn build(
         Some(r) => Some(store.get(r, None, t.mode == ClientTlsMode::Mutual)?),
         None => None,
     };
-    // A credential without ca.crt, like no credential, verifies against the system roots.
+    // A credential without ca.crt, like no credential, verifies against the system roots,
+    // or against `caCertificates` (platform DestinationRules) when that is set.
     let ca = cred
         .clone()
         .filter(|c| c.ca.load().is_some() || t.ca_file.is_some());
+    let fallback = match (&ca, &t.ca_file) {
+        (None, Some(path)) => file_verifier(path, &provider),
+        _ => system_verifier(&provider),
+    };
     let verifier = UpstreamCerts::new(
         ca,
-        system_verifier(&provider),
+        fallback,
         t.subject_alt_names.clone(),
         t.insecure_skip_verify,
         provider.clone(),

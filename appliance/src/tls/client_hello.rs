@@ -219,7 +219,7 @@ mod tests {
             parse(&hello_bytes(None, &[])),
             Parse::Done(Hello::default())
         );
-        let mut bad = b.clone();
+        let mut bad = b;
         bad[43] = 0xff; // session id length runs past the message
         assert!(!matches!(parse(&bad), Parse::Done(_)));
     }

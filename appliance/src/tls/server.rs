@@ -82,7 +82,7 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
             let v: Arc<dyn ClientCertVerifier> = Arc::new(ClientCerts::new(
                 cred.clone(),
                 ctx.subject_alt_names.clone(),
-                provider.clone(),
+                provider,
             ));
             builder
                 .with_client_cert_verifier(v)

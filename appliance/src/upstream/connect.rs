@@ -52,10 +52,10 @@ pub async fn tcp(
         TcpSocket::new_v6()
     }
     .map_err(io_err)?;
-    if let Some(src) = source {
-        if src.is_ipv4() == addr.is_ipv4() {
-            sock.bind(SocketAddr::new(src, 0)).map_err(io_err)?;
-        }
+    if let Some(src) = source
+        && src.is_ipv4() == addr.is_ipv4()
+    {
+        sock.bind(SocketAddr::new(src, 0)).map_err(io_err)?;
     }
     let s = match tokio::time::timeout(timeout, sock.connect(addr)).await {
         Ok(r) => r.map_err(io_err)?,

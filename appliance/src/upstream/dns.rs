@@ -2,10 +2,12 @@
 //! runs out. A failed lookup keeps the previous addresses.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::ResolverConfig;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 
 use super::{ClusterRt, Endpoint, replace_endpoints};
 
@@ -13,16 +15,51 @@ use super::{ClusterRt, Endpoint, replace_endpoints};
 const MIN_TTL: Duration = Duration::from_secs(1);
 const MAX_TTL: Duration = Duration::from_secs(300);
 
-fn resolver() -> Option<&'static TokioResolver> {
-    static R: OnceLock<Option<TokioResolver>> = OnceLock::new();
-    R.get_or_init(|| match TokioResolver::builder_tokio() {
-        Ok(b) => Some(b.build().ok()?),
+/// The hosts file the resolver reads (hickory reads it once, when built).
+const HOSTS: &str = "/etc/hosts";
+
+/// Identifies a version of the hosts file: (mtime s, mtime ns, size, inode).
+type Stamp = Option<(i64, i64, u64, u64)>;
+
+fn hosts_stamp() -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(HOSTS).ok()?;
+    Some((m.mtime(), m.mtime_nsec(), m.len(), m.ino()))
+}
+
+/// A resolver from the system configuration. Names in `/etc/hosts` resolve as with
+/// getaddrinfo; without a readable `/etc/resolv.conf`, only they do.
+fn build() -> Option<TokioResolver> {
+    let builder = TokioResolver::builder_tokio().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the system DNS configuration; only names in /etc/hosts resolve");
+        TokioResolver::builder_with_config(
+            ResolverConfig::default(),
+            TokioRuntimeProvider::default(),
+        )
+    });
+    match builder.build() {
+        Ok(r) => Some(r),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot read the system DNS configuration");
+            tracing::warn!(error = %e, "cannot build the DNS resolver");
             None
         }
-    })
-    .as_ref()
+    }
+}
+
+/// The shared resolver, rebuilt when `/etc/hosts` changes so edits apply at the next
+/// refresh.
+fn resolver() -> Option<Arc<TokioResolver>> {
+    static R: Mutex<Option<(Stamp, Option<Arc<TokioResolver>>)>> = Mutex::new(None);
+    let stamp = hosts_stamp();
+    let mut g = R.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((s, r)) = g.as_ref()
+        && *s == stamp
+    {
+        return r.clone();
+    }
+    let r = build().map(Arc::new);
+    *g = Some((stamp, r.clone()));
+    r
 }
 
 /// Resolves `names` now and whenever the shortest TTL expires, until the cluster is dropped.
@@ -74,4 +111,50 @@ pub fn spawn(
             }
         })
         .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_in_the_hosts_file_resolve() {
+        let r = resolver().expect("resolver");
+        let ips: Vec<IpAddr> = r
+            .lookup_ip("localhost")
+            .await
+            .expect("lookup")
+            .iter()
+            .collect();
+        assert!(ips.contains(&IpAddr::from([127, 0, 0, 1])), "{ips:?}");
+        // Without /etc/resolv.conf (no name servers), /etc/hosts still answers.
+        let bare = TokioResolver::builder_with_config(
+            ResolverConfig::default(),
+            TokioRuntimeProvider::default(),
+        )
+        .build()
+        .expect("resolver without name servers");
+        let ips: Vec<IpAddr> = bare
+            .lookup_ip("localhost")
+            .await
+            .expect("lookup")
+            .iter()
+            .collect();
+        assert!(ips.contains(&IpAddr::from([127, 0, 0, 1])), "{ips:?}");
+        // hickory answers `localhost` itself (RFC 6761); other names in the hosts file come
+        // from the file. Every IPv4 entry of this machine's hosts file resolves.
+        let text = std::fs::read_to_string(HOSTS).unwrap_or_default();
+        for line in text.lines().map(|l| l.split('#').next().unwrap_or("")) {
+            let mut words = line.split_whitespace();
+            let Some(Ok(IpAddr::V4(ip))) = words.next().map(str::parse::<IpAddr>) else {
+                continue;
+            };
+            for name in words.filter(|n| !n.starts_with("localhost")) {
+                let got: Vec<IpAddr> = r.lookup_ip(name).await.expect(name).iter().collect();
+                assert!(got.contains(&IpAddr::V4(ip)), "{name}: {got:?}");
+            }
+        }
+        // The same resolver is shared while the hosts file does not change.
+        assert!(Arc::ptr_eq(&r, &resolver().expect("resolver")));
+    }
 }

@@ -28,8 +28,9 @@ pub struct Limits {
     pub connections: Option<Arc<Semaphore>>,
     /// `http.http1MaxPendingRequests`.
     pub max_pending: u32,
-    /// Requests waiting for a connection.
-    pub pending: AtomicU32,
+    /// Requests waiting for a connection, and the signal that asks idle pooled connections
+    /// to close so that a waiter gets their permit.
+    pub pending: Arc<Pending>,
     /// `http.http2MaxRequests`: in-flight requests.
     pub max_requests: u32,
     /// In-flight requests.
@@ -46,6 +47,18 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// `tcp.idleTimeout` for TCP proxying (default 1h; `0s` disables).
     pub tcp_idle_timeout: Option<Duration>,
+}
+
+/// Requests waiting for a connection permit (`http1MaxPendingRequests`). Pooled connections
+/// hold a permit while idle; when a request starts waiting, idle connections of the cluster
+/// (on any worker thread) are asked to close, and a connection that becomes idle while
+/// requests wait closes instead of idling, so a waiter is never stuck behind an idle one.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Requests waiting now.
+    pub count: AtomicU32,
+    /// Wakes connection tasks to check whether they should give their permit back.
+    pub reclaim: tokio::sync::Notify,
 }
 
 /// A cluster at run time.
@@ -86,7 +99,7 @@ impl ClusterRt {
                 .max_connections
                 .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
             max_pending: pool.http1_max_pending_requests.unwrap_or(u32::MAX),
-            pending: AtomicU32::new(0),
+            pending: Arc::default(),
             max_requests: pool.http2_max_requests.unwrap_or(u32::MAX),
             requests: AtomicU32::new(0),
             max_retries: pool.max_retries.unwrap_or(u32::MAX),
@@ -105,11 +118,13 @@ impl ClusterRt {
             UpstreamProtocol::ClientProtocol => &[b"h2", b"http/1.1"],
             _ => &[b"http/1.1"],
         };
-        let tls = config.tls.as_ref().and_then(|t| match crate::tls::client::build(t, store, alpn) {
-            Ok(c) => Some(c),
+        // A cluster asked to originate TLS never falls back to plaintext: when the client
+        // configuration cannot be built, every handshake fails (503) instead.
+        let tls = config.tls.as_ref().map(|t| match crate::tls::client::build(t, store, alpn) {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(cluster = %config.name, error = %e, "TLS origination not configured");
-                None
+                tracing::warn!(cluster = %config.name, error = %e, "TLS origination not configured; requests to the cluster fail");
+                crate::tls::client::refusing(store, alpn)
             }
         });
         let initial: Vec<Arc<Endpoint>> = match &config.endpoints {
@@ -141,14 +156,14 @@ impl ClusterRt {
     /// (`maxEjectionPercent`) allows.
     pub fn record(&self, ep: &Endpoint, outcome: Outcome) {
         let od = self.config.policy.outlier_detection.as_ref();
-        if ep.record(outcome, od) {
-            if let Some(od) = od {
-                let now = crate::clock::now_ms();
-                let eps = self.endpoints.load();
-                let ejected = eps.iter().filter(|e| e.is_ejected(now)).count();
-                if (ejected + 1) * 100 <= eps.len() * od.max_ejection_percent as usize {
-                    ep.eject(od, now);
-                }
+        if ep.record(outcome, od)
+            && let Some(od) = od
+        {
+            let now = crate::clock::now_ms();
+            let eps = self.endpoints.load();
+            let ejected = eps.iter().filter(|e| e.is_ejected(now)).count();
+            if (ejected + 1) * 100 <= eps.len() * od.max_ejection_percent as usize {
+                ep.eject(od, now);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::ClusterRt;
 use super::connect::{self, ConnectError};
+use super::{ClusterRt, Pending};
 use crate::clock;
 use crate::http::body::{Body, BoxError};
 
@@ -35,11 +35,86 @@ struct Idle {
     tx: http1::SendRequest<Body>,
     since_ms: u64,
     used: u32,
+    state: Arc<ConnState>,
 }
+
+/// What a pooled connection's entry and its connection task share.
+#[derive(Debug, Default)]
+struct ConnState {
+    /// Requests using the connection now (HTTP/1.1: 0 or 1; HTTP/2: streams).
+    busy: AtomicU32,
+}
+
+/// Counts one request on a connection until dropped. When the connection becomes idle while
+/// requests wait for a connection permit, its task is woken to close it and free the permit.
+pub struct Busy {
+    state: Arc<ConnState>,
+    pending: Arc<Pending>,
+}
+
+impl Busy {
+    fn new(state: Arc<ConnState>, pending: Arc<Pending>) -> Self {
+        state.busy.fetch_add(1, Ordering::SeqCst);
+        Self { state, pending }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.state.busy.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.pending.count.load(Ordering::SeqCst) > 0
+        {
+            self.pending.reclaim.notify_waiters();
+        }
+    }
+}
+
+impl std::fmt::Debug for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Busy")
+    }
+}
+
+/// A thread's HTTP/2 connection to an endpoint and its shared state.
+type H2Conn = (http2::SendRequest<Body>, Arc<ConnState>);
 
 thread_local! {
     static H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
-    static H2: RefCell<HashMap<Key, http2::SendRequest<Body>>> = RefCell::new(HashMap::new());
+    static H2: RefCell<HashMap<Key, H2Conn>> = RefCell::new(HashMap::new());
+}
+
+/// Runs a connection. With a connection limit, the connection holds its permit until it
+/// closes, and closes early when it is idle while requests wait for a permit.
+fn run_conn<F>(
+    conn: F,
+    permit: Option<OwnedSemaphorePermit>,
+    state: Arc<ConnState>,
+    pending: Arc<Pending>,
+) where
+    F: Future + Send + 'static,
+{
+    tokio::spawn(async move {
+        let Some(_permit) = permit else {
+            let _ = conn.await;
+            return;
+        };
+        let mut conn = std::pin::pin!(conn);
+        loop {
+            // Register for the wake-up before looking, so a waiter arriving in between is
+            // not missed.
+            let notified = pending.reclaim.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if state.busy.load(Ordering::SeqCst) == 0 && pending.count.load(Ordering::SeqCst) > 0 {
+                // Dropping the connection closes it; the pool entry sees a closed sender.
+                return;
+            }
+            tokio::select! {
+                _ = &mut conn => return,
+                () = &mut notified => {}
+            }
+        }
+    });
 }
 
 /// Most idle HTTP/1.1 connections kept per endpoint and thread.
@@ -67,6 +142,7 @@ pub struct Lease {
     used: u32,
     max_per_conn: u32,
     idle_timeout: Duration,
+    busy: Busy,
 }
 
 impl Lease {
@@ -87,6 +163,7 @@ impl Lease {
             tx: self.tx,
             since_ms: clock::now_ms(),
             used: self.used,
+            state: self.busy.state.clone(),
         };
         let _ = self.idle_timeout;
         H1.with(|p| {
@@ -96,6 +173,18 @@ impl Lease {
                 v.push(idle);
             }
         });
+        // Now idle: if requests wait for a permit, the connection task closes it.
+        drop(self.busy);
+    }
+}
+
+/// Counts a request waiting for a connection permit until dropped (also when the waiting
+/// request is cancelled, e.g. by its timeout).
+struct Waiting<'a>(&'a Pending);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -106,13 +195,15 @@ async fn permit(rt: &ClusterRt) -> Result<Option<OwnedSemaphorePermit>, PoolErro
     if let Ok(p) = sem.clone().try_acquire_owned() {
         return Ok(Some(p));
     }
-    let pending = rt.limits.pending.fetch_add(1, Ordering::AcqRel);
-    if pending >= rt.limits.max_pending {
-        rt.limits.pending.fetch_sub(1, Ordering::AcqRel);
+    let pending = &*rt.limits.pending;
+    let waiting = pending.count.fetch_add(1, Ordering::SeqCst);
+    let _waiting = Waiting(pending);
+    if waiting >= rt.limits.max_pending {
         return Err(PoolError::Overflow);
     }
+    // Idle pooled connections (on any thread) give their permits back.
+    pending.reclaim.notify_waiters();
     let r = sem.clone().acquire_owned().await;
-    rt.limits.pending.fetch_sub(1, Ordering::AcqRel);
     r.map(Some).map_err(|_| PoolError::Overflow)
 }
 
@@ -177,6 +268,8 @@ pub async fn http1(
             if idle.tx.is_closed() || now.saturating_sub(idle.since_ms) > idle_ms {
                 continue;
             }
+            // Busy before the first await, so the connection task does not close it.
+            let busy = Busy::new(idle.state, rt.limits.pending.clone());
             if idle.tx.ready().await.is_ok() {
                 return Ok(Lease {
                     key: k,
@@ -184,6 +277,7 @@ pub async fn http1(
                     used: idle.used,
                     max_per_conn: rt.limits.per_connection,
                     idle_timeout: rt.limits.idle_timeout,
+                    busy,
                 });
             }
         }
@@ -195,33 +289,34 @@ pub async fn http1(
         .handshake(TokioIo::new(io))
         .await
         .map_err(PoolError::Handshake)?;
-    tokio::spawn(async move {
-        let _permit = permit;
-        let _ = conn.await;
-    });
+    let state = Arc::new(ConnState::default());
+    let busy = Busy::new(state.clone(), rt.limits.pending.clone());
+    run_conn(conn, permit, state, rt.limits.pending.clone());
     Ok(Lease {
         key: k,
         tx,
         used: 0,
         max_per_conn: rt.limits.per_connection,
         idle_timeout: rt.limits.idle_timeout,
+        busy,
     })
 }
 
-/// An HTTP/2 sender to `addr`: the thread's connection to it, or a new one.
+/// An HTTP/2 sender to `addr`: the thread's connection to it, or a new one. The [`Busy`]
+/// guard counts the stream; keep it until the response body ends.
 pub async fn http2(
     rt: &ClusterRt,
     addr: SocketAddr,
     sni: Option<&str>,
-) -> Result<http2::SendRequest<Body>, PoolError> {
+) -> Result<(http2::SendRequest<Body>, Busy), PoolError> {
     let k = key(rt, addr, sni);
-    if let Some(tx) = H2.with(|p| {
+    if let Some((tx, state)) = H2.with(|p| {
         p.borrow()
             .get(&k)
-            .filter(|t| !t.is_closed() && t.is_ready())
+            .filter(|(t, _)| !t.is_closed() && t.is_ready())
             .cloned()
     }) {
-        return Ok(tx);
+        return Ok((tx, Busy::new(state, rt.limits.pending.clone())));
     }
     let permit = permit(rt).await?;
     let io = transport(rt, addr, sni).await?;
@@ -249,12 +344,11 @@ pub async fn http2(
         .handshake(TokioIo::new(io))
         .await
         .map_err(PoolError::Handshake)?;
-    tokio::spawn(async move {
-        let _permit = permit;
-        let _ = conn.await;
-    });
-    H2.with(|p| p.borrow_mut().insert(k, tx.clone()));
-    Ok(tx)
+    let state = Arc::new(ConnState::default());
+    let busy = Busy::new(state.clone(), rt.limits.pending.clone());
+    run_conn(conn, permit, state.clone(), rt.limits.pending.clone());
+    H2.with(|p| p.borrow_mut().insert(k, (tx.clone(), state)));
+    Ok((tx, busy))
 }
 
 /// A response body that returns its HTTP/1.1 connection to the pool when it ends.
@@ -267,10 +361,10 @@ impl PooledBody {
     /// Wraps `inner`; `lease` goes back to the pool at the end of the body.
     pub fn new(inner: Incoming, lease: Option<Lease>) -> Self {
         let mut b = Self { inner, lease };
-        if b.inner.is_end_stream() {
-            if let Some(l) = b.lease.take() {
-                l.release();
-            }
+        if b.inner.is_end_stream()
+            && let Some(l) = b.lease.take()
+        {
+            l.release();
         }
         b
     }

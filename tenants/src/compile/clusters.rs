@@ -54,7 +54,7 @@ impl<'g> ClusterBuilder<'g> {
             Some(p) => se.port(Some(p)),
             None => se.port(None).or_else(|| se.port(Some(listener_port))),
         };
-        let port = svc_port.map_or(dest.port.unwrap_or(listener_port), |p| p.number);
+        let port = svc_port.map_or_else(|| dest.port.unwrap_or(listener_port), |p| p.number);
         // A wildcard entry keeps the requested host so DNS and SNI use the real name.
         let host = if found.host.is_wildcard() {
             dest.host.clone()
@@ -77,18 +77,18 @@ impl<'g> ClusterBuilder<'g> {
         let target_port = svc_port.and_then(|p| p.target_port).unwrap_or(port);
         let port_name = svc_port.map(|p| p.name.clone()).unwrap_or_default();
         let mut members: Vec<&Endpoint> = se.endpoints.iter().collect();
-        if let Some(sel) = &se.workload_selector {
-            if let Some(objs) = world.namespaces.get(found.namespace) {
-                members.extend(
-                    objs.workload_entries
-                        .iter()
-                        .filter(|we| {
-                            sel.iter()
-                                .all(|(k, v)| we.endpoint.labels.get(k) == Some(v))
-                        })
-                        .map(|we| &we.endpoint),
-                );
-            }
+        if let Some(sel) = &se.workload_selector
+            && let Some(objs) = world.namespaces.get(found.namespace)
+        {
+            members.extend(
+                objs.workload_entries
+                    .iter()
+                    .filter(|we| {
+                        sel.iter()
+                            .all(|(k, v)| we.endpoint.labels.get(k) == Some(v))
+                    })
+                    .map(|we| &we.endpoint),
+            );
         }
         let members: Vec<&Endpoint> = members
             .into_iter()
@@ -181,7 +181,7 @@ impl<'g> ClusterBuilder<'g> {
         let cluster = Cluster {
             name: name.clone(),
             tenant: found.namespace.to_string(),
-            host: host.clone(),
+            host,
             port,
             subset: dest.subset.clone(),
             service_protocol,

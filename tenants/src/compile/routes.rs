@@ -157,10 +157,10 @@ pub(crate) fn table(
             let mut domains: Vec<Host> = Vec::new();
             for sh in &shosts {
                 for vh in &vs.hosts {
-                    if let Some(d) = sh.intersect(vh) {
-                        if !domains.contains(&d) {
-                            domains.push(d);
-                        }
+                    if let Some(d) = sh.intersect(vh)
+                        && !domains.contains(&d)
+                    {
+                        domains.push(d);
                     }
                 }
             }

@@ -194,13 +194,13 @@ impl Destination {
                 }
             },
         };
-        if let Some(s) = &d.subset {
-            if !is_dns1123_label(s) {
-                c.error(
-                    &path.key("subset"),
-                    format!("subset name {s:?} is not a DNS-1123 label"),
-                );
-            }
+        if let Some(s) = &d.subset
+            && !is_dns1123_label(s)
+        {
+            c.error(
+                &path.key("subset"),
+                format!("subset name {s:?} is not a DNS-1123 label"),
+            );
         }
         let port = match d.port.as_ref().and_then(|p| p.number) {
             Some(n) => c.port(&path.key("port").key("number"), n),

@@ -404,21 +404,21 @@ fn parse_lb(
             c.error(&wp.key("duration"), "warmup duration is required");
         }
         c.duration(&wp.key("duration"), &w.duration);
-        if let Some(m) = w.minimum_percent {
-            if !(0.0..=100.0).contains(&m) {
-                c.error(
-                    &wp.key("minimumPercent"),
-                    format!("minimumPercent {m} must be between 0 and 100"),
-                );
-            }
+        if let Some(m) = w.minimum_percent
+            && !(0.0..=100.0).contains(&m)
+        {
+            c.error(
+                &wp.key("minimumPercent"),
+                format!("minimumPercent {m} must be between 0 and 100"),
+            );
         }
-        if let Some(a) = w.aggression {
-            if a <= 0.0 {
-                c.error(
-                    &wp.key("aggression"),
-                    format!("aggression {a} must be greater than 0"),
-                );
-            }
+        if let Some(a) = w.aggression
+            && a <= 0.0
+        {
+            c.error(
+                &wp.key("aggression"),
+                format!("aggression {a} must be greater than 0"),
+            );
         }
         if c.findings.len() == before {
             c.error(&wp, format!("not supported yet: {wp}"));
@@ -589,10 +589,10 @@ fn parse_outlier(c: &mut Checker, p: &FieldPath, o: &raw::OutlierDetection) -> O
         ("maxEjectionPercent", o.max_ejection_percent),
         ("minHealthPercent", o.min_health_percent),
     ] {
-        if let Some(n) = v {
-            if !(0..=100).contains(&n) {
-                c.error(&p.key(f), format!("{f} {n} must be between 0 and 100"));
-            }
+        if let Some(n) = v
+            && !(0..=100).contains(&n)
+        {
+            c.error(&p.key(f), format!("{f} {n} must be between 0 and 100"));
         }
     }
     OutlierDetection {
@@ -673,13 +673,13 @@ fn parse_client_tls(
             "tenants reference certificates by credentialName, not by file path",
         );
     }
-    if let Some(n) = &t.credential_name {
-        if !super::valid_credential_name(n) {
-            c.error(
-                &p.key("credentialName"),
-                format!("credentialName {n:?} must be a DNS-1123 subdomain"),
-            );
-        }
+    if let Some(n) = &t.credential_name
+        && !super::valid_credential_name(n)
+    {
+        c.error(
+            &p.key("credentialName"),
+            format!("credentialName {n:?} must be a DNS-1123 subdomain"),
+        );
     }
     c.unsupported(
         &p.key("caCrl"),

@@ -213,15 +213,15 @@ impl Gateway {
         let mut servers = Vec::new();
         for (i, s) in spec.servers.iter().enumerate() {
             let p = spec_path.key("servers").idx(i);
-            if let Some(name) = s.port.as_ref().and_then(|p| p.name.as_ref()) {
-                if let Some(first) = names.insert(name.clone(), i) {
-                    c.error(
+            if let Some(name) = s.port.as_ref().and_then(|p| p.name.as_ref())
+                && let Some(first) = names.insert(name.clone(), i)
+            {
+                c.error(
                         &p.key("port").key("name"),
                         format!(
                             "port names in servers must be unique: duplicate name {name:?} (also servers[{first}])"
                         ),
                     );
-                }
             }
             if let Some(srv) = parse_server(c, &p, i, s, &meta.namespace) {
                 servers.push(srv);
@@ -589,10 +589,15 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
     } else {
         None
     };
-    if let Some(Credential::Name(n)) = &credential {
-        if !valid_credential_name(n) {
-            c.error(&p.key("credentialName"), format!("credentialName {n:?} must be a DNS-1123 subdomain (letters, digits, '-' and '.')"));
-        }
+    if let Some(Credential::Name(n)) = &credential
+        && !valid_credential_name(n)
+    {
+        c.error(
+            &p.key("credentialName"),
+            format!(
+                "credentialName {n:?} must be a DNS-1123 subdomain (letters, digits, '-' and '.')"
+            ),
+        );
     }
     Some(ServerTls {
         https_redirect: t.https_redirect.unwrap_or(false),

@@ -194,7 +194,8 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// Istio's default when `retries` is unset: 2 attempts on connect-failure,
-    /// refused-stream, unavailable, cancelled and retriable-status-codes.
+    /// refused-stream, unavailable, cancelled and retriable-status-codes (503), on another
+    /// endpoint (`route/retry/retry.go`).
     pub fn mesh_default() -> Self {
         Self {
             attempts: 2,
@@ -202,6 +203,7 @@ impl RetryPolicy {
             retry_on: RetryOn {
                 connect_failure: true,
                 refused_stream: true,
+                status_codes: vec![503],
                 grpc: vec!["unavailable".into(), "cancelled".into()],
                 ..RetryOn::default()
             },
@@ -638,15 +640,15 @@ fn parse_redirect(
             "redirect must specify uri, prefixRewrite, authority, port or scheme",
         );
     }
-    if let Some(u) = &r.uri {
-        if u.is_empty() {
-            c.error(&p.key("uri"), "redirect uri must not be empty");
-        }
+    if let Some(u) = &r.uri
+        && u.is_empty()
+    {
+        c.error(&p.key("uri"), "redirect uri must not be empty");
     }
-    if let Some(a) = &r.authority {
-        if a.is_empty() {
-            c.error(&p.key("authority"), "redirect authority must not be empty");
-        }
+    if let Some(a) = &r.authority
+        && a.is_empty()
+    {
+        c.error(&p.key("authority"), "redirect authority must not be empty");
     }
     let code = match r.redirect_code {
         None | Some(0) => 301,
@@ -667,13 +669,14 @@ fn parse_redirect(
             301
         }
     };
-    if let Some(s) = &r.scheme {
-        if s != "http" && s != "https" {
-            c.error(
-                &p.key("scheme"),
-                format!("invalid redirect scheme {s:?}, must be http or https"),
-            );
-        }
+    if let Some(s) = &r.scheme
+        && s != "http"
+        && s != "https"
+    {
+        c.error(
+            &p.key("scheme"),
+            format!("invalid redirect scheme {s:?}, must be http or https"),
+        );
     }
     let port = match (r.port, r.derive_port.as_deref()) {
         (Some(_), Some(_)) => {
@@ -1034,13 +1037,13 @@ fn parse_cors(c: &mut Checker, p: &FieldPath, cp: &raw::CorsPolicy) -> CorsPolic
         }
     }
     let max_age = c.duration(&p.key("maxAge"), &cp.max_age);
-    if let Some(d) = max_age {
-        if d.subsec_nanos() != 0 {
-            c.error(
-                &p.key("maxAge"),
-                "max_age duration is accurate only to seconds precision",
-            );
-        }
+    if let Some(d) = max_age
+        && d.subsec_nanos() != 0
+    {
+        c.error(
+            &p.key("maxAge"),
+            "max_age duration is accurate only to seconds precision",
+        );
     }
     let forward_unmatched_preflights = match cp.unmatched_preflights.as_deref() {
         None | Some("UNSPECIFIED") | Some("FORWARD") => true,

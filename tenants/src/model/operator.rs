@@ -201,10 +201,10 @@ impl IstioOperator {
     /// Parses and validates an IstioOperator.
     pub fn parse(c: &mut Checker, meta: Meta, spec: &raw::IstioOperatorSpec) -> Self {
         let sp = FieldPath::root().key("spec");
-        if let Some(p) = spec.profile.as_deref() {
-            if p != "empty" {
-                c.warn(&sp.key("profile"), format!("profile {p:?} has no effect: gatehouse serves exactly the gateways listed under components"));
-            }
+        if let Some(p) = spec.profile.as_deref()
+            && p != "empty"
+        {
+            c.warn(&sp.key("profile"), format!("profile {p:?} has no effect: gatehouse serves exactly the gateways listed under components"));
         }
         for (f, v) in [
             ("hub", &spec.hub),

@@ -66,13 +66,13 @@ impl Telemetry {
             c.duration(&mp.key("reportingInterval"), &m.reporting_interval);
             for (j, o) in m.overrides.iter().enumerate() {
                 let op = mp.key("overrides").idx(j);
-                if let Some(sel) = &o.selector {
-                    if sel.custom_metric.as_deref() == Some("") {
-                        c.error(
-                            &op.key("match").key("customMetric"),
-                            "customMetric in body should be at least 1 chars long",
-                        );
-                    }
+                if let Some(sel) = &o.selector
+                    && sel.custom_metric.as_deref() == Some("")
+                {
+                    c.error(
+                        &op.key("match").key("customMetric"),
+                        "customMetric in body should be at least 1 chars long",
+                    );
                 }
                 for (tag, t) in &o.tag_overrides {
                     let tp = op.key("tagOverrides").key(tag);

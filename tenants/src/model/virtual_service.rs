@@ -267,13 +267,13 @@ fn common_l4(
         .filter_map(|(i, g)| GatewayRef::parse(c, &p.key("gateways").idx(i), g))
         .collect();
     super::parse_labels(c, &p.key("sourceLabels"), source_labels);
-    if let Some(ns) = source_namespace {
-        if !crate::types::is_dns1123_label(ns) {
-            c.error(
-                &p.key("sourceNamespace"),
-                format!("invalid namespace {ns:?}"),
-            );
-        }
+    if let Some(ns) = source_namespace
+        && !crate::types::is_dns1123_label(ns)
+    {
+        c.error(
+            &p.key("sourceNamespace"),
+            format!("invalid namespace {ns:?}"),
+        );
     }
     L4Match {
         sni_hosts: Vec::new(),

@@ -8,10 +8,10 @@ pub fn validate_label_key(k: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    if let Some(p) = prefix {
-        if p.is_empty() || p.len() > 253 || !p.split('.').all(is_dns1123_label) {
-            return Err(format!("invalid label key {k:?}: bad prefix {p:?}"));
-        }
+    if let Some(p) = prefix
+        && (p.is_empty() || p.len() > 253 || !p.split('.').all(is_dns1123_label))
+    {
+        return Err(format!("invalid label key {k:?}: bad prefix {p:?}"));
     }
     if !is_qualified_name(name) {
         return Err(format!(

@@ -100,8 +100,8 @@ impl DeError {
 #[derive(Clone, Copy)]
 enum Link<'p> {
     Root(&'p FieldPath),
-    Key(&'p Link<'p>, &'p str),
-    Idx(&'p Link<'p>, usize),
+    Key(&'p Self, &'p str),
+    Idx(&'p Self, usize),
 }
 
 impl Link<'_> {

@@ -173,10 +173,10 @@ fn resolve_plain(text: &str) -> Scalar<'_> {
     if let Some(i) = parse_int(text) {
         return Scalar::Int(i);
     }
-    if looks_like_float(text) {
-        if let Ok(f) = text.parse::<f64>() {
-            return Scalar::Float(f);
-        }
+    if looks_like_float(text)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Scalar::Float(f);
     }
     Scalar::Str(text)
 }

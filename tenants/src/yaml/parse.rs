@@ -114,22 +114,22 @@ pub fn parse_documents(text: &str, limits: &Limits) -> Result<Vec<Document>, Yam
                 None
             }
             Event::DocumentEnd => {
-                if let Some(r) = root.take() {
-                    if r.kind != NodeKind::Null {
-                        if docs.len() >= limits.max_documents {
-                            return Err(YamlError {
-                                pos: at,
-                                message: format!(
-                                    "more than {} documents in one file",
-                                    limits.max_documents
-                                ),
-                            });
-                        }
-                        docs.push(Document {
-                            index: doc_index,
-                            root: r,
+                if let Some(r) = root.take()
+                    && r.kind != NodeKind::Null
+                {
+                    if docs.len() >= limits.max_documents {
+                        return Err(YamlError {
+                            pos: at,
+                            message: format!(
+                                "more than {} documents in one file",
+                                limits.max_documents
+                            ),
                         });
                     }
+                    docs.push(Document {
+                        index: doc_index,
+                        root: r,
+                    });
                 }
                 doc_index += 1;
                 None
@@ -301,16 +301,14 @@ fn go_flow_scalar(pos: Pos, mut entries: Vec<(Key, Node)>) -> Node {
             && v.pos.col as usize == k.pos.col as usize + k.text.chars().count()
             && k.text.ends_with(':')
     };
-    if glued {
-        if let Some((k, _)) = entries.pop() {
-            return Node {
-                pos,
-                kind: NodeKind::Scalar {
-                    text: format!("{}:", k.text),
-                    quoted: false,
-                },
-            };
-        }
+    if glued && let Some((k, _)) = entries.pop() {
+        return Node {
+            pos,
+            kind: NodeKind::Scalar {
+                text: format!("{}:", k.text),
+                quoted: false,
+            },
+        };
     }
     Node {
         pos,

@@ -328,3 +328,152 @@ async fn echo(
     );
     Ok(r)
 }
+
+/// Fixed behaviour of a steered backend: what it does when the request's own `x-test-*`
+/// headers do not say otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Behaviour {
+    /// Status to answer (`x-test-status`).
+    pub(crate) status: Option<u16>,
+    /// Delay before answering, ms (`x-test-delay-ms`).
+    pub(crate) delay_ms: Option<u64>,
+}
+
+impl Backends {
+    /// An echo backend like [`http`](Self::http) with a fixed [`Behaviour`]: for instance a
+    /// backend that always answers 503, or one that is always slow.
+    pub(crate) fn http_with(&self, name: &str, port: u16, behaviour: Behaviour) {
+        let name: Arc<str> = Arc::from(name);
+        let counters = self.counters.clone();
+        let fails = self.fail_first.clone();
+        let peers = self.peers.clone();
+        let l = self
+            .rt
+            .block_on(TcpListener::bind(("127.0.0.1", port)))
+            .expect("bind backend");
+        self.rt.spawn(async move {
+            loop {
+                let Ok((s, peer)) = l.accept().await else {
+                    continue;
+                };
+                let (name, counters, fails, peers) =
+                    (name.clone(), counters.clone(), fails.clone(), peers.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |mut req: Request<Incoming>| {
+                        let h = req.headers_mut();
+                        if let Some(s) = behaviour.status {
+                            h.entry("x-test-status")
+                                .or_insert_with(|| http::HeaderValue::from(s));
+                        }
+                        if let Some(d) = behaviour.delay_ms {
+                            h.entry("x-test-delay-ms")
+                                .or_insert_with(|| http::HeaderValue::from(d));
+                        }
+                        echo(
+                            req,
+                            name.clone(),
+                            counters.clone(),
+                            fails.clone(),
+                            peers.clone(),
+                            peer,
+                        )
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+    }
+
+    /// An echo backend named `name` that answers every request with 503.
+    pub(crate) fn failing(&self, name: &str, port: u16) {
+        self.http_with(
+            name,
+            port,
+            Behaviour {
+                status: Some(503),
+                delay_ms: None,
+            },
+        );
+    }
+
+    /// A TLS backend like [`tls_http`](Self::tls_http) that requires a client certificate
+    /// issued by `client_ca_pem`. Handshakes without one (or with another CA's) fail and are
+    /// counted in [`Counters`] under `<name>-rejected`.
+    pub(crate) fn tls_http_mutual(
+        &self,
+        name: &str,
+        port: u16,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: &str,
+    ) {
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("certs");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
+            roots.add(c.expect("client CA")).expect("add client CA");
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client verifier");
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .expect("server config");
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let name: Arc<str> = Arc::from(name);
+        let counters = self.counters.clone();
+        let fails = self.fail_first.clone();
+        let peers = self.peers.clone();
+        let l = self
+            .rt
+            .block_on(TcpListener::bind(("127.0.0.1", port)))
+            .expect("bind tls");
+        self.rt.spawn(async move {
+            loop {
+                let Ok((s, peer)) = l.accept().await else {
+                    continue;
+                };
+                let (acceptor, name, counters, fails, peers) = (
+                    acceptor.clone(),
+                    name.clone(),
+                    counters.clone(),
+                    fails.clone(),
+                    peers.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        counters.bump(&format!("{name}-rejected"));
+                        return;
+                    };
+                    let svc = service_fn(move |req| {
+                        echo(
+                            req,
+                            name.clone(),
+                            counters.clone(),
+                            fails.clone(),
+                            peers.clone(),
+                            peer,
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+    }
+}

@@ -13,12 +13,28 @@ use std::time::{Duration, Instant};
 
 pub use backend::Backends;
 
-/// A free loopback port (bound then released; the OS does not hand it out again soon).
+/// A free loopback port, below the kernel's ephemeral range (32768+ on Linux).
+///
+/// Not `bind(:0)`: that draws from the ephemeral range, where the source port of every
+/// client connection (curl, h2load, the gateway's upstream connections, other test
+/// processes) also comes from, so the port could be taken between the pick and the gateway's
+/// or backend's bind (seen as "Address already in use", or a test talking to another test's
+/// server). Ports here are handed out in sequence from a per-process start, so concurrently
+/// running test binaries stay apart, and each is checked bindable.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + n) % SPAN).expect("port");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// The directory holding the workspace's built binaries (`target/debug`).

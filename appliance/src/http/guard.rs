@@ -1,0 +1,532 @@
+//! HTTP/1 request-framing guard: spots a request head carrying both `Content-Length` and
+//! `Transfer-Encoding`, which Envoy refuses with 400.
+//!
+//! Why a wrapper over the raw bytes: hyper accepts such a request, drops `Content-Length` and
+//! decodes the body as chunked, so by the time the service sees the request the evidence is
+//! gone. The guard watches the bytes hyper reads, follows the request framing the same way
+//! hyper does (head, then a `Content-Length` or chunked body, then the next head) and records
+//! which request, counted from 1 on the connection, was ambiguous. The service counts the
+//! requests it is handed and refuses that one (see `Framing::refuse_next`).
+//!
+//! Cost on the normal path: one `httparse` pass over each head (on the stack, no allocation)
+//! and O(1) per body chunk. Only a head split across reads is copied, into a buffer (the
+//! first head of a plain connection always is: hyper-util reads 24 bytes to tell HTTP/2 from
+//! HTTP/1). A small buffer is kept for the connection, a large one freed, so idle keep-alive
+//! connections do not each hold a read's worth of memory.
+//!
+//! The guard stops watching for good (and frees that buffer) whenever following the framing
+//! would mean guessing: HTTP/2, an upgrade or CONNECT (tunnel bytes follow), or anything
+//! hyper itself refuses (hyper then answers 400/431 and closes).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// hyper's default header count limit; a head with more is refused by hyper anyway.
+const MAX_HEADERS: usize = 100;
+
+/// Capacity of the split-head buffer kept between requests.
+const KEEP_PENDING: usize = 1024;
+
+/// What the guard found, shared between the connection's IO and its service.
+#[derive(Debug, Default)]
+pub struct Framing {
+    /// The 1-based index of the first ambiguous request head; 0: none.
+    bad: AtomicU64,
+    /// HTTP/1 requests handed to the service so far.
+    served: AtomicU64,
+}
+
+impl Framing {
+    /// Called by the service once per HTTP/1 request, in order (hyper serves HTTP/1 requests
+    /// one at a time): whether this request is the ambiguous one. One relaxed counter bump and
+    /// one load on the normal path.
+    pub fn refuse_next(&self) -> bool {
+        let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        let bad = self.bad.load(Ordering::Acquire);
+        // `>=`: fail closed should hyper ever hand over a request after the ambiguous one.
+        bad != 0 && n >= bad
+    }
+
+    fn flag(&self, head: u64) {
+        // Only the first one matters: the connection closes after it.
+        let _ = self
+            .bad
+            .compare_exchange(0, head, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+/// Where the byte stream is in the request framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At (or inside) a request head.
+    Head,
+    /// Inside a `Content-Length` body: bytes left.
+    Fixed(u64),
+    /// Inside a chunked body.
+    Chunk(Chunk),
+    /// Not watching any more.
+    Off,
+}
+
+/// Chunked-body states, byte for byte those of hyper's decoder (so both agree on where the
+/// body ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Chunk size digits (`digits`: at least one seen).
+    Size { size: u64, digits: bool },
+    /// Blanks after the size.
+    Lws { size: u64 },
+    /// A chunk extension, up to CR.
+    Ext { size: u64 },
+    /// LF after the size line.
+    SizeLf { size: u64 },
+    /// Chunk data: bytes left.
+    Data(u64),
+    /// CR after the data.
+    DataCr,
+    /// LF after the data.
+    DataLf,
+    /// After the last chunk: CR of the final empty line, or a trailer.
+    EndCr,
+    /// Inside a trailer line.
+    Trailer,
+    /// LF after a trailer line.
+    TrailerLf,
+    /// LF of the final empty line.
+    EndLf,
+}
+
+/// Follows the request framing of one connection's inbound bytes.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    state: State,
+    /// The start of a head that did not fit in one read.
+    pending: Vec<u8>,
+    /// Largest head gathered; past it hyper answers 431 itself.
+    max_head: usize,
+    /// Request heads seen.
+    heads: u64,
+}
+
+/// The verdict on a complete head.
+enum Head {
+    /// More bytes needed.
+    Partial,
+    /// Stop watching (hyper refuses the head, or tunnel bytes follow).
+    Stop,
+    /// A head of `len` bytes followed by `body`; `ambiguous`: both CL and TE.
+    Complete {
+        len: usize,
+        body: State,
+        ambiguous: bool,
+    },
+}
+
+impl Tracker {
+    /// A tracker at the start of a connection.
+    pub(crate) fn new(max_head: usize) -> Self {
+        Self {
+            state: State::Head,
+            pending: Vec::new(),
+            max_head,
+            heads: 0,
+        }
+    }
+
+    /// Whether the tracker stopped watching.
+    pub(crate) fn is_off(&self) -> bool {
+        self.state == State::Off
+    }
+
+    /// Feeds bytes read from the client; returns the 1-based index of an ambiguous head.
+    pub(crate) fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return None,
+                State::Fixed(left) => {
+                    let n = left.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    self.state = if n == left {
+                        State::Head
+                    } else {
+                        State::Fixed(left - n)
+                    };
+                }
+                State::Chunk(c) => data = self.chunk(c, data),
+                State::Head => {
+                    let (verdict, already) = if self.pending.is_empty() {
+                        (inspect(data), 0)
+                    } else {
+                        let already = self.pending.len();
+                        self.pending.extend_from_slice(data);
+                        (inspect(&self.pending), already)
+                    };
+                    match verdict {
+                        Head::Partial => {
+                            if already == 0 {
+                                self.pending.extend_from_slice(data);
+                            }
+                            if self.pending.len() > self.max_head {
+                                self.stop();
+                            }
+                            return None;
+                        }
+                        Head::Stop => {
+                            self.stop();
+                            return None;
+                        }
+                        Head::Complete {
+                            len,
+                            body,
+                            ambiguous,
+                        } => {
+                            self.heads += 1;
+                            self.pending.clear();
+                            if self.pending.capacity() > KEEP_PENDING {
+                                self.pending = Vec::new();
+                            }
+                            data = &data[len.saturating_sub(already).min(data.len())..];
+                            if ambiguous {
+                                // The connection is closed after the 400: nothing to follow.
+                                self.stop();
+                                return Some(self.heads);
+                            }
+                            self.state = body;
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn stop(&mut self) {
+        self.state = State::Off;
+        self.pending = Vec::new();
+    }
+
+    /// Advances through a chunked body; returns what is left of `data`.
+    fn chunk<'d>(&mut self, mut c: Chunk, mut data: &'d [u8]) -> &'d [u8] {
+        while let Some((&b, rest)) = data.split_first() {
+            if let Chunk::Data(left) = c {
+                let n = left.min(data.len() as u64);
+                data = &data[n as usize..];
+                c = if n == left {
+                    Chunk::DataCr
+                } else {
+                    Chunk::Data(left - n)
+                };
+                continue;
+            }
+            data = rest;
+            let next = match (c, b) {
+                (Chunk::Size { size, .. }, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
+                    let d = u64::from((b as char).to_digit(16).unwrap_or(0));
+                    size.checked_mul(16)
+                        .and_then(|s| s.checked_add(d))
+                        .map(|size| Chunk::Size { size, digits: true })
+                }
+                (Chunk::Size { digits: false, .. }, _) => None,
+                (Chunk::Size { size, .. } | Chunk::Lws { size }, b' ' | b'\t') => {
+                    Some(Chunk::Lws { size })
+                }
+                (Chunk::Size { size, .. } | Chunk::Lws { size } | Chunk::Ext { size }, b';') => {
+                    Some(Chunk::Ext { size })
+                }
+                (Chunk::Size { size, .. } | Chunk::Lws { size } | Chunk::Ext { size }, b'\r') => {
+                    Some(Chunk::SizeLf { size })
+                }
+                (Chunk::Ext { .. }, b'\n') => None,
+                (Chunk::Ext { size }, _) => Some(Chunk::Ext { size }),
+                (Chunk::SizeLf { size: 0 }, b'\n') => Some(Chunk::EndCr),
+                (Chunk::SizeLf { size }, b'\n') => Some(Chunk::Data(size)),
+                (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
+                (Chunk::DataLf, b'\n') => Some(Chunk::Size {
+                    size: 0,
+                    digits: false,
+                }),
+                (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
+                (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
+                (Chunk::EndCr | Chunk::Trailer, _) => Some(Chunk::Trailer),
+                (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
+                (Chunk::EndLf, b'\n') => {
+                    self.state = State::Head;
+                    return data;
+                }
+                _ => None,
+            };
+            match next {
+                Some(n) => c = n,
+                None => {
+                    // hyper refuses this body and closes the connection.
+                    self.stop();
+                    return &[];
+                }
+            }
+        }
+        self.state = State::Chunk(c);
+        data
+    }
+}
+
+/// Parses a request head the way hyper does (same parser, default settings) and decides how
+/// its body is framed.
+fn inspect(buf: &[u8]) -> Head {
+    // Uninitialised slots: no 3 KiB memset per head.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        // Not HTTP/1 (an HTTP/2 preface), or a head hyper refuses too.
+        Err(_) => return Head::Stop,
+    };
+    let http11 = req.version == Some(1);
+    let (mut length, mut te, mut chunked, mut upgrade) = (None, false, false, false);
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match digits(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                // hyper refuses a bad or conflicting length, unless TE came first and made
+                // it irrelevant; either way the head is ambiguous or refused.
+                _ if te => length = Some(0),
+                _ => return Head::Stop,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            // As hyper: only the last coding of the last header line counts.
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
+        }
+    }
+    if te && (!http11 || !chunked) {
+        // hyper answers 400 itself.
+        return Head::Stop;
+    }
+    if te && length.is_some() {
+        return Head::Complete {
+            len,
+            body: State::Off,
+            ambiguous: true,
+        };
+    }
+    if (upgrade && http11) || req.method == Some("CONNECT") {
+        // What follows may be another protocol's bytes.
+        return Head::Stop;
+    }
+    let body = if te {
+        State::Chunk(Chunk::Size {
+            size: 0,
+            digits: false,
+        })
+    } else {
+        match length {
+            Some(n) if n > 0 => State::Fixed(n),
+            _ => State::Head,
+        }
+    };
+    Head::Complete {
+        len,
+        body,
+        ambiguous: false,
+    }
+}
+
+/// A `Content-Length` value: digits only, as hyper reads it.
+fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// A downstream stream watched by a [`Tracker`] (HTTP/1 only; `None` passes bytes through).
+pub struct Guard<S> {
+    inner: S,
+    tracker: Option<Tracker>,
+    framing: Arc<Framing>,
+}
+
+impl<S> Guard<S> {
+    /// Watches `inner` when `watch`; heads larger than `max_head` are left to hyper.
+    pub fn new(inner: S, framing: Arc<Framing>, watch: bool, max_head: usize) -> Self {
+        Self {
+            inner,
+            tracker: watch.then(|| Tracker::new(max_head)),
+            framing,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Some(t), Poll::Ready(Ok(()))) = (&mut this.tracker, &r) {
+            if let Some(head) = t.feed(&buf.filled()[before..]) {
+                this.framing.flag(head);
+            }
+            if t.is_off() {
+                this.tracker = None;
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `parts` one read at a time; returns the flagged head and the final state.
+    fn run(parts: &[&[u8]]) -> (Option<u64>, State, u64) {
+        let mut t = Tracker::new(64 * 1024);
+        let mut flagged = None;
+        for p in parts {
+            if let Some(h) = t.feed(p) {
+                flagged.get_or_insert(h);
+            }
+        }
+        (flagged, t.state, t.heads)
+    }
+
+    /// Every split of `bytes` into two reads, and byte by byte, must agree with one read.
+    fn all_splits(bytes: &[u8]) -> (Option<u64>, State, u64) {
+        let whole = run(&[bytes]);
+        for i in 0..=bytes.len() {
+            assert_eq!(run(&[&bytes[..i], &bytes[i..]]), whole, "split at {i}");
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(run(&singles), whole, "byte by byte");
+        whole
+    }
+
+    #[test]
+    fn pipelined_plain_requests_are_counted_and_pass() {
+        let b = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+                  POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+                  GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(all_splits(b), (None, State::Head, 3));
+    }
+
+    #[test]
+    fn ambiguous_head_is_flagged_with_its_index() {
+        let b = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n\
+                  POST /bad HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(all_splits(b), (Some(2), State::Off, 2));
+        // Either order, any case.
+        let b = b"POST / HTTP/1.1\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 4\r\n\r\n";
+        assert_eq!(run(&[b]).0, Some(1));
+    }
+
+    #[test]
+    fn chunked_body_mentioning_content_length_is_data() {
+        let body = b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n";
+        let mut b = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        b.extend_from_slice(format!("{:x};ext=1\r\n", body.len()).as_bytes());
+        b.extend_from_slice(body);
+        b.extend_from_slice(b"\r\n3\r\nabc\r\n0\r\nx-trailer: Content-Length: 1\r\n\r\n");
+        b.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(all_splits(&b), (None, State::Head, 2));
+    }
+
+    #[test]
+    fn content_length_body_mentioning_both_headers_is_data() {
+        let body = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut b =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        b.extend_from_slice(body);
+        assert_eq!(all_splits(&b), (None, State::Head, 1));
+    }
+
+    #[test]
+    fn head_split_across_reads_is_gathered() {
+        let (f, s, n) = run(&[
+            b"POST / HTTP/1.1\r\nContent-Le",
+            b"ngth: 3\r\nTransfer-Enc",
+            b"oding: chunked\r\n\r\n",
+        ]);
+        assert_eq!((f, s, n), (Some(1), State::Off, 1));
+    }
+
+    #[test]
+    fn stops_watching_where_it_would_guess() {
+        // HTTP/2 preface.
+        let (_, s, _) = run(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]);
+        assert_eq!(s, State::Off);
+        // Upgrade: websocket frames follow.
+        let (_, s, n) = run(&[
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05",
+        ]);
+        assert_eq!((s, n), (State::Off, 0));
+        // A chunked body hyper would refuse (LF without CR after the size).
+        let (_, s, _) = run(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello"]);
+        assert_eq!(s, State::Off);
+        // A head larger than the limit is left to hyper (431).
+        let mut t = Tracker::new(64);
+        assert_eq!(t.feed(&[b'G'; 100]), None);
+        assert!(t.is_off());
+        assert_eq!(t.pending.capacity(), 0);
+    }
+
+    #[test]
+    fn service_refuses_only_the_flagged_request() {
+        let f = Framing::default();
+        f.flag(2);
+        f.flag(3);
+        assert!(!f.refuse_next());
+        assert!(f.refuse_next());
+    }
+}

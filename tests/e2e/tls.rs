@@ -1,0 +1,344 @@
+//! TLS termination end to end: curl and openssl against HTTPS servers whose certificates come
+//! from `<credentials>/<tenant>/<credentialName>/`, SNI choosing the certificate, MUTUAL
+//! with client certificates, `subjectAltNames`, and `minProtocolVersion`.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::certs::{Ca, Leaf, write_credential};
+use crate::harness::tools::{Curl, Reply, served_subject};
+use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant};
+use crate::protocol::wait_listening;
+
+/// A gateway on one HTTPS port, its backends, and the files the clients use.
+struct Fx {
+    _repo: Repo,
+    dir: tempfile::TempDir,
+    _be: Backends,
+    _gw: Gateway,
+    port: u16,
+}
+
+impl Fx {
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.port)
+    }
+
+    /// A file next to the credentials (client certificates, the CA for curl).
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// curl trusting the test CA.
+    fn curl(&self, host: &str, path: &str) -> Curl {
+        Curl::new(&self.url(host, path)).cacert(&self.file("ca.pem"))
+    }
+
+    /// curl presenting the client certificate written as `<name>.crt`/`<name>.key`.
+    fn curl_as(&self, client: &str, host: &str, path: &str) -> Curl {
+        self.curl(host, path)
+            .arg("--cert")
+            .arg(&self.file(&format!("{client}.crt")).display().to_string())
+            .arg("--key")
+            .arg(&self.file(&format!("{client}.key")).display().to_string())
+    }
+}
+
+/// One HTTPS server entry of a Gateway.
+struct Server<'a> {
+    /// Port name (unique in the Gateway).
+    name: &'a str,
+    host: &'a str,
+    /// The `tls` block, flow style.
+    tls: &'a str,
+}
+
+/// A tenant: its hosts, its HTTPS servers (one Gateway), and one echo backend per host named
+/// after the host's first label.
+struct TenantSpec<'a> {
+    name: &'a str,
+    servers: &'a [Server<'a>],
+}
+
+fn write_pem(dir: &Path, name: &str, leaf: &Leaf) {
+    std::fs::write(dir.join(format!("{name}.crt")), &leaf.cert).expect("write cert");
+    std::fs::write(dir.join(format!("{name}.key")), &leaf.key).expect("write key");
+}
+
+/// Starts a gateway serving `tenants` on one HTTPS port. `creds` writes the credential
+/// folders (it gets the credentials root and the scratch directory for client files).
+fn fixture(tenants: &[TenantSpec<'_>], ca: &Ca, creds: impl FnOnce(&Path, &Path)) -> Fx {
+    let port = free_port();
+    let be = Backends::new();
+    let repo = Repo::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cred_root = dir.path().join("credentials");
+    std::fs::create_dir_all(&cred_root).expect("mkdir");
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write ca");
+    creds(&cred_root, dir.path());
+
+    let mut registry = String::new();
+    for t in tenants {
+        let hosts: Vec<&str> = t.servers.iter().map(|s| s.host).collect();
+        registry.push_str(&tenant(t.name, &hosts, ""));
+        let mut gw = String::from(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: https}\nspec:\n  selector: {istio: public-gw}\n  servers:\n",
+        );
+        let mut rest = String::new();
+        for s in t.servers {
+            gw.push_str(&format!(
+                "  - port: {{number: 443, name: {}, protocol: HTTPS}}\n    hosts: [\"{}\"]\n    tls: {}\n",
+                s.name, s.host, s.tls
+            ));
+            let label = s.host.split('.').next().expect("label");
+            let bp = free_port();
+            be.http(label, bp);
+            let svc_host = format!("{label}.{}.internal", t.name);
+            rest.push_str(&service(label, &svc_host, &[(bp, "")]));
+            rest.push_str(&format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {label}}}\nspec:\n  hosts: [\"{}\"]\n  gateways: [https]\n  http:\n  - route: [{{destination: {{host: {svc_host}}}}}]\n---\n",
+                s.host
+            ));
+        }
+        repo.write(&format!("tenants/{}/gateway.yaml", t.name), &gw);
+        repo.write(&format!("tenants/{}/routes.yaml", t.name), &rest);
+    }
+    repo.write("gatehouse.yaml", &platform(&[(443, port)], &registry));
+    let gw = Gateway::start(&repo, &cred_root);
+    wait_listening(&[port]);
+    Fx {
+        _repo: repo,
+        dir,
+        _be: be,
+        _gw: gw,
+        port,
+    }
+}
+
+/// A handshake failure as curl reports it: no HTTP response, and exit 35 (handshake). With
+/// TLS 1.3 the client finishes its side of the handshake before the server checks the client
+/// certificate, so the server's alert may instead surface while curl sends its request (55)
+/// or reads the response (56). 98 is curl's name for the server's `certificate_required`
+/// alert.
+fn assert_refused(r: &Reply, what: &str) {
+    assert_eq!(r.status, 0, "{what}: expected no HTTP response, got {r:?}");
+    assert!(
+        [35, 55, 56, 98].contains(&r.exit),
+        "{what}: expected curl exit 35, 55, 56 or 98, got {r:?}"
+    );
+}
+
+#[test]
+fn https_simple_routes_and_sni_chooses_each_hosts_certificate() {
+    let ca = Ca::new("gatehouse test CA");
+    let fx = fixture(
+        &[
+            TenantSpec {
+                name: "team-a",
+                servers: &[Server {
+                    name: "https-web",
+                    host: "web.example.com",
+                    tls: "{mode: SIMPLE, credentialName: web-cert}",
+                }],
+            },
+            TenantSpec {
+                name: "team-b",
+                servers: &[Server {
+                    name: "https-shop",
+                    host: "shop.example.com",
+                    tls: "{mode: SIMPLE, credentialName: shop-cert}",
+                }],
+            },
+        ],
+        &ca,
+        |root, _| {
+            write_credential(
+                &root.join("team-a/web-cert"),
+                &ca.server(&["web.example.com"], 0x1001),
+                None,
+            );
+            write_credential(
+                &root.join("team-b/shop-cert"),
+                &ca.server(&["shop.example.com"], 0x2002),
+                None,
+            );
+        },
+    );
+
+    // curl verifies the chain and the name against the test CA and reaches each host's backend.
+    let r = fx.curl("web.example.com", "/hello?x=1").run();
+    assert_eq!((r.status, r.exit), (200, 0), "{r:?}");
+    assert_eq!(r.backend(), "web");
+    let j = r.json();
+    assert_eq!(j["path"], "/hello?x=1");
+    assert_eq!(j["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(
+        j["headers"]["host"],
+        format!("web.example.com:{}", fx.port).as_str()
+    );
+    let r = fx.curl("shop.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "shop"), "{r:?}");
+
+    // SNI picks the certificate: each host gets its own subject and serial.
+    let web = served_subject(fx.port, "web.example.com", &[]).expect("web certificate");
+    assert!(
+        web.contains("web.example.com") && web.contains("serial=1001"),
+        "{web}"
+    );
+    let shop = served_subject(fx.port, "shop.example.com", &[]).expect("shop certificate");
+    assert!(
+        shop.contains("shop.example.com") && shop.contains("serial=2002"),
+        "{shop}"
+    );
+
+    // An SNI no chain serves: closed before any certificate is sent.
+    assert_eq!(served_subject(fx.port, "nobody.example.com", &[]), None);
+    let r = fx.curl("nobody.example.com", "/").run();
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_ne!(r.exit, 0, "{r:?}");
+
+    // The refused connections did not disturb the listener.
+    let r = fx.curl("web.example.com", "/after").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_ca_and_an_allowed_san() {
+    let ca = Ca::new("gatehouse test CA");
+    let rogue = Ca::new("some other CA");
+    let fx = fixture(
+        &[TenantSpec {
+            name: "team-a",
+            servers: &[
+                Server {
+                    name: "https-partner",
+                    host: "partner.example.com",
+                    tls: "{mode: MUTUAL, credentialName: partner-cert}",
+                },
+                Server {
+                    name: "https-strict",
+                    host: "strict.example.com",
+                    tls: "{mode: MUTUAL, credentialName: strict-cert, subjectAltNames: [allowed.client.example]}",
+                },
+            ],
+        }],
+        &ca,
+        |root, scratch| {
+            write_credential(
+                &root.join("team-a/partner-cert"),
+                &ca.server(&["partner.example.com"], 0x3003),
+                Some(&ca.pem),
+            );
+            write_credential(
+                &root.join("team-a/strict-cert"),
+                &ca.server(&["strict.example.com"], 0x4004),
+                Some(&ca.pem),
+            );
+            write_pem(scratch, "client", &ca.client("client.example", 0x5005));
+            write_pem(scratch, "rogue", &rogue.client("client.example", 0x6006));
+            write_pem(
+                scratch,
+                "allowed",
+                &ca.client("allowed.client.example", 0x7007),
+            );
+            write_pem(scratch, "other", &ca.client("other.client.example", 0x8008));
+        },
+    );
+
+    // A certificate signed by the CA in ca.crt: admitted.
+    let r = fx.curl_as("client", "partner.example.com", "/").run();
+    assert_eq!((r.status, r.exit), (200, 0), "{r:?}");
+    assert_eq!(r.backend(), "partner");
+    // No client certificate, or one from another CA: the handshake fails.
+    assert_refused(
+        &fx.curl("partner.example.com", "/").run(),
+        "without a client certificate",
+    );
+    assert_refused(
+        &fx.curl_as("rogue", "partner.example.com", "/").run(),
+        "with a certificate from another CA",
+    );
+    // Over TLS 1.2 too (the refusal is then inside the handshake proper).
+    let r = fx
+        .curl("partner.example.com", "/")
+        .arg("--tls-max")
+        .arg("1.2")
+        .run();
+    assert_refused(&r, "without a client certificate over TLS 1.2");
+
+    // subjectAltNames: the CA is not enough, the certificate must carry an allowed name.
+    let r = fx.curl_as("allowed", "strict.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "strict"), "{r:?}");
+    assert_refused(
+        &fx.curl_as("other", "strict.example.com", "/").run(),
+        "a certificate without the allowed SAN",
+    );
+    assert_refused(
+        &fx.curl_as("client", "strict.example.com", "/").run(),
+        "a certificate without the allowed SAN",
+    );
+    // The server without subjectAltNames takes that same certificate.
+    let r = fx.curl_as("other", "partner.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "partner"), "{r:?}");
+}
+
+#[test]
+fn min_protocol_version_tls13_refuses_tls12_per_server() {
+    let ca = Ca::new("gatehouse test CA");
+    let fx = fixture(
+        &[TenantSpec {
+            name: "team-a",
+            servers: &[
+                Server {
+                    name: "https-modern",
+                    host: "modern.example.com",
+                    tls: "{mode: SIMPLE, credentialName: modern-cert, minProtocolVersion: TLSV1_3}",
+                },
+                Server {
+                    name: "https-web",
+                    host: "web.example.com",
+                    tls: "{mode: SIMPLE, credentialName: web-cert}",
+                },
+            ],
+        }],
+        &ca,
+        |root, _| {
+            write_credential(
+                &root.join("team-a/modern-cert"),
+                &ca.server(&["modern.example.com"], 0x1313),
+                None,
+            );
+            write_credential(
+                &root.join("team-a/web-cert"),
+                &ca.server(&["web.example.com"], 0x1212),
+                None,
+            );
+        },
+    );
+
+    // TLS 1.2 at most: refused by the TLS 1.3-only server.
+    let r = fx
+        .curl("modern.example.com", "/")
+        .arg("--tls-max")
+        .arg("1.2")
+        .run();
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(r.exit, 35, "{r:?}");
+    assert_eq!(
+        served_subject(fx.port, "modern.example.com", &["-tls1_2"]),
+        None
+    );
+    // TLS 1.3: accepted.
+    let r = fx.curl("modern.example.com", "/").arg("--tlsv1.3").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "modern"), "{r:?}");
+    let s = served_subject(fx.port, "modern.example.com", &["-tls1_3"]).expect("TLS 1.3");
+    assert!(s.contains("serial=1313"), "{s}");
+    // The other server on the same port keeps accepting TLS 1.2.
+    let r = fx
+        .curl("web.example.com", "/")
+        .arg("--tls-max")
+        .arg("1.2")
+        .run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
+    let s = served_subject(fx.port, "web.example.com", &["-tls1_2"]).expect("TLS 1.2");
+    assert!(s.contains("serial=1212"), "{s}");
+}

@@ -1,0 +1,985 @@
+//! Upstreams end to end: load balancing, outlier detection, circuit breakers, failure
+//! mapping, DNS endpoints, TLS origination, tenant rate limits and default retries. Real
+//! clients (curl, h2load) against the real gateway; echo backends say who answered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::backend::Behaviour;
+use crate::harness::certs::{Ca, write_credential};
+use crate::harness::tools::{Curl, Reply};
+use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant, wait_for};
+
+const HOST: &str = "web.example.com";
+
+/// A running gateway with team-a on `web.example.com:80` (listening on `port`).
+struct Fx {
+    _repo: Repo,
+    _creds: tempfile::TempDir,
+    be: Backends,
+    gw: Gateway,
+    port: u16,
+}
+
+impl Fx {
+    fn url(&self, path: &str) -> String {
+        format!("http://{HOST}:{}{path}", self.port)
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        Curl::new(&self.url(path)).run()
+    }
+}
+
+fn gateway_doc(name: &str, hosts: &[&str]) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  selector: {{istio: public-gw}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [{}]\n---\n",
+        hosts.join(", ")
+    )
+}
+
+/// A VirtualService named `name` for `host` on gateway `gw` with `http` rules (YAML list
+/// items, indented by two spaces).
+fn vs(name: &str, host: &str, gw: &str, http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [\"{host}\"]\n  gateways: [{gw}]\n  http:\n{http}---\n"
+    )
+}
+
+/// A DestinationRule on `host` with `policy` as its trafficPolicy (a YAML flow mapping).
+fn dr(name: &str, host: &str, policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n  host: {host}\n  trafficPolicy: {policy}\n---\n"
+    )
+}
+
+/// A STATIC ServiceEntry for `host` with one endpoint per port.
+fn se(name: &str, host: &str, ports: &[u16]) -> String {
+    let eps: Vec<(u16, &str)> = ports.iter().map(|p| (*p, "")).collect();
+    service(name, host, &eps)
+}
+
+/// Writes the repository (team-a on `web.example.com`, plus `platform_extra` documents in
+/// gatehouse.yaml and `files` under the repository), starts the gateway on `port`.
+fn start(
+    be: Backends,
+    port: u16,
+    tenant_spec: &str,
+    platform_extra: &str,
+    files: &[(&str, String)],
+    creds: tempfile::TempDir,
+) -> Fx {
+    let repo = Repo::new();
+    let mut extra = tenant("team-a", &[HOST], tenant_spec);
+    extra.push_str(platform_extra);
+    repo.write("gatehouse.yaml", &platform(&[(80, port)], &extra));
+    repo.write(
+        "tenants/team-a/gateway.yaml",
+        &gateway_doc("public", &[HOST]),
+    );
+    for (path, content) in files {
+        repo.write(path, content);
+    }
+    let gw = Gateway::start(&repo, creds.path());
+    Fx {
+        _repo: repo,
+        _creds: creds,
+        be,
+        gw,
+        port,
+    }
+}
+
+/// team-a's `services` (ServiceEntries and DestinationRules) and its `http` rules on
+/// `web.example.com`.
+fn fixture(be: Backends, services: &str, http: &str) -> Fx {
+    let port = free_port();
+    start(
+        be,
+        port,
+        "",
+        "",
+        &[
+            ("tenants/team-a/services.yaml", services.to_string()),
+            (
+                "tenants/team-a/routes.yaml",
+                vs("web", HOST, "public", http),
+            ),
+        ],
+        tempfile::tempdir().expect("tmp"),
+    )
+}
+
+/// One `curl` process fetching `url` `n` times over one connection: (status, backend)
+/// per request, in order.
+fn sequence(port: u16, url: &str, n: usize, extra: &[&str]) -> Vec<(u16, String)> {
+    let mut c = Command::new("curl");
+    c.args(["-s", "--max-time", "30", "--resolve"])
+        .arg(format!("{HOST}:{port}:127.0.0.1"))
+        .args(["-w", "##%{http_code} %header{x-backend}\\n"])
+        .args(extra);
+    for _ in 0..n {
+        c.args(["-o", "/dev/null", url]);
+    }
+    let out = c.stdin(Stdio::null()).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<(u16, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("##"))
+        .map(|l| {
+            let (s, b) = l.split_once(' ').unwrap_or((l, ""));
+            (s.parse().unwrap_or(0), b.trim().to_string())
+        })
+        .collect();
+    assert_eq!(
+        v.len(),
+        n,
+        "curl output: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v
+}
+
+/// What h2load reported.
+#[derive(Debug, Default)]
+struct Load {
+    succeeded: u64,
+    s2xx: u64,
+    s4xx: u64,
+    s5xx: u64,
+}
+
+fn h2load_cmd(port: u16, host: &str, path: &str, n: u32, c: u32, headers: &[&str]) -> Command {
+    let mut cmd = Command::new("h2load");
+    // A connection with no progress for 15s counts as failed instead of hanging the test.
+    cmd.args([
+        "--h1",
+        "-N",
+        "15",
+        "-n",
+        &n.to_string(),
+        "-c",
+        &c.to_string(),
+    ])
+    .args(["-H", &format!(":authority: {host}")]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn parse_h2load(out: &std::process::Output) -> Load {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let num = |line: &str, suffix: &str| -> u64 {
+        line.split(',')
+            .find_map(|part| {
+                let part = part.trim().trim_start_matches("status codes:").trim();
+                part.strip_suffix(suffix)?.trim().parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    let mut l = Load::default();
+    for line in text.lines() {
+        if line.starts_with("requests:") {
+            l.succeeded = num(line, "succeeded");
+        } else if line.starts_with("status codes:") {
+            l.s2xx = num(line, "2xx");
+            l.s4xx = num(line, "4xx");
+            l.s5xx = num(line, "5xx");
+        }
+    }
+    assert!(
+        text.contains("status codes:"),
+        "h2load output: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    l
+}
+
+fn h2load(port: u16, path: &str, n: u32, c: u32, headers: &[&str]) -> Load {
+    let out = h2load_cmd(port, HOST, path, n, c, headers)
+        .output()
+        .expect("h2load runs");
+    parse_h2load(&out)
+}
+
+/// `n` curl processes at once, each with `f`.
+fn concurrently(n: usize, f: impl Fn(usize) -> Reply + Sync) -> Vec<Reply> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("curl thread"))
+            .collect()
+    })
+}
+
+fn metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let (_, text) = gw.admin_get("/metrics")?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Load balancing
+// ---------------------------------------------------------------------------------------
+
+fn three_backends() -> (Backends, [u16; 3]) {
+    let be = Backends::new();
+    let ports = [free_port(), free_port(), free_port()];
+    for (name, p) in ["a", "b", "c"].iter().zip(ports) {
+        be.http(name, p);
+    }
+    (be, ports)
+}
+
+#[test]
+fn round_robin_spreads_evenly_over_three_endpoints() {
+    let (be, ports) = three_backends();
+    let mut svc = se("api", "api.team-a.internal", &ports);
+    svc.push_str(&dr(
+        "api",
+        "api.team-a.internal",
+        "{loadBalancer: {simple: ROUND_ROBIN}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    // In turn: a period of three over the three endpoints.
+    let seq = sequence(fx.port, &fx.url("/rr"), 9, &[]);
+    let names: Vec<&str> = seq.iter().map(|(_, b)| b.as_str()).collect();
+    assert!(seq.iter().all(|(s, _)| *s == 200), "{seq:?}");
+    let first: BTreeSet<&str> = names[..3].iter().copied().collect();
+    assert_eq!(first, BTreeSet::from(["a", "b", "c"]), "{names:?}");
+    for i in 3..9 {
+        assert_eq!(names[i], names[i - 3], "not in turn: {names:?}");
+    }
+    // 300 concurrent requests: exactly a third each (plus the 3 each from above).
+    let l = h2load(fx.port, "/rr", 300, 4, &[]);
+    assert_eq!((l.succeeded, l.s2xx), (300, 300), "{l:?}");
+    for n in ["a", "b", "c"] {
+        assert_eq!(fx.be.counters.get(n), 103, "backend {n}");
+    }
+}
+
+#[test]
+fn random_is_roughly_even_and_not_in_turn() {
+    let (be, ports) = three_backends();
+    let mut svc = se("api", "api.team-a.internal", &ports);
+    svc.push_str(&dr(
+        "api",
+        "api.team-a.internal",
+        "{loadBalancer: {simple: RANDOM}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    let l = h2load(fx.port, "/random", 900, 4, &[]);
+    assert_eq!(l.s2xx, 900, "{l:?}");
+    for n in ["a", "b", "c"] {
+        let got = fx.be.counters.get(n);
+        // Expected 300, standard deviation ~14.
+        assert!((240..=360).contains(&got), "backend {n} got {got}/900");
+    }
+    // 30 requests in a row are not a strict rotation (odds of that by chance: ~1e-13).
+    let seq = sequence(fx.port, &fx.url("/random"), 30, &[]);
+    let cyclic = (3..30).all(|i| seq[i].1 == seq[i - 3].1);
+    assert!(!cyclic, "RANDOM behaves like ROUND_ROBIN: {seq:?}");
+}
+
+#[test]
+fn least_request_default_prefers_the_fast_endpoint() {
+    let be = Backends::new();
+    let (pf, ps) = (free_port(), free_port());
+    be.http("fast", pf);
+    be.http_with(
+        "slow",
+        ps,
+        Behaviour {
+            status: None,
+            delay_ms: Some(300),
+        },
+    );
+    // No DestinationRule: Istio's default LEAST_REQUEST.
+    let fx = fixture(
+        be,
+        &se("api", "api.team-a.internal", &[pf, ps]),
+        "  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    let l = h2load(fx.port, "/lr", 400, 10, &[]);
+    assert_eq!(l.s2xx, 400, "{l:?}");
+    let (fast, slow) = (fx.be.counters.get("fast"), fx.be.counters.get("slow"));
+    assert_eq!(fast + slow, 400);
+    // Round robin or random would give ~50%; power-of-two-choices on in-flight requests
+    // sends to the busy slow endpoint only when both choices are it (~25%, so ~73% fast).
+    let share = fast as f64 / 400.0 * 100.0;
+    assert!(
+        share >= 63.0,
+        "fast endpoint got {share:.1}% (fast {fast}, slow {slow})"
+    );
+}
+
+#[test]
+fn consistent_hash_by_header_cookie_source_ip_and_query() {
+    let (be, ports) = three_backends();
+    let mut svc = String::new();
+    for (name, policy) in [
+        ("by-header", "{httpHeaderName: x-user}"),
+        ("by-cookie", "{httpCookie: {name: session, ttl: 0s}}"),
+        ("by-source", "{useSourceIp: true}"),
+        ("by-query", "{httpQueryParameterName: user}"),
+    ] {
+        let host = format!("{name}.team-a.internal");
+        svc.push_str(&se(name, &host, &ports));
+        svc.push_str(&dr(
+            name,
+            &host,
+            &format!("{{loadBalancer: {{consistentHash: {policy}}}}}"),
+        ));
+    }
+    let mut http = String::new();
+    for name in ["by-header", "by-cookie", "by-source", "by-query"] {
+        http.push_str(&format!(
+            "  - match: [{{uri: {{prefix: /{name}}}}}]\n    route: [{{destination: {{host: {name}.team-a.internal}}}}]\n"
+        ));
+    }
+    let fx = fixture(be, &svc, &http);
+
+    // For each key kind: 30 different keys, 4 requests each over one connection. The same
+    // key always lands on the same backend; different keys reach all three.
+    let check = |kind: &str, path: &str, args: &dyn Fn(usize) -> Vec<String>| {
+        let mut by_key: BTreeMap<usize, String> = BTreeMap::new();
+        for k in 0..30 {
+            let a = args(k);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let url = if kind == "query" {
+                fx.url(&format!("{path}?user=u{k}&x=1"))
+            } else {
+                fx.url(path)
+            };
+            let seq = sequence(fx.port, &url, 4, &a);
+            let names: BTreeSet<&str> = seq.iter().map(|(_, b)| b.as_str()).collect();
+            assert!(
+                seq.iter().all(|(s, _)| *s == 200),
+                "{kind} key {k}: {seq:?}"
+            );
+            assert_eq!(
+                names.len(),
+                1,
+                "{kind} key {k} moved between backends: {seq:?}"
+            );
+            by_key.insert(k, seq[0].1.clone());
+        }
+        let spread: BTreeSet<&str> = by_key.values().map(String::as_str).collect();
+        assert_eq!(
+            spread,
+            BTreeSet::from(["a", "b", "c"]),
+            "{kind}: 30 keys did not reach every backend: {by_key:?}"
+        );
+        // Stable over time: key 7 again, in a separate connection.
+        let again = sequence(
+            fx.port,
+            &{
+                if kind == "query" {
+                    fx.url(&format!("{path}?x=2&user=u7"))
+                } else {
+                    fx.url(path)
+                }
+            },
+            1,
+            &args(7).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(again[0].1, by_key[&7], "{kind}: key 7 moved");
+    };
+    check("header", "/by-header", &|k| {
+        vec!["-H".into(), format!("x-user: user-{k}")]
+    });
+    check("cookie", "/by-cookie", &|k| {
+        vec!["-b".into(), format!("theme=dark; session=s{k}")]
+    });
+    check("source", "/by-source", &|k| {
+        vec!["--interface".into(), format!("127.0.0.{}", k + 2)]
+    });
+    check("query", "/by-query", &|_| Vec::new());
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Outlier detection
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn outlier_detection_ejects_an_endpoint_answering_503() {
+    let be = Backends::new();
+    let (pg, pb) = (free_port(), free_port());
+    be.http("good", pg);
+    be.failing("bad", pb);
+    let mut svc = se("api", "api.team-a.internal", &[pg, pb]);
+    svc.push_str(&dr(
+        "api",
+        "api.team-a.internal",
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - retries: {attempts: 0}\n    route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    let seq = sequence(fx.port, &fx.url("/od"), 24, &[]);
+    // In turn until "bad" has failed twice in a row: then it is ejected for 30s.
+    let failures: Vec<usize> = (0..seq.len()).filter(|i| seq[*i].0 != 200).collect();
+    assert_eq!(failures.len(), 2, "{seq:?}");
+    for i in &failures {
+        assert_eq!(seq[*i], (503, "bad".to_string()), "{seq:?}");
+        assert!(*i < 4, "bad still chosen at request {i}: {seq:?}");
+    }
+    assert!(
+        seq[4..].iter().all(|(s, b)| *s == 200 && b == "good"),
+        "{seq:?}"
+    );
+    assert_eq!(fx.be.counters.get("bad"), 2);
+    assert_eq!(fx.be.counters.get("good"), 22);
+    // New connections (any worker thread) see the same ejection.
+    let l = h2load(fx.port, "/od", 100, 4, &[]);
+    assert_eq!(l.s2xx, 100, "{l:?}");
+    assert_eq!(fx.be.counters.get("bad"), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Circuit breakers
+// ---------------------------------------------------------------------------------------
+
+fn overflowed(r: &Reply) -> bool {
+    r.status == 503 && r.body.contains("overflow")
+}
+
+#[test]
+fn max_connections_and_pending_requests_overflow_with_503() {
+    let be = Backends::new();
+    let p = free_port();
+    be.http("slow", p);
+    let mut svc = se("api", "api.team-a.internal", &[p]);
+    svc.push_str(&dr(
+        "api",
+        "api.team-a.internal",
+        "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    // Warm up: one request, whose connection then idles in the pool.
+    assert_eq!(fx.get("/cb").status, 200);
+    let t = Instant::now();
+    let replies = concurrently(6, |_| {
+        Curl::new(&fx.url("/cb"))
+            .header("x-test-delay-ms: 1500")
+            .run()
+    });
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let over = replies.iter().filter(|r| overflowed(r)).count();
+    // One request on the one connection, one waiting for it, the rest refused at once.
+    assert_eq!(ok + over, 6, "{replies:#?}");
+    assert!(
+        ok >= 1 && over >= 3,
+        "ok {ok}, overflow {over}: {replies:#?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the pending request waited {:?}",
+        t.elapsed()
+    );
+    let body = &replies
+        .iter()
+        .find(|r| overflowed(r))
+        .expect("an overflow")
+        .body;
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
+    // Afterwards the single connection keeps serving requests arriving on any worker thread.
+    for i in 0..8 {
+        let r = fx.get("/cb");
+        assert_eq!(r.status, 200, "request {i} after the burst: {}", r.body);
+    }
+}
+
+#[test]
+fn max_connections_with_an_http2_upstream_serves_every_worker() {
+    let be = Backends::new();
+    let p = free_port();
+    be.http("h2", p);
+    let mut svc = se("api", "api.team-a.internal", &[p]);
+    svc.push_str(&dr(
+        "api",
+        "api.team-a.internal",
+        "{connectionPool: {tcp: {maxConnections: 1}, http: {h2UpgradePolicy: UPGRADE, http1MaxPendingRequests: 100}}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    let r = fx.get("/h2");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["version"], "HTTP/2.0");
+    // Six client connections spread over both worker threads share the one upstream
+    // connection: a worker without it waits, then gets it when the other's goes idle.
+    let t = Instant::now();
+    let l = h2load(fx.port, "/h2", 300, 6, &[]);
+    assert_eq!((l.succeeded, l.s2xx), (300, 300), "{l:?}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert_eq!(fx.be.counters.get("h2"), 301);
+}
+
+#[test]
+fn http2_max_requests_limits_requests_in_flight() {
+    let be = Backends::new();
+    let p = free_port();
+    be.http("slow", p);
+    let mut svc = se("api", "api.team-a.internal", &[p]);
+    svc.push_str(&dr(
+        "api",
+        "api.team-a.internal",
+        "{connectionPool: {http: {http2MaxRequests: 2}}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    let replies = concurrently(6, |_| {
+        Curl::new(&fx.url("/max"))
+            .header("x-test-delay-ms: 2000")
+            .run()
+    });
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let over = replies.iter().filter(|r| overflowed(r)).count();
+    assert_eq!(ok + over, 6, "{replies:#?}");
+    assert!(
+        (1..=2).contains(&ok) && over >= 4,
+        "ok {ok}, overflow {over}: {replies:#?}"
+    );
+    assert_eq!(fx.be.counters.get("slow") as usize, ok);
+    // The slots are given back: sequential requests all pass.
+    let l = h2load(fx.port, "/max", 50, 2, &[]);
+    assert_eq!(l.s2xx, 50, "{l:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Upstream failures
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn closed_port_and_resolution_none_map_to_envoy_503s() {
+    let closed = free_port();
+    let mut svc = se("closed", "closed.team-a.internal", &[closed]);
+    svc.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: none}\nspec:\n  hosts: [\"none.team-a.internal\"]\n  location: MESH_EXTERNAL\n  ports:\n  - {number: 80, name: http, protocol: HTTP}\n  resolution: NONE\n---\n",
+    );
+    let fx = fixture(
+        Backends::new(),
+        &svc,
+        "  - match: [{uri: {prefix: /closed}}]\n    route: [{destination: {host: closed.team-a.internal}}]\n  - match: [{uri: {prefix: /none}}]\n    route: [{destination: {host: none.team-a.internal}}]\n",
+    );
+    let r = fx.get("/closed");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.starts_with(
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(&format!("127.0.0.1:{closed}")),
+        "{}",
+        r.body
+    );
+    let r = fx.get("/none");
+    assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. DNS resolution
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn resolution_dns_reaches_a_backend_named_localhost() {
+    let be = Backends::new();
+    let p = free_port();
+    be.http("dns", p);
+    let svc = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: dns}}\nspec:\n  hosts: [\"dns.team-a.internal\"]\n  location: MESH_EXTERNAL\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: DNS\n  endpoints:\n  - {{address: localhost, ports: {{http: {p}}}}}\n---\n"
+    );
+    let fx = fixture(
+        be,
+        &svc,
+        "  - route: [{destination: {host: dns.team-a.internal}}]\n",
+    );
+    // Resolution runs in the background: the first requests may find no endpoint yet.
+    let r = wait_for("localhost resolved", Duration::from_secs(10), || {
+        let r = fx.get("/dns");
+        (r.status == 200).then_some(r)
+    });
+    assert_eq!(r.backend(), "dns");
+    assert_eq!(r.json()["headers"]["host"], format!("{HOST}:{}", fx.port));
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. TLS origination
+// ---------------------------------------------------------------------------------------
+
+fn write_ca_only(dir: &Path, ca_pem: &str) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(dir.join("ca.crt"), ca_pem).expect("write ca");
+}
+
+#[test]
+fn tls_origination_simple_sans_and_mutual() {
+    let server_ca = Ca::new("upstream CA");
+    let other_ca = Ca::new("someone else's CA");
+    let client_ca = Ca::new("client CA");
+    let server = server_ca.server(&["backend.internal"], 10);
+    let client = client_ca.client("gatehouse.team-a", 11);
+
+    let be = Backends::new();
+    let (pt, pm) = (free_port(), free_port());
+    be.tls_http("tls", pt, &server.cert, &server.key);
+    be.tls_http_mutual("mtls", pm, &server.cert, &server.key, &client_ca.pem);
+
+    let creds = tempfile::tempdir().expect("tmp");
+    let team = creds.path().join("team-a");
+    write_ca_only(&team.join("upstream-ca"), &server_ca.pem);
+    write_ca_only(&team.join("other-ca"), &other_ca.pem);
+    write_credential(&team.join("upstream-mtls"), &client, Some(&server_ca.pem));
+    // MUTUAL with a folder that has the CA but no client certificate.
+    write_ca_only(&team.join("no-client-cert"), &server_ca.pem);
+
+    let cases: [(&str, u16, &str); 7] = [
+        (
+            "simple",
+            pt,
+            "{mode: SIMPLE, credentialName: upstream-ca, sni: backend.internal}",
+        ),
+        (
+            "simple-auto-sni",
+            pt,
+            "{mode: SIMPLE, credentialName: upstream-ca, subjectAltNames: [backend.internal]}",
+        ),
+        (
+            "wrong-san",
+            pt,
+            "{mode: SIMPLE, credentialName: upstream-ca, sni: backend.internal, subjectAltNames: [wrong.internal]}",
+        ),
+        (
+            "wrong-ca",
+            pt,
+            "{mode: SIMPLE, credentialName: other-ca, sni: backend.internal}",
+        ),
+        (
+            "mutual",
+            pm,
+            "{mode: MUTUAL, credentialName: upstream-mtls, sni: backend.internal}",
+        ),
+        (
+            "mutual-as-simple",
+            pm,
+            "{mode: SIMPLE, credentialName: upstream-ca, sni: backend.internal}",
+        ),
+        (
+            "mutual-no-cert",
+            pm,
+            "{mode: MUTUAL, credentialName: no-client-cert, sni: backend.internal}",
+        ),
+    ];
+    let mut svc = String::new();
+    let mut http = String::new();
+    for (name, port, tls) in cases {
+        let host = format!("{name}.team-a.internal");
+        svc.push_str(&se(name, &host, &[port]));
+        svc.push_str(&dr(name, &host, &format!("{{tls: {tls}}}")));
+        http.push_str(&format!(
+            "  - match: [{{uri: {{prefix: /{name}/}}}}]\n    route: [{{destination: {{host: {host}}}}}]\n"
+        ));
+    }
+    let port = free_port();
+    let fx = start(
+        be,
+        port,
+        "",
+        "",
+        &[
+            ("tenants/team-a/services.yaml", svc),
+            (
+                "tenants/team-a/routes.yaml",
+                vs("web", HOST, "public", &http),
+            ),
+        ],
+        creds,
+    );
+
+    // SIMPLE: the backend's certificate verifies against the credential's ca.crt.
+    let r = fx.get("/simple/x");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "tls");
+    assert_eq!(r.json()["path"], "/simple/x");
+    // No sni: taken from the downstream Host; the SAN list names the backend's certificate.
+    let r = fx.get("/simple-auto-sni/x");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "tls");
+    // subjectAltNames that the certificate does not carry: refused.
+    let r = fx.get("/wrong-san/x");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("connection failure"), "{}", r.body);
+    // A CA that did not issue the backend's certificate: refused.
+    let r = fx.get("/wrong-ca/x");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("connection failure"), "{}", r.body);
+    // MUTUAL: the client certificate from the credential folder is presented.
+    let r = fx.get("/mutual/x");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "mtls");
+    assert_eq!(fx.be.counters.get("mtls-rejected"), 0);
+    // Without a client certificate the backend refuses the handshake.
+    for path in ["/mutual-as-simple/x", "/mutual-no-cert/x"] {
+        let before = fx.be.counters.get("mtls-rejected");
+        let r = fx.get(path);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert!(fx.be.counters.get("mtls-rejected") > before, "{path}");
+    }
+    assert_eq!(fx.be.counters.get("mtls"), 1);
+    assert_eq!(fx.be.counters.get("tls"), 2);
+}
+
+#[test]
+fn tls_origination_with_a_platform_ca_certificates_file() {
+    let server_ca = Ca::new("upstream CA");
+    let other_ca = Ca::new("someone else's CA");
+    let server = server_ca.server(&["backend.internal"], 20);
+    let be = Backends::new();
+    let pt = free_port();
+    be.tls_http("tls", pt, &server.cert, &server.key);
+    let files = tempfile::tempdir().expect("tmp");
+    let ca_file = files.path().join("upstream-ca.pem");
+    let other_file = files.path().join("other-ca.pem");
+    std::fs::write(&ca_file, &server_ca.pem).expect("write ca");
+    std::fs::write(&other_file, &other_ca.pem).expect("write other ca");
+    let missing = files.path().join("missing.pem");
+    // Platform DestinationRules (root namespace) with `caCertificates` file paths.
+    let mut platform_drs = String::new();
+    let mut svc = String::new();
+    let mut http = String::new();
+    for (name, path) in [
+        ("file-ca", &ca_file),
+        ("file-other-ca", &other_file),
+        ("file-missing", &missing),
+    ] {
+        let host = format!("{name}.team-a.internal");
+        platform_drs.push_str(&dr(
+            name,
+            &host,
+            &format!(
+                "{{tls: {{mode: SIMPLE, caCertificates: \"{}\", sni: backend.internal}}}}",
+                path.display()
+            ),
+        ));
+        svc.push_str(&se(name, &host, &[pt]));
+        http.push_str(&format!(
+            "  - match: [{{uri: {{prefix: /{name}/}}}}]\n    route: [{{destination: {{host: {host}}}}}]\n"
+        ));
+    }
+    let port = free_port();
+    let fx = start(
+        be,
+        port,
+        "",
+        &platform_drs,
+        &[
+            ("tenants/team-a/services.yaml", svc),
+            (
+                "tenants/team-a/routes.yaml",
+                vs("web", HOST, "public", &http),
+            ),
+        ],
+        tempfile::tempdir().expect("tmp"),
+    );
+    let r = fx.get("/file-ca/x");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "tls");
+    // Another CA, or a file that is not there: refused, never the system roots or plaintext.
+    for path in ["/file-other-ca/x", "/file-missing/x"] {
+        let r = fx.get(path);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert!(r.body.contains("connection failure"), "{path}: {}", r.body);
+    }
+    assert_eq!(fx.be.counters.get("tls"), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Tenant rate limit
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn tenant_request_rate_limit_spares_other_tenants_on_the_same_port() {
+    let be = Backends::new();
+    let (pa, pb) = (free_port(), free_port());
+    be.http("a", pa);
+    be.http("b", pb);
+    let port = free_port();
+    let team_b = tenant("team-b", &["api.b.example.com"], "");
+    let fx = start(
+        be,
+        port,
+        "  quotas: {requestsPerSecond: 5}",
+        &team_b,
+        &[
+            (
+                "tenants/team-a/services.yaml",
+                se("a", "a.team-a.internal", &[pa]),
+            ),
+            (
+                "tenants/team-a/routes.yaml",
+                vs(
+                    "web",
+                    HOST,
+                    "public",
+                    "  - route: [{destination: {host: a.team-a.internal}}]\n",
+                ),
+            ),
+            (
+                "tenants/team-b/gateway.yaml",
+                gateway_doc("public", &["api.b.example.com"]),
+            ),
+            (
+                "tenants/team-b/services.yaml",
+                se("b", "b.team-b.internal", &[pb]),
+            ),
+            (
+                "tenants/team-b/routes.yaml",
+                vs(
+                    "api",
+                    "api.b.example.com",
+                    "public",
+                    "  - route: [{destination: {host: b.team-b.internal}}]\n",
+                ),
+            ),
+        ],
+        tempfile::tempdir().expect("tmp"),
+    );
+    // Both tenants burst 40 requests at the same time on the same port.
+    let t = Instant::now();
+    let a = h2load_cmd(port, HOST, "/burst", 40, 4, &[])
+        .spawn()
+        .expect("h2load a");
+    let b = h2load_cmd(port, "api.b.example.com", "/burst", 40, 4, &[])
+        .spawn()
+        .expect("h2load b");
+    let a = parse_h2load(&a.wait_with_output().expect("h2load a"));
+    let elapsed = t.elapsed().as_secs_f64();
+    let b = parse_h2load(&b.wait_with_output().expect("h2load b"));
+    assert_eq!(b.s2xx, 40, "team-b: {b:?}");
+    assert_eq!(a.s2xx + a.s4xx, 40, "team-a: {a:?}");
+    // A full bucket of 5, refilled at 5/s while the burst lasted.
+    let allowed = 5 + (5.0 * elapsed).ceil() as u64 + 1;
+    assert!(
+        a.s2xx >= 5 && a.s2xx <= allowed,
+        "team-a got {} through in {elapsed:.2}s: {a:?}",
+        a.s2xx
+    );
+    assert!(a.s4xx >= 1, "{a:?}");
+    assert_eq!(fx.be.counters.get("a"), a.s2xx);
+    assert_eq!(fx.be.counters.get("b"), 40);
+    assert_eq!(
+        metric(
+            &fx.gw,
+            "gatehouse_tenant_rate_limited_total{tenant=\"team-a\"}"
+        ),
+        Some(a.s4xx as f64)
+    );
+    // What a refused client sees.
+    let r = wait_for("a 429", Duration::from_secs(10), || {
+        let r = fx.get("/again");
+        (r.status == 429).then_some(r)
+    });
+    assert_eq!(r.body, "local_rate_limited");
+    assert_eq!(
+        Curl::new(&format!("http://api.b.example.com:{port}/again"))
+            .run()
+            .status,
+        200
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Default retries
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn default_retry_policy_moves_past_a_closed_endpoint() {
+    let be = Backends::new();
+    let (good, closed) = (free_port(), free_port());
+    be.http("good", good);
+    let fx = fixture(
+        be,
+        &se("api", "api.team-a.internal", &[good, closed]),
+        "  - match: [{uri: {prefix: /noretry}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: api.team-a.internal}}]\n  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    // No `retries`: Istio's default (2 retries on connect-failure, to another host).
+    let l = h2load(fx.port, "/default", 100, 4, &[]);
+    assert_eq!((l.succeeded, l.s2xx), (100, 100), "{l:?}");
+    assert_eq!(fx.be.counters.get("good"), 100);
+    // Retries off: requests that pick the closed endpoint fail.
+    let l = h2load(fx.port, "/noretry", 40, 2, &[]);
+    assert!(l.s5xx >= 1 && l.s2xx >= 1, "{l:?}");
+    assert_eq!(l.s2xx + l.s5xx, 40, "{l:?}");
+}
+
+#[test]
+fn sticky_cookie_is_generated_when_missing_and_then_pins_the_backend() {
+    let (be, ports) = three_backends();
+    let host = "sticky.team-a.internal";
+    let svc = se("sticky", host, &ports)
+        + &dr(
+            "sticky",
+            host,
+            "{loadBalancer: {consistentHash: {httpCookie: {name: lb, path: /, ttl: 60s}}}}",
+        );
+    let http = format!("  - route: [{{destination: {{host: {host}}}}}]\n");
+    let fx = fixture(be, &svc, &http);
+    // Without the cookie the gateway picks a value, uses it, and hands it to the client.
+    let r = Curl::new(&fx.url("/")).run();
+    assert_eq!(r.status, 200);
+    let set = r
+        .header("set-cookie")
+        .expect("Set-Cookie on a request without the cookie")
+        .to_string();
+    assert!(
+        set.starts_with("lb=\"") && set.contains("Max-Age=60") && set.contains("Path=/"),
+        "{set}"
+    );
+    let pair = set.split(';').next().unwrap_or_default().to_string();
+    // With the cookie every request goes to the backend the first one went to, and no new
+    // cookie is set.
+    for _ in 0..10 {
+        let again = Curl::new(&fx.url("/"))
+            .header(&format!("cookie: {pair}"))
+            .run();
+        assert_eq!(again.backend(), r.backend());
+        assert_eq!(again.header("set-cookie"), None);
+    }
+}

@@ -7,7 +7,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # --- system packages the end-to-end tests drive (real clients, real servers) -------------
-DEBS=(curl openssl nghttp2-client wrk git nginx-light haproxy)
+# git servers for the sync agent's tests: git daemon and git http-backend (git), nginx +
+# fcgiwrap for smart HTTP, sshd (openssh-server) for deploy keys; gnupg for OpenPGP
+# signatures; libssl-dev and pkg-config to build libgit2's https and ssh transports.
+DEBS=(curl openssl nghttp2-client wrk git nginx-light haproxy fcgiwrap openssh-server gnupg libssl-dev pkg-config)
+# Packaging checks: a real systemd in a container, the Debian and RPM linters.
+DEBS+=(systemd systemd-container debootstrap lintian rpm rpmlint binutils dpkg-dev)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -36,6 +41,17 @@ cargo build --workspace --bins
 
 step "tests"
 cargo test --workspace -- --test-threads="${TEST_THREADS:-2}"
+
+# One packaging run at a time per target dir: the build replaces target/packages.
+exec 8>target/.packaging.lock
+flock 8
+step "packages (deb, rpm), lintian, rpmlint, systemd-analyze"
+packaging/build --upgrade-test
+packaging/check
+
+step "packages on a real systemd (nspawn): install, run, reload, upgrade and restart under load, purge"
+packaging/test-nspawn.sh
+flock -u 8
 
 step "fuzz smoke (YAML loader, validator)"
 if rustup toolchain list | grep -q nightly; then

@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// How long shutdown waits for connections to finish.
     pub drain: Duration,
+    /// The sync agent's control socket (see `control_socket`).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// Why the appliance could not run.
@@ -45,6 +47,14 @@ pub fn is_config_error(e: &RunError) -> bool {
 
 /// Runs until SIGTERM/SIGINT, then drains.
 pub fn run(opts: RunOptions) -> Result<(), RunError> {
+    // First, before any thread exists: taking LISTEN_FDS edits the environment.
+    let adopted = crate::fdstore::adopt_from_env();
+    if adopted > 0 {
+        tracing::info!(
+            sockets = adopted,
+            "listening sockets inherited from the previous process"
+        );
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let store = Arc::new(Store::new(opts.credentials.clone(), provider));
@@ -58,7 +68,23 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         opts.source.clone(),
         control_rt.handle().clone(),
     );
-    control_rt.block_on(control.reload())?;
+    match control_rt.block_on(control.reload()) {
+        Ok(_) => {}
+        // A releases folder the sync agent has not published into yet: serve nothing (not
+        // ready) and pick up the first release when `current` appears.
+        Err(ReloadError::Read(e)) if matches!(&opts.source, ConfigSource::Releases(d) if !d.join("current").exists()) =>
+        {
+            tracing::warn!(error = %e, "no release yet; waiting for the sync agent");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let socket = match &opts.control_socket {
+        Some(p) => Some((
+            control_rt.block_on(async { crate::control_socket::bind(p) })?,
+            p.clone(),
+        )),
+        None => None,
+    };
     let workers = if opts.workers == 0 {
         std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
     } else {
@@ -74,12 +100,18 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
                 }
             });
         }
+        tokio::spawn(crate::systemd::ready_when_bound(shared.clone()));
+        tokio::spawn(crate::systemd::watchdog());
         tokio::spawn(crate::watch::credentials(store.clone()));
+        if let Some((l, p)) = socket {
+            tokio::spawn(crate::control_socket::serve(l, p, control.clone()));
+        }
         if let ConfigSource::Releases(dir) = &opts.source {
             tokio::spawn(crate::watch::current(dir.clone(), control.clone()));
         }
         signals(control.clone()).await
     })?;
+    crate::systemd::stopping();
     shared.with_status(|s| s.draining = true);
     let _ = shared.drain.send(true);
     tracing::info!(grace = ?opts.drain, "draining");

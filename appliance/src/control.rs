@@ -57,6 +57,9 @@ pub struct Control {
     source: ConfigSource,
     accepted: Mutex<Option<Accepted>>,
     generation: AtomicU64,
+    /// The release folder the served generation was read from (`--releases`), so the
+    /// `current` watcher does not reload what the control socket already loaded.
+    served_dir: Mutex<Option<PathBuf>>,
     handle: tokio::runtime::Handle,
     lock: tokio::sync::Mutex<()>,
 }
@@ -73,6 +76,7 @@ impl Control {
             source,
             accepted: Mutex::new(None),
             generation: AtomicU64::new(0),
+            served_dir: Mutex::new(None),
             handle,
             lock: tokio::sync::Mutex::new(()),
         })
@@ -88,7 +92,15 @@ impl Control {
         &self.source
     }
 
-    fn read(&self) -> Result<(Vec<tenants::SourceFile>, String), ReloadError> {
+    /// The release folder the served generation came from (`--releases` only).
+    pub fn served_dir(&self) -> Option<PathBuf> {
+        self.served_dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn read(&self) -> Result<(Vec<tenants::SourceFile>, String, PathBuf), ReloadError> {
         let dir = match &self.source {
             ConfigSource::Repo(d) => d.clone(),
             ConfigSource::Releases(d) => std::fs::canonicalize(d.join("current"))
@@ -115,14 +127,16 @@ impl Control {
                 format!("local-{digest:016x}")
             }
         };
-        Ok((files, revision))
+        Ok((files, revision, dir))
     }
 
     /// Reloads once (serialised with other reloads).
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let _g = self.lock.lock().await;
+        crate::systemd::reloading();
         self.shared.with_status(|s| s.reloads += 1);
         let r = self.reload_inner();
+        crate::systemd::reloaded(&self.shared);
         if let Err(e) = &r {
             let msg = e.to_string();
             tracing::warn!(error = %msg, "reload refused");
@@ -135,7 +149,7 @@ impl Control {
     }
 
     fn reload_inner(&self) -> Result<ReloadReport, ReloadError> {
-        let (files, revision) = self.read()?;
+        let (files, revision, dir) = self.read()?;
         let loaded = tenants::load(&files, &LoadOptions::default());
         let prev_accepted = self
             .accepted
@@ -203,6 +217,10 @@ impl Control {
             .accepted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(out.accepted);
+        *self
+            .served_dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(dir);
         self.shared.with_status(|s| {
             s.generation = generation;
             s.revision.clone_from(&revision);

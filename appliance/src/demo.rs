@@ -270,3 +270,154 @@ pub fn start_backends(pki: &Pki) -> Result<(), DemoError> {
     std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
     Ok(())
 }
+
+/// The demo's GitOps loop: a local Git repository made from the example, and a
+/// `gatehouse-sync` child process publishing releases from it.
+pub struct GitOps {
+    /// The repository a newcomer edits and commits to.
+    pub work: PathBuf,
+    /// The releases folder the appliance serves.
+    pub releases: PathBuf,
+    /// The appliance's control socket.
+    pub socket: PathBuf,
+    /// The agent's settings as flags (for the printed commands).
+    pub flags: Vec<String>,
+    sync: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// `gatehouse-sync` next to this executable, if there is one.
+pub fn sync_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join("gatehouse-sync");
+    p.is_file().then_some(p)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        let dest = to.join(e.file_name());
+        if ft.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+        } else if ft.is_file() {
+            std::fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<(), DemoError> {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=gatehouse demo",
+            "-c",
+            "user.email=demo@gatehouse.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(DemoError::Io(std::io::Error::other(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))))
+    }
+}
+
+// === impl GitOps ===
+
+impl GitOps {
+    /// Creates `<dir>/repo` from `example`, publishes the first release with
+    /// `gatehouse-sync once`, then starts the agent polling every 2 s.
+    pub fn start(sync: &Path, example: &Path, dir: &Path) -> Result<Self, DemoError> {
+        let work = dir.join("repo");
+        copy_tree(example, &work)?;
+        git(&work, &["init", "-q", "-b", "main"])?;
+        git(&work, &["add", "-A"])?;
+        git(&work, &["commit", "-q", "-m", "examples/repo"])?;
+        let releases = dir.join("releases");
+        let socket = dir.join("gatehouse.sock");
+        let flags = vec![
+            format!("--url=file://{}", work.display()),
+            "--branch=main".into(),
+            "--interval=2s".into(),
+            "--jitter=0".into(),
+            format!("--releases={}", releases.display()),
+            format!("--state-dir={}", dir.join("sync").display()),
+            format!("--control-socket={}", socket.display()),
+        ];
+        let once = std::process::Command::new(sync)
+            .arg("once")
+            .args(&flags)
+            .stdout(std::process::Stdio::null())
+            .output()?;
+        if !once.status.success() {
+            return Err(DemoError::Io(std::io::Error::other(format!(
+                "gatehouse-sync once: {}",
+                String::from_utf8_lossy(&once.stderr).trim()
+            ))));
+        }
+        let log = std::fs::File::create(dir.join("gatehouse-sync.log"))?;
+        let child = std::process::Command::new(sync)
+            .args(&flags)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(Self {
+            work,
+            releases,
+            socket,
+            flags,
+            sync: sync.to_path_buf(),
+            child: Some(child),
+        })
+    }
+
+    /// How to change the configuration and watch it go live.
+    pub fn guide(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let w = self.work.display();
+        let s = self.sync.display();
+        let r = self.releases.display();
+        writeln!(
+            out,
+            "\n# GitOps: gatehouse-sync polls {w} every 2 s and publishes releases into {r}."
+        )?;
+        writeln!(
+            out,
+            "# Add a route and commit it; it is served within about 2 seconds:"
+        )?;
+        writeln!(
+            out,
+            "cat >> {w}/tenants/team-a/web.yaml <<'YAML'\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: hello}}\nspec:\n  hosts: [\"web.example.com\"]\n  gateways: [public]\n  http:\n  - match: [{{uri: {{prefix: /hello}}}}]\n    directResponse: {{status: 200, body: {{string: \"hello from git\\n\"}}}}\nYAML"
+        )?;
+        writeln!(out, "git -C {w} commit -qam 'team-a: /hello'")?;
+        writeln!(
+            out,
+            "curl -s --resolve web.example.com:18080:127.0.0.1 http://web.example.com:18080/hello"
+        )?;
+        writeln!(
+            out,
+            "\n# per-tenant status (a broken manifest shows here with file:line, and its tenant keeps its last good routes)"
+        )?;
+        writeln!(out, "{s} status --releases {r}")?;
+        writeln!(out, "{s} plan {}", self.flags.join(" "))?;
+        writeln!(out, "{s} rollback --releases {r}")
+    }
+}
+
+impl Drop for GitOps {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -61,6 +61,9 @@ enum Command {
         /// How long shutdown waits for connections to finish.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         drain: Duration,
+        /// Control socket for the sync agent (packaged default: /run/gatehouse/<group>.sock).
+        #[arg(long)]
+        control_socket: Option<PathBuf>,
     },
     /// The quick start: serve examples/repo with built-in demo backends on loopback.
     Demo {
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         admin,
         workers,
         drain,
+        control_socket,
     } = args.command
     {
         init_tracing();
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             admin: Some(admin),
             workers,
             drain,
+            control_socket,
         };
         return match app::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
@@ -180,14 +185,37 @@ fn demo(repo: Option<PathBuf>, admin: SocketAddr) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // With gatehouse-sync installed beside this binary, the demo is GitOps end to end: a
+    // local Git repository, the sync loop, releases; otherwise it serves the folder.
+    let gitops = match appliance::demo::sync_binary() {
+        Some(sync) => match appliance::demo::GitOps::start(&sync, &repo, &dir) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "gatehouse demo: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let _ = appliance::demo::guide(&pki, &admin.to_string(), &mut std::io::stdout());
+    if let Some(g) = &gitops {
+        let _ = g.guide(&mut std::io::stdout());
+    }
+    let (source, control_socket) = match &gitops {
+        Some(g) => (
+            ConfigSource::Releases(g.releases.clone()),
+            Some(g.socket.clone()),
+        ),
+        None => (ConfigSource::Repo(repo), None),
+    };
     let opts = app::RunOptions {
-        source: ConfigSource::Repo(repo),
+        source,
         groups: Vec::new(),
         credentials: dir.join("credentials"),
         admin: Some(admin),
         workers: 0,
         drain: Duration::from_secs(5),
+        control_socket,
     };
     match app::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

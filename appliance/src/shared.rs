@@ -75,6 +75,10 @@ pub struct Shared {
     pub workers: AtomicUsize,
     /// The listener generation each worker has bound (index: worker id).
     pub bound: Box<[std::sync::atomic::AtomicU64]>,
+    /// Access logs and metrics.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Tokio runtimes observed by tokio-metrics.
+    pub runtimes: crate::metrics::Runtimes,
 }
 
 /// Most worker threads (one per core is the norm).
@@ -97,6 +101,8 @@ impl Shared {
             bound: (0..MAX_WORKERS)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
+            telemetry: crate::telemetry::Telemetry::fallback(),
+            runtimes: crate::metrics::Runtimes::default(),
         })
     }
 

@@ -48,14 +48,18 @@ pub async fn credentials(store: Arc<Store>) {
 }
 
 /// Notices when the sync agent swaps `current`, and reloads.
+///
+/// Compared with what is served, not with the link's last value: a swap and a swap back
+/// within one tick (a release, then a rollback) must still reload. A release that fails to
+/// load is tried once, not every tick, until `current` moves again.
 pub async fn current(dir: PathBuf, control: Arc<Control>) {
     let link = dir.join("current");
-    let mut last = std::fs::read_link(&link).ok();
+    let mut tried: Option<PathBuf> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = std::fs::read_link(&link).ok();
-        if now != last {
-            last = now;
+        let now = std::fs::canonicalize(&link).ok();
+        if now.is_some() && now != control.served_dir() && now != tried {
+            tried.clone_from(&now);
             let _ = control.reload().await;
         }
     }

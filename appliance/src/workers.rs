@@ -32,6 +32,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 struct Bound {
     stop: watch::Sender<bool>,
+    /// Names of its sockets in systemd's store (see `fdstore`).
+    stored: Vec<String>,
 }
 
 impl Drop for Bound {
@@ -67,6 +69,9 @@ fn worker(id: usize, shared: Arc<Shared>, grace: Duration) {
             return;
         }
     };
+    shared
+        .runtimes
+        .register(format!("worker-{id}"), rt.handle());
     rt.block_on(async move {
         let mut wanted = shared.wanted.subscribe();
         let mut drain = shared.drain.subscribe();
@@ -99,13 +104,21 @@ fn apply(
     w: &Wanted,
     bound: &mut HashMap<(Arc<str>, SocketAddr), Bound>,
 ) {
-    bound.retain(|k, _| w.listeners.iter().any(|l| l.group == k.0 && l.addr == k.1));
+    bound.retain(|k, b| {
+        let keep = w.listeners.iter().any(|l| l.group == k.0 && l.addr == k.1);
+        if !keep {
+            // Removed by the configuration: the store must let go too, or the port stays open.
+            b.stored.iter().for_each(|n| crate::fdstore::forget(n));
+        }
+        keep
+    });
+    let workers = shared.workers.load(Ordering::Acquire);
     for l in &w.listeners {
         let key = (l.group.clone(), l.addr);
         if bound.contains_key(&key) {
             continue;
         }
-        let listener = match bind(l.addr).and_then(TcpListener::from_std) {
+        let sockets = match open(l.addr, id, workers) {
             Ok(x) => x,
             Err(e) => {
                 if id == 0 {
@@ -124,9 +137,36 @@ fn apply(
             });
         }
         let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, l.clone(), shared.clone(), stop_rx));
-        bound.insert(key, Bound { stop });
+        let mut stored = Vec::with_capacity(sockets.len());
+        for (name, listener) in sockets {
+            tokio::spawn(accept_loop(
+                listener,
+                l.clone(),
+                shared.clone(),
+                stop_rx.clone(),
+            ));
+            stored.push(name);
+        }
+        bound.insert(key, Bound { stop, stored });
     }
+}
+
+/// This worker's sockets for `addr`: those inherited from the previous process of the unit
+/// if there are any, else a new one, handed to systemd's store so the next process gets it.
+fn open(addr: SocketAddr, id: usize, workers: usize) -> io::Result<Vec<(String, TcpListener)>> {
+    let inherited = crate::fdstore::take(addr, id, workers);
+    let sockets = if inherited.is_empty() {
+        let l = bind(addr)?;
+        let name = crate::fdstore::name_for(addr, id);
+        crate::fdstore::store(&l, &name);
+        vec![(name, l)]
+    } else {
+        inherited
+    };
+    sockets
+        .into_iter()
+        .map(|(n, l)| Ok((n, TcpListener::from_std(l)?)))
+        .collect()
 }
 
 async fn accept_loop(

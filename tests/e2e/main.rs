@@ -12,5 +12,7 @@ mod credentials;
 mod http_routing;
 mod protocol;
 mod reload;
+mod sync;
+mod systemd;
 mod tls;
 mod upstream;

@@ -18,6 +18,13 @@ pub enum Format {
 
 /// Loads and validates `dir`; returns whether it is free of errors.
 pub fn validate(dir: &Path, format: Format, out: &mut dyn Write) -> io::Result<bool> {
+    // A releases folder of gatehouse-sync: validate the release it serves.
+    let current = dir.join("current");
+    let dir = if !dir.join("gatehouse.yaml").exists() && current.join("gatehouse.yaml").exists() {
+        current.as_path()
+    } else {
+        dir
+    };
     let files = repo::read_dir(dir).map_err(io::Error::other)?;
     let loaded = tenants::load(&files, &LoadOptions::default());
     let (diagnostics, ok): (Vec<Diagnostic>, bool) = match tenants::build(&loaded, "local", None) {

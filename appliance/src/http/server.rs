@@ -2,9 +2,11 @@
 //! ALPN), upgrades, header limits, header-read and idle timeouts, graceful drain.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -66,6 +68,22 @@ async fn turned_true(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// How long a draining HTTP/1 connection may sit without a byte before it is closed. Closing
+/// an idle keep-alive connection races with a request the client is sending on it, so while
+/// draining every response says `Connection: close` (a busy client learns it that way,
+/// without losing a request) and only a connection quiet this long is closed outright.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Completes [`DRAIN_IDLE`] after `drain` or `stop` turned true: a connection accepted just
+/// before the drain gets that long to send its first bytes.
+async fn drained(drain: &mut watch::Receiver<bool>, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = turned_true(drain) => {}
+        () = turned_true(stop) => {}
+    }
+    tokio::time::sleep(DRAIN_IDLE).await;
+}
+
 /// Serves HTTP on `io` until the client goes away, the connection idles out, or `drain`
 /// turns true (then in-flight requests finish and the connection closes gracefully:
 /// HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`).
@@ -83,8 +101,7 @@ pub async fn serve<I>(
         Proto::Auto => {
             let sniffed = tokio::select! {
                 s = sniff(&mut io, limits.header_read_timeout) => s,
-                () = turned_true(&mut drain) => None,
-                () = turned_true(&mut stop) => None,
+                () = drained(&mut drain, &mut stop) => None,
             };
             match sniffed {
                 Some(x) => x,
@@ -120,28 +137,50 @@ pub async fn serve<I>(
         Proto::H2 => b.http2_only(),
         Proto::H1 | Proto::Auto => b.http1_only(),
     };
-    let svc = service_fn(move |req| handle(req, info.clone()));
+    // Set when draining HTTP/1: responses carry `Connection: close` (see `DRAIN_IDLE`).
+    let closing = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let closing = closing.clone();
+        service_fn(move |req| {
+            let (info, closing) = (info.clone(), closing.clone());
+            async move {
+                let mut resp = handle(req, info).await?;
+                if closing.load(Ordering::Relaxed)
+                    && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    resp.headers_mut()
+                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
     let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let idle = limits.idle_timeout;
+    // HTTP/2 has GOAWAY, which no request races with: shut down at once. HTTP/1 first says
+    // `Connection: close`, and shuts down once the connection is quiet.
+    let mut shut = false;
     let mut draining = *drain.borrow() || *stop.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
     loop {
+        if draining && !shut {
+            closing.store(true, Ordering::Relaxed);
+            if proto == Proto::H2 {
+                shut = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
         tokio::select! {
             _ = &mut conn => break,
             r = drain.changed(), if !draining => {
-                if r.is_err() || *drain.borrow() {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+                draining = r.is_err() || *drain.borrow();
             }
             r = stop.changed(), if !draining => {
-                if r.is_err() || *stop.borrow() {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
+                draining = r.is_err() || *stop.borrow();
+            }
+            () = activity.idle_for(DRAIN_IDLE), if draining && !shut => {
+                shut = true;
+                conn.as_mut().graceful_shutdown();
             }
             () = activity.idle_for(idle) => {
                 // No bytes in either direction for the idle timeout: close.

@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod certs;
+pub mod git;
+pub mod sync;
 pub mod tools;
 
 use std::io::{Read, Write};
@@ -125,14 +127,24 @@ impl Gateway {
 
     /// Like [`start`](Self::start) with extra arguments.
     pub fn start_with(repo: &Repo, creds: &Path, extra: &[&str]) -> Self {
+        Self::launch("--repo", repo.path(), creds, extra, true)
+    }
+
+    /// Serves the sync agent's releases folder (`gatehouse run --releases`); with
+    /// `wait_ready`, waits until a release is served.
+    pub fn start_releases(releases: &Path, creds: &Path, extra: &[&str], wait_ready: bool) -> Self {
+        Self::launch("--releases", releases, creds, extra, wait_ready)
+    }
+
+    fn launch(flag: &str, source: &Path, creds: &Path, extra: &[&str], ready: bool) -> Self {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("gatehouse.log");
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(bin("gatehouse"))
             .arg("run")
-            .arg("--repo")
-            .arg(repo.path())
+            .arg(flag)
+            .arg(source)
             .arg("--credentials")
             .arg(creds)
             .arg("--admin")
@@ -152,11 +164,13 @@ impl Gateway {
             log,
             _logdir: logdir,
         };
-        g.wait_ready();
+        if ready {
+            g.wait_ready();
+        }
         g
     }
 
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let end = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -1,0 +1,219 @@
+//! The access-log writer: its own thread and runtime, fed through a bounded queue, so a slow
+//! disk or collector never holds up a request (entries beyond the queue are dropped and
+//! counted). Writes each entry to every sink its tenant's policy enables, after the sink's
+//! CEL filter.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwap;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use tenants::model::{LogFormat, Provider};
+use tenants::snapshot::AccessLogPolicy;
+use tokio::sync::mpsc;
+
+use super::entry::{DEFAULT_JSON, DEFAULT_TEXT, Entry};
+use super::otlp;
+use super::registry::Registry;
+use super::settings::{Endpoint, Settings};
+
+/// One entry and the policy that says where it goes.
+pub struct Job {
+    /// The entry.
+    pub entry: Entry,
+    /// Where it goes.
+    pub policy: Arc<AccessLogPolicy>,
+}
+
+/// Renders an entry in a provider's format.
+pub fn render(e: &Entry, f: &LogFormat) -> String {
+    match f {
+        LogFormat::Text(None) => e.render(DEFAULT_TEXT),
+        LogFormat::Text(Some(t)) => {
+            let mut s = e.render(t);
+            if !s.ends_with('\n') {
+                s.push('\n');
+            }
+            s
+        }
+        LogFormat::Json(None) => e.render_json(DEFAULT_JSON.iter().copied()),
+        LogFormat::Json(Some(keys)) => {
+            e.render_json(keys.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        }
+    }
+}
+
+enum Out {
+    Stdout,
+    Stderr,
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl Out {
+    fn write(&mut self, s: &str) -> std::io::Result<()> {
+        match self {
+            Self::Stdout => std::io::stdout().lock().write_all(s.as_bytes()),
+            Self::Stderr => std::io::stderr().lock().write_all(s.as_bytes()),
+            Self::File(f) => f.write_all(s.as_bytes()),
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = match self {
+            Self::Stdout => std::io::stdout().flush(),
+            Self::Stderr => std::io::stderr().flush(),
+            Self::File(f) => f.flush(),
+        };
+    }
+}
+
+fn open(path: &str) -> std::io::Result<Out> {
+    Ok(match path {
+        "/dev/stdout" | "" => Out::Stdout,
+        "/dev/stderr" => Out::Stderr,
+        p => Out::File(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        )),
+    })
+}
+
+/// Starts the writer thread; returns the queue's sender.
+pub fn start(settings: Arc<ArcSwap<Settings>>, registry: Arc<Registry>) -> mpsc::Sender<Job> {
+    let cap = settings.load().log_queue;
+    let (tx, rx) = mpsc::channel(cap);
+    let spawned = std::thread::Builder::new()
+        .name("gatehouse-log".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "access-log writer not started");
+                    return;
+                }
+            };
+            rt.block_on(run(rx, settings, registry));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "access-log writer not started");
+    }
+    tx
+}
+
+type BatchKey = (String, u16, Option<String>);
+
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    settings: Arc<ArcSwap<Settings>>,
+    registry: Arc<Registry>,
+) {
+    let mut files: HashMap<String, Out> = HashMap::new();
+    let mut batches: HashMap<BatchKey, Vec<LogRecord>> = HashMap::new();
+    let mut tick = tokio::time::interval(settings.load().log_delay);
+    loop {
+        tokio::select! {
+            job = rx.recv() => {
+                let Some(job) = job else { break };
+                let batch_size = settings.load().log_batch;
+                for sink in &job.policy.sinks {
+                    if sink.filter.as_ref().is_some_and(|f| !f.matches(&job.entry)) {
+                        continue;
+                    }
+                    match &sink.provider {
+                        Provider::File { path, format } => {
+                            let line = render(&job.entry, format);
+                            let out = match files.get_mut(path) {
+                                Some(o) => o,
+                                None => match open(path) {
+                                    Ok(o) => files.entry(path.clone()).or_insert(o),
+                                    Err(e) => {
+                                        registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
+                                        tracing::warn!(path = %path, error = %e, "cannot open access log");
+                                        continue;
+                                    }
+                                },
+                            };
+                            if out.write(&line).is_ok() {
+                                registry.log_written.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        Provider::Otel { service, port, log_name, format } => {
+                            let body = render(&job.entry, format).trim_end().to_string();
+                            let key = (service.clone(), *port, log_name.clone());
+                            let b = batches.entry(key.clone()).or_default();
+                            b.push(otlp::log_record(&job.entry, body));
+                            if b.len() >= batch_size {
+                                let records = std::mem::take(b);
+                                export(&settings, &registry, &key, records).await;
+                            }
+                        }
+                        Provider::Other(_) => {}
+                    }
+                }
+                // Flush files whenever the queue is drained, so logs are never far behind.
+                if rx.is_empty() {
+                    for o in files.values_mut() {
+                        o.flush();
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                for o in files.values_mut() {
+                    o.flush();
+                }
+                let keys: Vec<BatchKey> = batches.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.clone()).collect();
+                for k in keys {
+                    let records = batches.get_mut(&k).map(std::mem::take).unwrap_or_default();
+                    export(&settings, &registry, &k, records).await;
+                }
+            }
+        }
+    }
+    for o in files.values_mut() {
+        o.flush();
+    }
+}
+
+async fn export(
+    settings: &ArcSwap<Settings>,
+    registry: &Registry,
+    key: &BatchKey,
+    records: Vec<LogRecord>,
+) {
+    if records.is_empty() {
+        return;
+    }
+    let st = settings.load();
+    let (service, port, log_name) = key;
+    let url = match st.logs_protocol {
+        super::settings::Protocol::Grpc => format!("http://{service}:{port}"),
+        super::settings::Protocol::HttpProtobuf => format!("http://{service}:{port}/v1/logs"),
+    };
+    let ep = Endpoint {
+        url,
+        protocol: st.logs_protocol,
+        headers: st.logs_headers.clone(),
+        timeout: st.log_timeout,
+    };
+    let n = records.len() as u64;
+    let req = otlp::logs_request(records, &st.resource, log_name.as_deref());
+    match otlp::send_logs(&ep, req).await {
+        Ok(()) => {
+            registry.log_written.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
+            registry.log_dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(error = %e, dropped = n, "access-log export failed");
+        }
+    }
+}

@@ -12,6 +12,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # signatures; libssl-dev and pkg-config to build libgit2's https and ssh transports.
 DEBS=(curl openssl nghttp2-client wrk git nginx-light haproxy fcgiwrap openssh-server gnupg libssl-dev pkg-config)
 # Packaging checks: a real systemd in a container, the Debian and RPM linters.
+# Debian's Prometheus server scrapes the admin /metrics endpoint in the telemetry tests.
+DEBS+=(prometheus)
 DEBS+=(systemd systemd-container debootstrap lintian rpm rpmlint binutils dpkg-dev)
 missing=()
 for p in "${DEBS[@]}"; do

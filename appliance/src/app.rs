@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub drain: Duration,
     /// The sync agent's control socket (see `control_socket`).
     pub control_socket: Option<PathBuf>,
+    /// Local settings file (TOML; `[telemetry]`).
+    pub config: Option<PathBuf>,
 }
 
 /// Why the appliance could not run.
@@ -35,6 +37,9 @@ pub enum RunError {
     /// The initial configuration was refused.
     #[error("initial configuration refused: {0}")]
     Config(#[from] ReloadError),
+    /// The telemetry settings (settings file or `OTEL_*` environment) are unusable.
+    #[error("{0}")]
+    Telemetry(#[from] crate::telemetry::settings::SettingsError),
     /// An OS resource could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -42,7 +47,7 @@ pub enum RunError {
 
 /// Whether a run error is a configuration problem (exit code 64, like `EX_USAGE`).
 pub fn is_config_error(e: &RunError) -> bool {
-    matches!(e, RunError::Config(_))
+    matches!(e, RunError::Config(_) | RunError::Telemetry(_))
 }
 
 /// Runs until SIGTERM/SIGINT, then drains.
@@ -59,10 +64,18 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let store = Arc::new(Store::new(opts.credentials.clone(), provider));
     let served = (!opts.groups.is_empty()).then(|| opts.groups.clone());
-    let shared = Shared::new(store.clone(), served);
+    let file = match &opts.config {
+        Some(p) => crate::telemetry::settings::load_file(p)?,
+        None => crate::telemetry::settings::FileSettings::default(),
+    };
+    let telemetry = crate::telemetry::Telemetry::new(&file)?;
+    let shared = Shared::new(store.clone(), served, telemetry);
     let control_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    shared
+        .runtimes
+        .register("control".to_string(), control_rt.handle());
     let control = Control::new(
         shared.clone(),
         opts.source.clone(),
@@ -103,6 +116,7 @@ pub fn run(opts: RunOptions) -> Result<(), RunError> {
         tokio::spawn(crate::systemd::ready_when_bound(shared.clone()));
         tokio::spawn(crate::systemd::watchdog());
         tokio::spawn(crate::watch::credentials(store.clone()));
+        tokio::spawn(crate::metrics::push(control.clone()));
         if let Some((l, p)) = socket {
             tokio::spawn(crate::control_socket::serve(l, p, control.clone()));
         }

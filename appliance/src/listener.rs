@@ -18,7 +18,8 @@ use crate::http::service::ConnInfo;
 use crate::io::Prefixed;
 use crate::quota::ConnPermit;
 use crate::shared::{Shared, WantedListener};
-use crate::tcp::proxy::{self, TcpReport};
+use crate::tcp::proxy;
+use crate::tcp::session::Session;
 use crate::tls::client_hello::{self, Parse};
 
 /// How long a client may take to complete the TLS handshake.
@@ -119,12 +120,9 @@ pub async fn handle(
                 return;
             };
             let cluster = cluster.clone();
+            let session = Session::new(&shared, group, &tcp.tenant, peer, l.addr, None);
             drop(rt);
-            let mut report = TcpReport {
-                cluster: Some(name),
-                ..TcpReport::default()
-            };
-            proxy::run(stream, Bytes::new(), &cluster, &mut report).await;
+            session.run(stream, Bytes::new(), &cluster, name).await;
         }
         ListenerKind::Tls(_) => {
             drop(rt);
@@ -158,12 +156,10 @@ pub async fn handle(
                         return;
                     };
                     let cluster = cluster.clone();
+                    let session =
+                        Session::new(&shared, group, &chain.tenant, peer, l.addr, hello.sni);
                     drop(rt);
-                    let mut report = TcpReport {
-                        cluster: Some(name),
-                        ..TcpReport::default()
-                    };
-                    proxy::run(stream, hello_bytes, &cluster, &mut report).await;
+                    session.run(stream, hello_bytes, &cluster, name).await;
                 }
                 ChainAction::TerminateHttp { .. } | ChainAction::TerminateTcp { .. } => {
                     let Some(state) = group.chains.get(&chain.name).cloned() else {
@@ -173,7 +169,17 @@ pub async fn handle(
                     let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.config.clone());
                     let tcp_target = match &chain.action {
                         ChainAction::TerminateTcp { tcp, .. } => {
-                            proxy::choose(tcp, group).map(|(c, n)| (c.clone(), n))
+                            proxy::choose(tcp, group).map(|(c, n)| {
+                                let s = Session::new(
+                                    &shared,
+                                    group,
+                                    &chain.tenant,
+                                    peer,
+                                    l.addr,
+                                    hello.sni.clone(),
+                                );
+                                (c.clone(), n, s)
+                            })
                         }
                         _ => None,
                     };
@@ -186,17 +192,15 @@ pub async fn handle(
                     {
                         Ok(Ok(t)) => t,
                         Ok(Err(e)) => {
-                            tracing::info!(%peer, chain = %chain.name, error = %e, "TLS handshake failed");
+                            // Debug: scanners and health probes make this common and cheap to
+                            // cause; at info it would let any client flood the journal.
+                            tracing::debug!(%peer, chain = %chain.name, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
                     };
-                    if let Some((cluster, name)) = tcp_target {
-                        let mut report = TcpReport {
-                            cluster: Some(name),
-                            ..TcpReport::default()
-                        };
-                        proxy::run(tls, Bytes::new(), &cluster, &mut report).await;
+                    if let Some((cluster, name, session)) = tcp_target {
+                        session.run(tls, Bytes::new(), &cluster, name).await;
                         return;
                     }
                     let proto = match tls.get_ref().1.alpn_protocol() {

@@ -64,6 +64,10 @@ enum Command {
         /// Control socket for the sync agent (packaged default: /run/gatehouse/<group>.sock).
         #[arg(long)]
         control_socket: Option<PathBuf>,
+        /// Local settings file (TOML): `[telemetry]` endpoint, protocol, headers, intervals;
+        /// `OTEL_*` variables fill what it leaves unset.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// The quick start: serve examples/repo with built-in demo backends on loopback.
     Demo {
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         workers,
         drain,
         control_socket,
+        config,
     } = args.command
     {
         init_tracing();
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
             workers,
             drain,
             control_socket,
+            config,
         };
         return match app::run(opts) {
             Ok(()) => ExitCode::SUCCESS,
@@ -216,6 +222,7 @@ fn demo(repo: Option<PathBuf>, admin: SocketAddr) -> ExitCode {
         workers: 0,
         drain: Duration::from_secs(5),
         control_socket,
+        config: None,
     };
     match app::run(opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,20 @@ pub struct GroupRt {
     pub chains: HashMap<String, Arc<ChainState>>,
     /// Open connections on the group (`appliance.maxConnections`).
     pub connections: Arc<AtomicU32>,
+    /// Access-log policy per tenant (the platform is `istio-system`).
+    pub access_logs: std::collections::BTreeMap<String, Arc<tenants::snapshot::AccessLogPolicy>>,
+    /// Whether any tenant of the group logs (request headers are kept for custom formats).
+    pub logging: bool,
+}
+
+impl GroupRt {
+    /// The access-log policy of `tenant`, when it logs anywhere.
+    pub fn log_policy(&self, tenant: &str) -> Option<&Arc<tenants::snapshot::AccessLogPolicy>> {
+        if !self.logging {
+            return None;
+        }
+        self.access_logs.get(tenant).filter(|p| !p.sinks.is_empty())
+    }
 }
 
 /// A terminating chain's TLS state, keyed by what built it.
@@ -128,6 +142,8 @@ impl Runtime {
                     listeners,
                     clusters,
                     chains,
+                    access_logs: g.access_logs.clone(),
+                    logging: g.access_logs.values().any(|p| !p.sinks.is_empty()),
                     connections: old
                         .map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.connections.clone()),
                 },

@@ -86,7 +86,11 @@ pub const MAX_WORKERS: usize = 256;
 
 impl Shared {
     /// New shared state serving nothing yet.
-    pub fn new(store: Arc<Store>, served: Option<Vec<String>>) -> Arc<Self> {
+    pub fn new(
+        store: Arc<Store>,
+        served: Option<Vec<String>>,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> Arc<Self> {
         let (wanted, _) = watch::channel(Arc::new(Wanted::default()));
         let (drain, _) = watch::channel(false);
         Arc::new(Self {
@@ -101,7 +105,7 @@ impl Shared {
             bound: (0..MAX_WORKERS)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
-            telemetry: crate::telemetry::Telemetry::fallback(),
+            telemetry,
             runtimes: crate::metrics::Runtimes::default(),
         })
     }

@@ -14,5 +14,6 @@ mod protocol;
 mod reload;
 mod sync;
 mod systemd;
+mod telemetry;
 mod tls;
 mod upstream;

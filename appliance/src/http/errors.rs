@@ -84,13 +84,10 @@ impl fmt::Display for Flags {
         if self.0.is_empty() {
             return f.write_str("-");
         }
-        for (i, x) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            f.write_str(x.code())?;
-        }
-        Ok(())
+        // Envoy prints flags in a fixed (alphabetical) order, whatever order they were set in.
+        let mut codes: Vec<&str> = self.0.iter().map(|x| x.code()).collect();
+        codes.sort_unstable();
+        f.write_str(&codes.join(","))
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use rand::Rng;
 use tenants::model::RetryPolicy;
 use tenants::snapshot::UpstreamProtocol;
@@ -27,7 +26,7 @@ pub enum Source {
     /// Buffered (small): every attempt resends it.
     Buffered(Bytes),
     /// Streamed: only an attempt that never sent it can be retried.
-    Stream(Option<Incoming>),
+    Stream(Option<Body>),
 }
 
 impl Source {
@@ -35,7 +34,7 @@ impl Source {
         match self {
             Self::Empty => Some(body::empty()),
             Self::Buffered(b) => Some(body::full(b.clone())),
-            Self::Stream(s) => s.take().map(body::boxed),
+            Self::Stream(s) => s.take(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod guard;
 pub mod headers;
 pub mod mirror;
+pub mod observe;
 pub mod rewrite;
 pub mod server;
 pub mod service;

@@ -5,25 +5,27 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rand::Rng;
 use tenants::find::{Decision, RequestView, find};
-use tenants::model::{Abort, HashKey, LoadBalancer};
+use tenants::model::{Abort, HashKey, LoadBalancer, PLATFORM_NAMESPACE};
 use tenants::snapshot::{ChainAction, ListenerKind, Route, RouteAction, RouteTable, VirtualHost};
 
 use super::body::{self, Body};
 use super::errors::{Flag, Flags, ProxyError, local};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
+use super::observe::{Counted, Finish, Meter, Observed};
 use super::{cors, fault, headers, mirror, rewrite, websocket};
 use crate::runtime::{GroupRt, Runtime};
 use crate::shared::Shared;
+use crate::telemetry::entry::Entry;
 use crate::upstream::lb::hash_bytes;
 
 /// Bodies up to this size are buffered so that a retry or a mirror can resend them.
@@ -94,15 +96,16 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// The hyper service: never fails; every error becomes a response.
+/// The hyper service: never fails; every error becomes a response, and every request is
+/// recorded (metrics always, the access log when the tenant's Telemetry asks) when its
+/// response ends.
 pub async fn handle(
     req: Request<Incoming>,
     conn: Arc<ConnInfo>,
 ) -> Result<Response<Body>, Infallible> {
-    if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11) && conn.framing.refuse_next() {
-        return Ok(ambiguous_framing(&req, &conn));
-    }
+    let started = Instant::now();
     let rt = conn.shared.runtime.load_full();
+    let group = rt.groups.get(&*conn.group);
     let mut rec = Record {
         start: Some(SystemTime::now()),
         method: req.method().as_str().to_string(),
@@ -113,20 +116,98 @@ pub async fn handle(
         protocol: protocol(req.version()),
         user_agent: req.headers().get(header::USER_AGENT).cloned(),
         xff: req.headers().get("x-forwarded-for").cloned(),
+        request_id: req.headers().get("x-request-id").cloned(),
         ..Record::default()
     };
-    let resp = match proxy(req, &conn, &rt, &mut rec).await {
-        Ok(r) => r,
-        Err(e) => {
-            let (status, flag, text) = e.parts();
-            if let Some(f) = flag {
-                rec.flags.add(f);
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // Custom log formats may name any request header; keep them only where someone logs.
+    let captured = group
+        .is_some_and(|g| g.logging)
+        .then(|| req.headers().clone());
+    let head = req.method() == Method::HEAD;
+    let meter = Arc::new(Meter::default());
+    let resp = if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11)
+        && conn.framing.refuse_next()
+    {
+        ambiguous_framing(&req, &conn)
+    } else {
+        let req = req.map(|b| body::boxed(Counted::new(b, meter.clone())));
+        match proxy(req, &conn, &rt, &mut rec).await {
+            Ok(r) => r,
+            Err(e) => {
+                let (status, flag, text) = e.parts();
+                if let Some(f) = flag {
+                    rec.flags.add(f);
+                }
+                local(status, text)
             }
-            local(status, text)
         }
     };
     rec.status = resp.status().as_u16();
-    Ok(resp)
+    let tenant = rec.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE);
+    let policy = group.and_then(|g| g.log_policy(tenant)).cloned();
+    let bodiless = head
+        || matches!(
+            resp.status(),
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::SWITCHING_PROTOCOLS
+        );
+    let captured = if policy.is_some() { captured } else { None };
+    let finish = Finish {
+        entry: rec.into_entry(&conn, grpc, captured),
+        started,
+        meter,
+        telemetry: conn.shared.telemetry.clone(),
+        policy,
+        bodiless,
+    };
+    Ok(resp.map(|b| body::boxed(Observed::new(b, finish))))
+}
+
+impl Record {
+    /// The access-log entry of this request (byte counts and duration come at the end).
+    fn into_entry(self, conn: &ConnInfo, grpc: bool, headers: Option<http::HeaderMap>) -> Entry {
+        let text = |v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok().map(str::to_string));
+        Entry {
+            start: self.start,
+            method: self.method,
+            path: self.path,
+            protocol: self.protocol,
+            status: self.status,
+            flags: if self.flags.is_empty() {
+                String::new()
+            } else {
+                self.flags.to_string()
+            },
+            upstream_time: self.service_time,
+            xff: text(self.xff),
+            user_agent: text(self.user_agent),
+            // Envoy generates one for every request, answered locally or not.
+            request_id: text(self.request_id.or_else(|| Some(headers::request_id()))),
+            authority: self.authority,
+            upstream: self.upstream,
+            cluster: self.cluster,
+            local: Some(conn.listener),
+            peer: Some(conn.peer),
+            sni: conn.sni.as_deref().map(str::to_string),
+            route: self.route,
+            tenant: Arc::from(self.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE)),
+            group: conn.group.clone(),
+            req_headers: headers
+                .map(|h| {
+                    h.iter()
+                        .filter_map(|(k, v)| {
+                            Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            grpc,
+            ..Entry::default()
+        }
+    }
 }
 
 /// The route table serving this connection: the listener's, or the terminating chain's.
@@ -154,7 +235,7 @@ fn table<'r>(rt: &'r Runtime, conn: &ConnInfo) -> Option<(&'r GroupRt, &'r Route
 }
 
 async fn proxy(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     conn: &ConnInfo,
     rt: &Runtime,
     rec: &mut Record,

@@ -1,3 +1,4 @@
 //! Opaque TCP proxying: TCP routes, TLS passthrough, TLS-terminated TCP.
 
 pub mod proxy;
+pub mod session;

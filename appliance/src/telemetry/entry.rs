@@ -91,6 +91,8 @@ pub struct Entry {
     pub group: Arc<str>,
     /// Request headers named by custom formats (`%REQ(X)%`), lowercase name → value.
     pub req_headers: Vec<(String, String)>,
+    /// A gRPC request (`request_protocol="grpc"` in metrics).
+    pub grpc: bool,
 }
 
 fn rfc3339_millis(t: SystemTime) -> String {
@@ -150,9 +152,10 @@ impl Entry {
             "GATEWAY" => or_dash(&self.group),
             c if c.starts_with("REQ(") && c.ends_with(')') => {
                 let names = &c[4..c.len() - 1];
-                // `A?:B`: A, else B.
+                // `A?B`: A, else B (Envoy's alternative-header syntax; `B` may be a
+                // pseudo-header such as `:PATH`).
                 names
-                    .split("?:")
+                    .split('?')
                     .find_map(|n| self.header(&n.to_ascii_lowercase()))
                     .unwrap_or_else(|| "-".into())
             }

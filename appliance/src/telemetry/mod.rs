@@ -102,15 +102,7 @@ impl Telemetry {
             } else {
                 e.flags.as_str()
             }),
-            request_protocol: if e
-                .req_headers
-                .iter()
-                .any(|(k, v)| k == "content-type" && v.starts_with("application/grpc"))
-            {
-                "grpc"
-            } else {
-                "http"
-            },
+            request_protocol: if e.grpc { "grpc" } else { "http" },
         };
         let s = self.registry.http.get(&labels);
         s.requests.fetch_add(1, Ordering::Relaxed);

@@ -117,7 +117,8 @@ pub fn log_record(e: &Entry, body: String) -> LogRecord {
             e.protocol.trim_start_matches("HTTP/").to_string(),
         ));
         a.push(i("http.response.status_code", i64::from(e.status)));
-        a.push(s("server.address", e.authority.clone()));
+        // Semantic conventions: the host alone (the raw authority is in the body).
+        a.push(s("server.address", host_of(&e.authority).to_string()));
     } else {
         a.push(s("network.transport", "tcp"));
     }
@@ -182,6 +183,17 @@ pub fn log_record(e: &Entry, body: String) -> LogRecord {
     }
 }
 
+/// The host of an authority: `[::1]:8080` → `::1`, `a.example.com:80` → `a.example.com`.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
 /// A logs export request.
 pub fn logs_request(
     records: Vec<LogRecord>,
@@ -190,6 +202,8 @@ pub fn logs_request(
 ) -> ExportLogsServiceRequest {
     let mut sc = scope();
     if let Some(n) = log_name {
+        // The provider's `logName` names the scope, so a collector can route by it.
+        sc.name = n.to_string();
         sc.attributes.push(s("log.name", n.to_string()));
     }
     ExportLogsServiceRequest {

@@ -98,6 +98,28 @@ pub enum SettingsError {
     },
 }
 
+/// The local settings file (`--config`): TOML, with a `[telemetry]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    telemetry: FileSettings,
+}
+
+/// Reads the `[telemetry]` table of the settings file at `path`.
+pub fn load_file(path: &std::path::Path) -> Result<FileSettings, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Invalid {
+        name: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    toml::from_str::<ConfigFile>(&text)
+        .map(|c| c.telemetry)
+        .map_err(|e| SettingsError::Invalid {
+            name: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
 fn env_any(names: &[&str], env: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
     names.iter().find_map(|n| {
         env(n)
@@ -138,7 +160,9 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         // Bytes, not str slices: a '%' before a multi-byte character must not panic.
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         let escaped = (b[i] == b'%')
             .then_some(hex)
             .flatten()
@@ -179,12 +203,23 @@ impl Settings {
                 None => Protocol::Grpc,
             },
         };
-        let logs_protocol = match env_any(&["OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"], env) {
-            Some((n, v)) => Protocol::parse(&v).ok_or_else(|| SettingsError::Invalid {
+        let file_protocol = file.protocol.as_deref().and_then(Protocol::parse);
+        let logs_protocol = match (
+            file_protocol,
+            env_any(
+                &[
+                    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                ],
+                env,
+            ),
+        ) {
+            (Some(p), _) => p,
+            (None, Some((n, v))) => Protocol::parse(&v).ok_or_else(|| SettingsError::Invalid {
                 name: n,
                 message: format!("{v:?}: expected grpc or http/protobuf"),
             })?,
-            None => Protocol::Grpc,
+            (None, None) => Protocol::Grpc,
         };
         let mut headers: Vec<(String, String)> = env_any(
             &[

@@ -148,7 +148,7 @@ impl Telemetry {
         }
         Self {
             meta,
-            selector: spec.selector.as_ref().map(|s| s.labels.clone()),
+            selector: spec.selector.as_ref().map(|s| s.match_labels.clone()),
             access_logging,
         }
     }

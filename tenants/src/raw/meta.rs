@@ -61,8 +61,15 @@ raw! {
 }
 
 raw! {
-    /// `WorkloadSelector`.
+    /// `networking.v1alpha3.WorkloadSelector` (ServiceEntry, Sidecar): `labels`.
     pub struct WorkloadSelector {
         pub labels: Map<String>,
+    }
+}
+
+raw! {
+    /// `type.v1beta1.WorkloadSelector` (Telemetry and the security kinds): `matchLabels`.
+    pub struct LabelSelector {
+        pub match_labels: Map<String>,
     }
 }

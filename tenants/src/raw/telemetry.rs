@@ -1,9 +1,9 @@
-use super::{Any, Map, WorkloadSelector};
+use super::{Any, LabelSelector, Map};
 
 raw! {
     /// `Telemetry.spec`.
     pub struct TelemetrySpec {
-        pub selector: Option<WorkloadSelector>,
+        pub selector: Option<LabelSelector>,
         pub target_ref: Any,
         pub target_refs: Any,
         pub tracing: Any,

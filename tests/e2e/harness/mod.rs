@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod certs;
 pub mod git;
+pub mod otlp;
 pub mod sync;
 pub mod tools;
 
@@ -127,16 +128,28 @@ impl Gateway {
 
     /// Like [`start`](Self::start) with extra arguments.
     pub fn start_with(repo: &Repo, creds: &Path, extra: &[&str]) -> Self {
-        Self::launch("--repo", repo.path(), creds, extra, true)
+        Self::launch("--repo", repo.path(), creds, extra, &[], true)
+    }
+
+    /// Like [`start_with`](Self::start_with) with extra environment variables.
+    pub fn start_env(repo: &Repo, creds: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::launch("--repo", repo.path(), creds, extra, env, true)
     }
 
     /// Serves the sync agent's releases folder (`gatehouse run --releases`); with
     /// `wait_ready`, waits until a release is served.
     pub fn start_releases(releases: &Path, creds: &Path, extra: &[&str], wait_ready: bool) -> Self {
-        Self::launch("--releases", releases, creds, extra, wait_ready)
+        Self::launch("--releases", releases, creds, extra, &[], wait_ready)
     }
 
-    fn launch(flag: &str, source: &Path, creds: &Path, extra: &[&str], ready: bool) -> Self {
+    fn launch(
+        flag: &str,
+        source: &Path,
+        creds: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        ready: bool,
+    ) -> Self {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("gatehouse.log");
@@ -153,6 +166,7 @@ impl Gateway {
             .arg("2")
             .args(extra)
             .env("GATEHOUSE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().expect("dup")))
             .stderr(Stdio::from(out))
             .spawn()

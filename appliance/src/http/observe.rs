@@ -1,0 +1,177 @@
+//! The end of a request, as the access log and metrics see it: bytes are counted each way,
+//! and when the response body is finished — or dropped because the client went away — the
+//! request is recorded once (Envoy logs at stream end, so `%DURATION%` covers the body).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tenants::snapshot::AccessLogPolicy;
+
+use super::body::{Body, BoxError};
+use crate::telemetry::Telemetry;
+use crate::telemetry::entry::Entry;
+
+/// Request body bytes seen so far, shared by the request and response wrappers.
+#[derive(Debug, Default)]
+pub struct Meter {
+    bytes_in: AtomicU64,
+}
+
+/// A request body that counts its data bytes into a [`Meter`].
+pub struct Counted<B> {
+    inner: B,
+    meter: Arc<Meter>,
+}
+
+impl<B> Counted<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, meter: Arc<Meter>) -> Self {
+        Self { inner, meter }
+    }
+}
+
+impl<B> HttpBody for Counted<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            self.meter
+                .bytes_in
+                .fetch_add(d.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What is needed to record the request once its response is done.
+pub struct Finish {
+    /// The entry, complete but for byte counts, duration and late flags.
+    pub entry: Entry,
+    /// When the request arrived.
+    pub started: Instant,
+    /// Request bytes.
+    pub meter: Arc<Meter>,
+    /// Where it goes.
+    pub telemetry: Arc<Telemetry>,
+    /// The tenant's access-log policy in this group.
+    pub policy: Option<Arc<AccessLogPolicy>>,
+    /// Whether no body is expected (HEAD, 204, 304): dropping it unread is no client abort.
+    pub bodiless: bool,
+}
+
+impl Finish {
+    fn record(mut self, bytes_out: u64, aborted: bool, failed: bool) {
+        let e = &mut self.entry;
+        e.bytes_out = bytes_out;
+        e.bytes_in = self.meter.bytes_in.load(Ordering::Relaxed);
+        e.duration = self.started.elapsed();
+        // Envoy: DC when the client went away mid-response, UPE/UC when the upstream did.
+        let late = if failed {
+            Some("UC")
+        } else if aborted {
+            Some("DC")
+        } else {
+            None
+        };
+        if let Some(f) = late {
+            let mut codes: Vec<&str> = e.flags.split(',').filter(|x| !x.is_empty()).collect();
+            if !codes.contains(&f) {
+                codes.push(f);
+                codes.sort_unstable();
+                e.flags = codes.join(",");
+            }
+        }
+        self.telemetry.http(&self.entry);
+        if let Some(p) = &self.policy {
+            self.telemetry.log(self.entry, p);
+        }
+    }
+}
+
+/// A response body that records the request when it ends.
+pub struct Observed {
+    inner: Body,
+    bytes_out: u64,
+    failed: bool,
+    finish: Option<Finish>,
+}
+
+impl Observed {
+    /// Wraps the response body `inner`.
+    pub fn new(inner: Body, finish: Finish) -> Self {
+        Self {
+            inner,
+            bytes_out: 0,
+            failed: false,
+            finish: Some(finish),
+        }
+    }
+}
+
+impl HttpBody for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.bytes_out += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.failed = true,
+            Poll::Ready(None) => {
+                if let Some(f) = self.finish.take() {
+                    f.record(self.bytes_out, false, false);
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let Some(f) = self.finish.take() {
+            let aborted = !f.bodiless && !self.inner.is_end_stream();
+            let failed = self.failed;
+            f.record(self.bytes_out, aborted && !failed, failed);
+        }
+    }
+}

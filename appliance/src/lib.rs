@@ -1,4 +1,4 @@
-//! `appliance`: the gatehouse gateway. Listeners, TLS, HTTP/1.1 and HTTP/2, the TCP and SNI
+//! `appliance`: the gatehouse gateway. Listeners, TLS, HTTP/1.1, HTTP/2 and HTTP/3, the TCP and SNI
 //! proxy, routing, upstreams, credentials, admin and reload, around the immutable
 //! [`tenants::Snapshot`] the control path compiles.
 //!
@@ -19,6 +19,7 @@ pub mod idle;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod quic;
 pub mod quota;
 pub mod repo;
 pub mod runtime;

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::http::server::{self, Proto};
 use crate::http::service::ConnInfo;
 use crate::io::Prefixed;
-use crate::quota::ConnPermit;
+use crate::quota::{ConnPermit, ConnTenant};
 use crate::shared::{Shared, WantedListener};
 use crate::tcp::proxy;
 use crate::tcp::session::Session;
@@ -105,6 +105,7 @@ pub async fn handle(
                 chain: None,
                 shared: shared.clone(),
                 framing: Arc::default(),
+                tenant: ConnTenant::default(),
             });
             drop(rt);
             server::serve(stream, info, Proto::Auto, &l.limits, drain, stop).await;
@@ -142,6 +143,14 @@ pub async fn handle(
                 return;
             };
             let Some(chain) = listener.chain(hello.sni.as_deref()).cloned() else {
+                if let Some(sni) = &hello.sni
+                    && let Some(source) = allow_any(&rt, &l.group)
+                {
+                    let target = format!("{sni}:{}", listener.gateway_port);
+                    drop(rt);
+                    original_destination(stream, hello_bytes, &target, source).await;
+                    return;
+                }
                 tracing::info!(%peer, listener = %l.addr, sni = ?hello.sni, "no filter chain for SNI; closed");
                 return;
             };
@@ -216,11 +225,41 @@ pub async fn handle(
                         chain: Some(chain.name.clone().into_boxed_str()),
                         shared: shared.clone(),
                         framing: Arc::default(),
+                        tenant: ConnTenant::default(),
                     });
                     server::serve(tls, info, proto, &l.limits, drain, stop).await;
                 }
             }
         }
+    }
+}
+
+/// For an egress group whose outbound policy is ALLOW_ANY: its source address (the outer
+/// `Option` says whether unregistered names may pass at all).
+fn allow_any(rt: &crate::runtime::Runtime, group: &str) -> Option<Option<std::net::IpAddr>> {
+    let g = &rt.snapshot.groups.get(group)?.group;
+    (g.kind == tenants::model::GroupKind::Egress
+        && g.outbound == tenants::model::OutboundPolicy::AllowAny)
+        .then_some(g.source_address)
+}
+
+/// Passes an unregistered SNI through to the name itself (ALLOW_ANY).
+async fn original_destination(
+    mut down: TcpStream,
+    hello: Bytes,
+    target: &str,
+    source: Option<std::net::IpAddr>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let Some((mut up, addr)) =
+        crate::upstream::connect::tcp_by_name(target, source, HANDSHAKE_TIMEOUT).await
+    else {
+        tracing::info!(%target, "ALLOW_ANY: destination unreachable; closed");
+        return;
+    };
+    tracing::debug!(%target, %addr, "ALLOW_ANY passthrough");
+    if up.write_all(&hello).await.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
     }
 }
 

@@ -171,3 +171,29 @@ mod tests {
         assert_eq!(t.refused_connections.load(Ordering::Relaxed), 1);
     }
 }
+
+/// The tenant a plain-HTTP connection is counted against. On a shared HTTP port the tenant
+/// is only known from the Host of the first request, so that request decides: the connection
+/// is counted against its tenant from then on, or refused when the tenant is at its limit.
+#[derive(Default)]
+pub struct ConnTenant(std::sync::OnceLock<Admission>);
+
+enum Admission {
+    Counted(#[allow(dead_code)] ConnPermit),
+    Refused,
+    Unlimited,
+}
+
+impl ConnTenant {
+    /// Whether the connection may serve a request of `tenant` (counting it on first use).
+    pub fn admit(&self, tenant: Option<&std::sync::Arc<TenantRt>>) -> bool {
+        let a = self
+            .0
+            .get_or_init(|| match tenant.cloned().map(ConnPermit::tenant) {
+                Some(Some(p)) => Admission::Counted(p),
+                Some(None) => Admission::Refused,
+                None => Admission::Unlimited,
+            });
+        !matches!(a, Admission::Refused)
+    }
+}

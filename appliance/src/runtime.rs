@@ -32,6 +32,9 @@ pub struct GroupRt {
     pub access_logs: std::collections::BTreeMap<String, Arc<tenants::snapshot::AccessLogPolicy>>,
     /// Whether any tenant of the group logs (request headers are kept for custom formats).
     pub logging: bool,
+    /// `Alt-Svc` for TCP responses, by listener: HTTPS listeners that also serve HTTP/3,
+    /// unless the group turned the advertisement off (`appliance.http3.altSvc: false`).
+    pub alt_svc: HashMap<SocketAddr, http::HeaderValue>,
 }
 
 impl GroupRt {
@@ -126,6 +129,16 @@ impl Runtime {
                     }
                 }
             }
+            let h3 = &g.group.http3;
+            let alt_svc = g
+                .listeners
+                .iter()
+                .filter(|l| h3.enabled && h3.alt_svc && crate::quic::serves_https(l))
+                .filter_map(|l| {
+                    let v = format!("h3=\":{}\"", l.address.port());
+                    Some((l.address, http::HeaderValue::from_str(&v).ok()?))
+                })
+                .collect();
             let mut clusters = HashMap::new();
             for (cname, c) in &g.clusters {
                 let reuse = old
@@ -144,6 +157,7 @@ impl Runtime {
                     chains,
                     access_logs: g.access_logs.clone(),
                     logging: g.access_logs.values().any(|p| !p.sinks.is_empty()),
+                    alt_svc,
                     connections: old
                         .map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.connections.clone()),
                 },

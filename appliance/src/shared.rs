@@ -81,6 +81,17 @@ pub struct Shared {
     pub runtimes: crate::metrics::Runtimes,
 }
 
+/// Counts one downstream connection in [`Shared::connections`] while it lives: shutdown
+/// waits for the count to reach zero.
+pub struct OpenConn(Arc<Shared>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Most worker threads (one per core is the norm).
 pub const MAX_WORKERS: usize = 256;
 
@@ -108,6 +119,13 @@ impl Shared {
             telemetry,
             runtimes: crate::metrics::Runtimes::default(),
         })
+    }
+
+    /// Counts a connection until the guard drops.
+    pub fn open(self: &Arc<Self>) -> OpenConn {
+        use std::sync::atomic::Ordering;
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        OpenConn(self.clone())
     }
 
     /// Whether every worker has bound the listeners of the current generation.

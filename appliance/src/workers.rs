@@ -76,9 +76,11 @@ fn worker(id: usize, shared: Arc<Shared>, grace: Duration) {
         let mut wanted = shared.wanted.subscribe();
         let mut drain = shared.drain.subscribe();
         let mut bound: HashMap<(Arc<str>, SocketAddr), Bound> = HashMap::new();
+        let mut quic = crate::quic::Endpoints::default();
         loop {
             let w: Arc<Wanted> = wanted.borrow_and_update().clone();
             apply(id, &shared, &w, &mut bound);
+            quic.apply(id, &shared, &w);
             if let Some(g) = shared.bound.get(id) {
                 g.store(w.generation, Ordering::Release);
             }
@@ -89,6 +91,7 @@ fn worker(id: usize, shared: Arc<Shared>, grace: Duration) {
         }
         // Shutdown: stop accepting, let connections finish within the grace period.
         bound.clear();
+        quic.clear();
         let deadline = tokio::time::Instant::now() + grace;
         while shared.connections.load(Ordering::Acquire) > 0
             && tokio::time::Instant::now() < deadline

@@ -45,6 +45,17 @@ pub struct GroupSnapshot {
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     /// Access-log policy per tenant (the platform is `istio-system`).
     pub access_logs: BTreeMap<String, Arc<AccessLogPolicy>>,
+    /// HTTP CONNECT targets by `host:port` (egress groups only; a gatehouse extension).
+    pub connect: BTreeMap<String, ConnectTarget>,
+}
+
+/// Where an HTTP CONNECT to a registered `host:port` goes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectTarget {
+    /// The tenant that registered the host (its quotas and logs apply).
+    pub tenant: String,
+    /// The cluster (`outbound|port||host`).
+    pub cluster: String,
 }
 
 /// A listening socket's configuration.

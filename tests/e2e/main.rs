@@ -10,6 +10,7 @@ mod harness;
 
 mod credentials;
 mod http_routing;
+mod l4;
 mod protocol;
 mod reload;
 mod sync;

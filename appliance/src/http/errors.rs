@@ -121,13 +121,17 @@ pub enum ProxyError {
     RateLimited,
     /// The request is malformed.
     BadRequest(&'static str),
+    /// The tenant is at its `maxConnections` and this connection would be one more.
+    TenantConnections,
 }
 
 impl ProxyError {
     /// Where the failure came from.
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoRoute | Self::Overflow | Self::RateLimited => Origin::Local,
+            Self::NoRoute | Self::Overflow | Self::RateLimited | Self::TenantConnections => {
+                Origin::Local
+            }
             Self::BadRequest(_) => Origin::Downstream,
             Self::NoHealthyUpstream | Self::Connect(_) | Self::Timeout | Self::Reset(_) => {
                 Origin::Upstream
@@ -175,6 +179,11 @@ impl ProxyError {
                 "local_rate_limited".into(),
             ),
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, None, (*m).into()),
+            Self::TenantConnections => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Flag::UpstreamOverflow),
+                "tenant connection limit reached".into(),
+            ),
         }
     }
 }

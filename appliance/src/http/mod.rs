@@ -1,7 +1,9 @@
-//! HTTP/1.1 and HTTP/2 proxying: the request path and its helpers.
+//! HTTP proxying (HTTP/1.1, HTTP/2, and HTTP/3 through `quic`): the request path and its helpers.
 
 pub mod body;
+pub mod connect;
 pub mod cors;
+pub mod early;
 pub mod errors;
 pub mod fault;
 pub mod forward;

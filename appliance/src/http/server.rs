@@ -60,7 +60,7 @@ async fn sniff<I: AsyncRead + Unpin>(io: &mut I, limit: Duration) -> Option<(Byt
 }
 
 /// Completes once `rx` holds `true` (or its sender is gone).
-async fn turned_true(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn turned_true(rx: &mut watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             return;

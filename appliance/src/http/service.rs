@@ -7,22 +7,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use rand::Rng;
 use tenants::find::{Decision, RequestView, find};
 use tenants::model::{Abort, HashKey, LoadBalancer, PLATFORM_NAMESPACE};
 use tenants::snapshot::{ChainAction, ListenerKind, Route, RouteAction, RouteTable, VirtualHost};
 
-use super::body::{self, Body};
+use super::body::{self, Body, BoxError};
 use super::errors::{Flag, Flags, ProxyError, local};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
 use super::observe::{Counted, Finish, Meter, Observed};
-use super::{cors, fault, headers, mirror, rewrite, websocket};
+use super::{cors, early, fault, headers, mirror, rewrite, websocket};
+use crate::quota::ConnTenant;
 use crate::runtime::{GroupRt, Runtime};
 use crate::shared::Shared;
 use crate::telemetry::entry::Entry;
@@ -49,6 +50,9 @@ pub struct ConnInfo {
     pub shared: Arc<Shared>,
     /// HTTP/1 framing findings of the connection's [`guard`](super::guard).
     pub framing: Arc<Framing>,
+    /// The tenant a plain-HTTP connection counts against (TLS connections are counted by
+    /// their filter chain's tenant when accepted).
+    pub tenant: ConnTenant,
 }
 
 /// What one request did, for the access log and metrics.
@@ -96,13 +100,14 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// The hyper service: never fails; every error becomes a response, and every request is
-/// recorded (metrics always, the access log when the tenant's Telemetry asks) when its
-/// response ends.
-pub async fn handle(
-    req: Request<Incoming>,
-    conn: Arc<ConnInfo>,
-) -> Result<Response<Body>, Infallible> {
+/// The one request path for every protocol (hyper's HTTP/1.1 and HTTP/2, h3's HTTP/3):
+/// never fails; every error becomes a response, and every request is recorded (metrics
+/// always, the access log when the tenant's Telemetry asks) when its response ends.
+pub async fn handle<B>(req: Request<B>, conn: Arc<ConnInfo>) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let started = Instant::now();
     let rt = conn.shared.runtime.load_full();
     let group = rt.groups.get(&*conn.group);
@@ -128,24 +133,38 @@ pub async fn handle(
         .is_some_and(|g| g.logging)
         .then(|| req.headers().clone());
     let head = req.method() == Method::HEAD;
+    let version = req.version();
     let meter = Arc::new(Meter::default());
-    let resp = if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11)
-        && conn.framing.refuse_next()
-    {
-        ambiguous_framing(&req, &conn)
-    } else {
-        let req = req.map(|b| body::boxed(Counted::new(b, meter.clone())));
-        match proxy(req, &conn, &rt, &mut rec).await {
-            Ok(r) => r,
-            Err(e) => {
-                let (status, flag, text) = e.parts();
-                if let Some(f) = flag {
-                    rec.flags.add(f);
+    let mut resp =
+        if matches!(version, Version::HTTP_10 | Version::HTTP_11) && conn.framing.refuse_next() {
+            ambiguous_framing(&req, &conn)
+        } else if early::refused(&req) {
+            early::too_early()
+        } else {
+            let req = req.map(|b| body::boxed(Counted::new(b, meter.clone())));
+            match proxy(req, &conn, &rt, &mut rec).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let (status, flag, text) = e.parts();
+                    if let Some(f) = flag {
+                        rec.flags.add(f);
+                    }
+                    let mut r = local(status, text);
+                    if matches!(e, ProxyError::TenantConnections) {
+                        r.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    r
                 }
-                local(status, text)
             }
-        }
-    };
+        };
+    // Tells TCP clients of an HTTPS listener that HTTP/3 answers on the same port.
+    if conn.tls
+        && version != Version::HTTP_3
+        && let Some(v) = group.and_then(|g| g.alt_svc.get(&conn.listener))
+    {
+        resp.headers_mut().insert(header::ALT_SVC, v.clone());
+    }
     rec.status = resp.status().as_u16();
     let tenant = rec.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE);
     let policy = group.and_then(|g| g.log_policy(tenant)).cloned();
@@ -240,6 +259,9 @@ async fn proxy(
     rt: &Runtime,
     rec: &mut Record,
 ) -> Result<Response<Body>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return super::connect::handle(req, conn, rt, rec).await;
+    }
     let scheme = if conn.tls { "https" } else { "http" };
     let authority = match req.uri().authority() {
         Some(a) => a.as_str().to_string(),
@@ -283,6 +305,9 @@ async fn proxy(
     let rb = &route.body;
     rec.tenant = Some(rb.tenant.clone());
     rec.route = Some(route.name.clone());
+    if !conn.tls && !conn.tenant.admit(rt.tenant(&rb.tenant)) {
+        return Err(ProxyError::TenantConnections);
+    }
     if let Some(t) = rt.tenant(&rb.tenant)
         && !t.admit_request()
     {
@@ -452,7 +477,7 @@ async fn proxy(
 /// Envoy's answer to a request carrying both `Content-Length` and `Transfer-Encoding`: 400,
 /// never forwarded (a request-smuggling vector), and the connection closes, since where the
 /// next request would start is exactly what the two headers disagree about.
-fn ambiguous_framing(req: &Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+fn ambiguous_framing<B>(req: &Request<B>, conn: &ConnInfo) -> Response<Body> {
     tracing::info!(
         peer = %conn.peer,
         listener = %conn.listener,

@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
+use std::sync::atomic::Ordering;
 use tenants::snapshot::TcpProxy;
+
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::idle::{Activity, Idle};
 use crate::runtime::GroupRt;
 use crate::upstream::connect;
-use crate::upstream::endpoint::Active;
+use crate::upstream::endpoint::Endpoint;
 use crate::upstream::{ClusterRt, Outcome};
 
 /// How a proxied connection ended, for logs and metrics.
@@ -48,6 +52,28 @@ pub async fn run<D>(down: D, prefix: Bytes, cluster: &ClusterRt, report: &mut Tc
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Some(up) = connect_upstream(cluster, report).await {
+        splice(down, up, prefix, cluster, report).await;
+    }
+}
+
+/// An open upstream connection, counted on its endpoint (least-request) and on the
+/// cluster's connection limit while it lives.
+pub struct Upstream {
+    stream: TcpStream,
+    endpoint: Arc<Endpoint>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks an endpoint and connects to it; `None` (with the Envoy flag in `report`) when no
+/// endpoint is healthy, the cluster's connection limit is reached, or the connect fails.
+pub async fn connect_upstream(cluster: &ClusterRt, report: &mut TcpReport) -> Option<Upstream> {
     let eps = cluster.endpoints.load();
     let od = cluster.config.policy.outlier_detection.as_ref();
     let Some(ep) = cluster.balancer.pick(
@@ -58,39 +84,82 @@ where
         crate::clock::now_ms(),
     ) else {
         report.flag = Some("UH");
-        return;
+        return None;
     };
     drop(eps);
     report.upstream = Some(ep.addr);
-    let _active = Active::new(&ep);
     let permit = match &cluster.limits.connections {
         Some(sem) => match sem.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
                 report.flag = Some("UO");
-                return;
+                return None;
             }
         },
         None => None,
     };
-    let mut up = match connect::tcp(
-        ep.addr,
+    ep.active.fetch_add(1, Ordering::Relaxed);
+    // Built before connecting so the endpoint's count is released on every path.
+    let mut pending = Pending {
+        endpoint: Some(ep),
+        permit,
+    };
+    let addr = report.upstream?;
+    match connect::tcp(
+        addr,
         cluster.config.source_address,
         cluster.limits.connect_timeout,
     )
     .await
     {
-        Ok(s) => s,
+        Ok(stream) => {
+            let endpoint = pending.endpoint.take()?;
+            cluster.record(&endpoint, Outcome::Success);
+            Some(Upstream {
+                stream,
+                endpoint,
+                _permit: pending.permit.take(),
+            })
+        }
         Err(e) => {
-            cluster.record(&ep, Outcome::GatewayError);
+            if let Some(ep) = &pending.endpoint {
+                cluster.record(ep, Outcome::GatewayError);
+            }
             tracing::debug!(error = %e, "tcp upstream connect failed");
             report.flag = Some("UF");
-            return;
+            None
         }
-    };
-    cluster.record(&ep, Outcome::Success);
+    }
+}
+
+/// An endpoint counted as active while its connection is being set up.
+struct Pending {
+    endpoint: Option<Arc<Endpoint>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(ep) = &self.endpoint {
+            ep.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Writes `prefix` to `up`, then copies both ways (half-close honoured: each direction's
+/// EOF is passed on as a shutdown of the other side's write half) until both sides closed
+/// or nothing moved for the cluster's TCP idle timeout.
+pub async fn splice<D>(
+    down: D,
+    mut up: Upstream,
+    prefix: Bytes,
+    cluster: &ClusterRt,
+    report: &mut TcpReport,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     if !prefix.is_empty() {
-        if up.write_all(&prefix).await.is_err() {
+        if up.stream.write_all(&prefix).await.is_err() {
             report.flag = Some("UC");
             return;
         }
@@ -98,7 +167,7 @@ where
     }
     let activity = Activity::new();
     let mut d = Idle::new(down, activity.clone());
-    let mut u = Idle::new(&mut up, activity.clone());
+    let mut u = Idle::new(&mut up.stream, activity.clone());
     let idle = cluster
         .limits
         .tcp_idle_timeout
@@ -114,5 +183,4 @@ where
             report.flag = Some("IT");
         }
     }
-    drop(permit);
 }

@@ -59,15 +59,44 @@ impl Session {
     where
         D: AsyncRead + AsyncWrite + Unpin,
     {
-        let start = SystemTime::now();
-        let started = Instant::now();
-        let telemetry = &self.shared.telemetry;
-        telemetry.tcp_opened(&self.tenant, &self.group, Some(&name));
+        let opened = self.open(&name);
         let mut report = TcpReport {
             cluster: Some(name),
             ..TcpReport::default()
         };
-        proxy::run(down, prefix, cluster, &mut report).await;
+        if let Some(up) = proxy::connect_upstream(cluster, &mut report).await {
+            proxy::splice(down, up, prefix, cluster, &mut report).await;
+        }
+        self.close(opened, report);
+    }
+
+    /// Splices `down` to an upstream connection already open (HTTP CONNECT answers 200 only
+    /// once the upstream is reached) and records the session.
+    pub async fn splice<D>(
+        self,
+        down: D,
+        up: proxy::Upstream,
+        cluster: &ClusterRt,
+        name: String,
+        mut report: TcpReport,
+    ) where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
+        let opened = self.open(&name);
+        report.cluster = Some(name);
+        proxy::splice(down, up, Bytes::new(), cluster, &mut report).await;
+        self.close(opened, report);
+    }
+
+    fn open(&self, cluster: &str) -> (SystemTime, Instant) {
+        self.shared
+            .telemetry
+            .tcp_opened(&self.tenant, &self.group, Some(cluster));
+        (SystemTime::now(), Instant::now())
+    }
+
+    fn close(self, (start, started): (SystemTime, Instant), report: TcpReport) {
+        let telemetry = &self.shared.telemetry;
         let e = Entry {
             start: Some(start),
             flags: report.flag.unwrap_or_default().to_string(),

@@ -28,6 +28,9 @@ pub struct ChainTls {
     pub config: Arc<ServerConfig>,
     /// The certificate source.
     pub credential: Arc<Credential>,
+    /// MUTUAL: the client-certificate check, also run after a QUIC handshake (whose single
+    /// rustls config serves every chain of a listener, so it cannot carry this one's).
+    pub client: Option<Arc<ClientCerts>>,
 }
 
 /// OpenSSL-style names Istio uses → rustls suites.
@@ -77,18 +80,21 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
     )?;
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
-    let mut config = match ctx.mode {
-        ServerTlsMode::Mutual => {
-            let v: Arc<dyn ClientCertVerifier> = Arc::new(ClientCerts::new(
-                cred.clone(),
-                ctx.subject_alt_names.clone(),
-                provider,
-            ));
+    let client = (ctx.mode == ServerTlsMode::Mutual).then(|| {
+        Arc::new(ClientCerts::new(
+            cred.clone(),
+            ctx.subject_alt_names.clone(),
+            provider,
+        ))
+    });
+    let mut config = match &client {
+        Some(c) => {
+            let v: Arc<dyn ClientCertVerifier> = c.clone();
             builder
                 .with_client_cert_verifier(v)
                 .with_cert_resolver(Arc::new(ServerCert(cred.clone())))
         }
-        _ => builder
+        None => builder
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(ServerCert(cred.clone()))),
     };
@@ -100,5 +106,6 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
     Ok(ChainTls {
         config: Arc::new(config),
         credential: cred,
+        client,
     })
 }

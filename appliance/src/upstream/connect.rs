@@ -83,3 +83,22 @@ pub async fn tls(
         Err(_) => Err(ConnectError::Timeout(addr)),
     }
 }
+
+/// Connects to `host:port` by name (DNS, each address in turn), leaving from `source`: the
+/// original-destination path of an egress group whose outbound policy is ALLOW_ANY.
+pub async fn tcp_by_name(
+    target: &str,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> Option<(TcpStream, SocketAddr)> {
+    let addrs = tokio::time::timeout(timeout, tokio::net::lookup_host(target))
+        .await
+        .ok()?
+        .ok()?;
+    for a in addrs {
+        if let Ok(s) = tcp(a, source, timeout).await {
+            return Some((s, a));
+        }
+    }
+    None
+}

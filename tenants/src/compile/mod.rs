@@ -7,6 +7,7 @@
 //! whole configuration falls back to its last good one.
 
 mod clusters;
+mod connect;
 mod listeners;
 mod logs;
 mod routes;
@@ -52,6 +53,7 @@ pub(crate) fn compile(
     for g in world.groups.iter().filter(|g| g.enabled) {
         let mut clusters = ClusterBuilder::new(g);
         let listeners = listeners::build(&mut cx, g, &mut clusters);
+        let connect = connect::build(world, g, &mut clusters);
         let access_logs = logs::build(world, mesh, g);
         groups.insert(
             g.name.clone(),
@@ -60,6 +62,7 @@ pub(crate) fn compile(
                 listeners,
                 clusters: clusters.finish(),
                 access_logs,
+                connect,
             },
         );
     }

@@ -1,9 +1,10 @@
 //! The end-to-end harness: a `gatehouse` process on a repository written by the test, real
-//! backends on loopback, and helpers to drive real clients (curl, openssl, h2load).
+//! backends on loopback, and helpers to drive real clients (curl, openssl, h2load, aioquic).
 
 pub mod backend;
 pub mod certs;
 pub mod git;
+pub mod h3;
 pub mod otlp;
 pub mod sync;
 pub mod tools;

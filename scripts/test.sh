@@ -14,6 +14,8 @@ DEBS=(curl openssl nghttp2-client wrk git nginx-light haproxy fcgiwrap openssh-s
 # Packaging checks: a real systemd in a container, the Debian and RPM linters.
 # Debian's Prometheus server scrapes the admin /metrics endpoint in the telemetry tests.
 DEBS+=(prometheus)
+# A virtualenv for aioquic, the HTTP/3 client.
+DEBS+=(python3 python3-venv)
 DEBS+=(systemd systemd-container debootstrap lintian rpm rpmlint binutils dpkg-dev)
 missing=()
 for p in "${DEBS[@]}"; do
@@ -24,6 +26,15 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- the HTTP/3 client of the e2e tests: aioquic from PyPI in a virtualenv under target/ ----
+# (tests/e2e/harness/h3.rs runs target/h3venv/bin/python tests/e2e/h3client.py).
+if ! target/h3venv/bin/python -c 'import aioquic' >/dev/null 2>&1; then
+  step "installing aioquic (target/h3venv)"
+  mkdir -p target
+  python3 -m venv target/h3venv
+  target/h3venv/bin/pip install -q 'aioquic>=1.2,<2'
 fi
 
 # --- cargo tools --------------------------------------------------------------------------

@@ -18,7 +18,14 @@ use crate::shared::{Shared, Wanted, WantedListener};
 
 /// Binds a listening socket shared by the workers through `SO_REUSEPORT`.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let s = socket(addr, Type::STREAM, Protocol::TCP)?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// A non-blocking socket bound to `addr` with `SO_REUSEPORT` (IPv6 sockets IPv6 only).
+pub fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -26,8 +33,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
+    Ok(s)
 }
 
 struct Bound {

@@ -9,6 +9,7 @@
 mod harness;
 
 mod credentials;
+mod http3;
 mod http_routing;
 mod l4;
 mod protocol;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Type};
 use tenants::model::{DownstreamLimits, Http3};
 use tokio::sync::watch;
 
@@ -156,14 +156,7 @@ impl Endpoints {
 /// process bind while the previous one drains (TCP sockets are handed over instead; a QUIC
 /// connection's state lives in the process and cannot be).
 fn bind(addr: SocketAddr, sc: quinn::ServerConfig) -> io::Result<quinn::Endpoint> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
+    let s = crate::workers::socket(addr, Type::DGRAM, Protocol::UDP)?;
     quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(sc),

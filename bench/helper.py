@@ -340,14 +340,17 @@ def report(results_path: str, meta_path: str, load_end: str | None = None) -> st
     out.append(f"- HTTP/1.1: `{meta['h1_cmd']}` after a {meta['warmup']} s warm-up")
     out.append(f"- HTTP/2 (TLS, ALPN h2): `{meta['h2_cmd']}` after a {meta['warmup']} s warm-up; "
                "percentiles from `--log-file`")
+    if meta.get("h3_cmd"):
+        out.append(f"- HTTP/3 (QUIC, same port over UDP; gatehouse only): `{meta['h3_cmd']}` after a "
+                   f"{meta['warmup']} s warm-up; percentiles from `--log-file`")
     out.append(f"- TLS handshakes: `{meta['tls_cmd']}` (every request on a new TLS 1.3 connection, "
                "full handshake, ECDSA P-256 certificate)")
     out.append(f"- idle memory: {meta['idle_n']:,} HTTP/1.1 keep-alive connections, one GET each, "
                "held open; RSS delta of the proxy process tree ÷ connections")
     out.append("")
     head = ("| proxy | H1 req/s | H1 ÷ nginx | H1 p50 ms | H1 p99 ms | H2 req/s | H2 ÷ nginx | "
-            "H2 p50 ms | H2 p99 ms | TLS handshakes/s | TLS ÷ nginx | idle B/conn | "
-            "CPU µs/req (H1) |")
+            "H2 p50 ms | H2 p99 ms | H3 req/s | H3 p50 ms | H3 p99 ms | TLS handshakes/s | "
+            "TLS ÷ nginx | idle B/conn | CPU µs/req (H1) |")
     out.append(head)
     out.append("|" + "---|" * (head.count("|") - 1))
     for p in order:
@@ -361,6 +364,9 @@ def report(results_path: str, meta_path: str, load_end: str | None = None) -> st
             ratio(p, "h2"),
             _fmt(g(p, "h2", "p50_ms"), 2),
             _fmt(g(p, "h2", "p99_ms"), 2),
+            _fmt(g(p, "h3", "rps")),
+            _fmt(g(p, "h3", "p50_ms"), 2),
+            _fmt(g(p, "h3", "p99_ms"), 2),
             _fmt(g(p, "tls", "rps")),
             ratio(p, "tls"),
             _fmt(g(p, "idle", "bytes_per_conn")),
@@ -371,14 +377,14 @@ def report(results_path: str, meta_path: str, load_end: str | None = None) -> st
                "Other CPU % = busy CPU of the whole machine (/proc/stat) minus proxy, backend and client, "
                "as % of all CPUs: more than a few % means something else ran during the measurement.")
     out.append("")
-    head2 = ("| proxy | H2 CPU µs/req | TLS CPU µs/handshake | RSS start MB | RSS with idle conns MB | "
-             "RSS end MB | idle conns still open | other CPU % (H1/H2/TLS) | H1 req/s min–max | "
+    head2 = ("| proxy | H2 CPU µs/req | H3 CPU µs/req | TLS CPU µs/handshake | RSS start MB | RSS with idle conns MB | "
+             "RSS end MB | idle conns still open | other CPU % (H1/H2/TLS/H3) | H1 req/s min–max | "
              "TLS (OpenSSL client) | errors |")
     out.append(head2)
     out.append("|" + "---|" * (head2.count("|") - 1))
     for p in order:
         errs = []
-        for t in ("h1", "h2", "tls", "idle"):
+        for t in ("h1", "h2", "h3", "tls", "idle"):
             d = rows.get(p, {}).get(t)
             if not d:
                 continue
@@ -404,12 +410,13 @@ def report(results_path: str, meta_path: str, load_end: str | None = None) -> st
         out.append("| " + " | ".join([
             p,
             _fmt(g(p, "h2", "cpu_us_per_req"), 1),
+            _fmt(g(p, "h3", "cpu_us_per_req"), 1),
             _fmt(g(p, "tls", "cpu_us_per_req"), 1),
             _fmt(kb(g(p, "idle", "rss_base_kb")), 1),
             _fmt(kb(g(p, "idle", "rss_held_kb")), 1),
             _fmt(kb(g(p, "end", "rss_kb")), 1),
             still,
-            "/".join(_fmt(g(p, t, "other_cpu_pct")) for t in ("h1", "h2", "tls")),
+            "/".join(_fmt(g(p, t, "other_cpu_pct")) for t in ("h1", "h2", "tls", "h3")),
             (f"{spread[(p, 'h1')][0]:,.0f}–{spread[(p, 'h1')][1]:,.0f}" if (p, "h1") in spread else "–"),
             g(p, "tlsinfo", "info") or "–",
             "; ".join(errs) if errs else "none",

@@ -142,8 +142,12 @@ fi
 if [[ ",$ONLY," == *",gatehouse,"* ]]; then
   log "building gatehouse (cargo build --release -p appliance)"
   (cd "$ROOT" && cargo build --release -p appliance)
+  # The HTTP/3 load client (quinn + h3; outside the workspace, so tests never build it).
+  log "building bench/h3load"
+  (cd "$ROOT" && cargo build -q --release --manifest-path bench/h3load/Cargo.toml --target-dir target)
 fi
 GATEHOUSE="$ROOT/target/release/gatehouse"
+H3LOAD="$ROOT/target/release/h3load"
 
 # Many connections: the idle test holds 5,000 sockets in this shell's client and the proxy.
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -441,6 +445,7 @@ EOF
 H1_CMD="wrk -t1 -c$CONNS -d${DUR}s --latency http://$HOST:PORT/index.html"
 H2_CMD="h2load -t1 -c$H2_CONNS -m$H2_STREAMS -D $DUR --log-file=FILE https://$HOST:PORT/index.html"
 TLS_CMD="wrk -t1 -c$CONNS -d${DUR}s -H 'Connection: close' https://$HOST:PORT/index.html"
+H3_CMD="bench/h3load -c$H2_CONNS -m$H2_STREAMS -D $DUR --log-file=FILE https://$HOST:PORT/index.html"
 
 fail() { # proxy test message
   log "$1: $2 FAILED: $3"
@@ -538,6 +543,20 @@ bench_proxy() {
   fi
   alive || { fail "$name" crash "process exited during the HTTP/2 run"; return; }
 
+  # HTTP/3 on the same port (UDP), same load shape as HTTP/2. gatehouse only: the Debian
+  # builds of nginx 1.22 and HAProxy 2.6 have no QUIC, and Envoy's QUIC listener is not set up.
+  if [ "$name" = gatehouse ]; then
+    log "$name${RTAG}: HTTP/3 ${DUR}s"
+    "$H3LOAD" -c"$H2_CONNS" -m"$H2_STREAMS" -D "$WARM" "$h2" >"$OUT/$name-h3-warmup$SFX.txt" 2>&1 || true
+    rm -f "$WORK/h3.log"
+    f="$OUT/$name-h3$SFX.txt"
+    if measured "$name" h3 "$f" -- "$H3LOAD" -c"$H2_CONNS" -m"$H2_STREAMS" -D "$DUR" \
+        --log-file="$WORK/h3.log" "$h2"; then
+      rec h2load "$name" h3 "$f" --log "$WORK/h3.log"
+    fi
+    alive || { fail "$name" crash "process exited during the HTTP/3 run"; return; }
+  fi
+
   log "$name${RTAG}: TLS handshakes ${DUR}s"
   wrk -t1 -c"$CONNS" -d"${WARM}s" -H 'Connection: close' "$h2" >/dev/null 2>&1 || true
   f="$OUT/$name-tls$SFX.txt"
@@ -579,7 +598,7 @@ for k in gatehouse nginx haproxy envoy "backend nginx" wrk h2load; do
   [ -n "${VER[$k]:-}" ] && printf '%s=%s\n' "$k" "${VER[$k]}" >> "$WORK/versions"
 done
 M_LOAD=$LOAD_START M_DATE=$(date -u '+%Y-%m-%d %H:%M UTC') M_QUICK=$QUICK M_CMD=$CMDLINE M_WORKERS=$WORKERS \
-M_ROUNDS=$ROUNDS M_BODY=$BODY_BYTES M_WARM=$WARM M_IDLE=$IDLE_N M_H1=$H1_CMD M_H2=$H2_CMD M_TLS=$TLS_CMD \
+M_ROUNDS=$ROUNDS M_BODY=$BODY_BYTES M_WARM=$WARM M_IDLE=$IDLE_N M_H1=$H1_CMD M_H2=$H2_CMD M_TLS=$TLS_CMD M_H3=$H3_CMD \
 python3 - "$OUT/meta.json" "$WORK/versions" <<'EOF'
 import json, os, platform, sys
 e = os.environ
@@ -604,6 +623,7 @@ json.dump({
     "h1_cmd": e["M_H1"],
     "h2_cmd": e["M_H2"],
     "tls_cmd": e["M_TLS"],
+    "h3_cmd": e["M_H3"],
     "load_start": e["M_LOAD"],
     "rounds": int(e["M_ROUNDS"]),
 }, open(sys.argv[1], "w"), indent=1)

@@ -356,3 +356,32 @@ fn http3_alt_svc_can_be_turned_off() {
     let r = get_once(fx.port, "web.example.com", &fx.ca_pem(), "/");
     assert_eq!(r["status"], 200, "{r}");
 }
+
+#[test]
+fn http3_reload_removing_the_https_port_drains_its_connections() {
+    let fx = fixture("");
+    let (port, ca) = (fx.port, fx.ca_pem());
+    let client = std::thread::spawn(move || {
+        let mut c = H3::connect(port, "web.example.com", &ca, None);
+        let slow = c.send(json!({"path": "/slow", "headers": {"x-test-delay-ms": "1500"}}));
+        (slow, c.get("/next"))
+    });
+    wait_for("the slow request at the backend", WAIT, || {
+        (fx.be.counters.get("web") == 1).then_some(())
+    });
+    // No HTTPS server is left on the port: its QUIC endpoint goes, after a GOAWAY.
+    fx.repo.remove("tenants/team-a/all.yaml");
+    fx.repo.remove("tenants/team-m/all.yaml");
+    let (code, body) = fx.gw.reload();
+    assert_eq!(code, 200, "{body}");
+    let (slow, next) = client.join().expect("client thread");
+    assert_eq!(
+        slow["status"], 200,
+        "the request in flight finishes: {slow}"
+    );
+    assert!(
+        next.get("error").is_some(),
+        "no new request after GOAWAY: {next}"
+    );
+    assert_eq!(fx.be.counters.get("web"), 1);
+}

@@ -59,7 +59,7 @@ pub struct Endpoints {
 }
 
 /// The worker that runs the endpoint for `addr`: spread by port over the workers.
-fn owner(addr: SocketAddr, workers: usize) -> usize {
+pub(super) fn owner(addr: SocketAddr, workers: usize) -> usize {
     usize::from(addr.port()) % workers.max(1)
 }
 

@@ -36,3 +36,6 @@ pub fn serves_https(l: &Listener) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

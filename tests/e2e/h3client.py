@@ -9,7 +9,8 @@ One QUIC connection per run. Requests are read from stdin, one JSON object a lin
 and each answer is printed as one JSON line on stdout:
 
     {"status": 200, "headers": {...}, "body": "...", "body_len": N,
-     "body_sha256": "...", "peer_serial": "1001", "conn": "<connection id>"}
+     "body_sha256": "...", "peer_serial": "1001", "conn": "<connection id>",
+     "resumed": false, "early_data": false}
 
 or {"error": "..."} when the request (or the connection) failed. A request body of
 `body_size` bytes is the repeating pattern bytes(range(256)), so the backend's byte sum can be
@@ -183,6 +184,8 @@ async def main():
                 if cert is not None:
                     out["peer_serial"] = format(cert.serial_number, "x")
                 out["conn"] = conn
+                out["resumed"] = client._quic.tls.session_resumed
+                out["early_data"] = client._quic.tls.early_data_accepted
                 emit(out)
     except Exception as e:  # the handshake failed, or the connection could not start
         emit({"error": f"{type(e).__name__}: {e}"})

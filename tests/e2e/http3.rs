@@ -385,3 +385,26 @@ fn http3_reload_removing_the_https_port_drains_its_connections() {
     );
     assert_eq!(fx.be.counters.get("web"), 1);
 }
+
+#[test]
+fn http3_early_data_is_off_by_default_and_allowed_per_group() {
+    for (appliance, allowed) in [
+        ("", false),
+        ("      appliance: {http3: {earlyData: true}}\n", true),
+    ] {
+        let fx = fixture(appliance);
+        let ticket = fx.file("ticket");
+        let r = H3::resume(fx.port, "web.example.com", &fx.ca_pem(), &ticket).get("/first");
+        assert_eq!(
+            (r["status"].clone(), r["resumed"].clone()),
+            (json!(200), json!(false)),
+            "{r}"
+        );
+        wait_for("a session ticket", WAIT, || ticket.exists().then_some(()));
+        // Resumed either way; the first request rides in 0-RTT only when the group allows it.
+        let r = H3::resume(fx.port, "web.example.com", &fx.ca_pem(), &ticket).get("/second");
+        assert_eq!(r["status"], 200, "{r}");
+        assert_eq!(r["resumed"], true, "{r}");
+        assert_eq!(r["early_data"], allowed, "{appliance:?}: {r}");
+    }
+}

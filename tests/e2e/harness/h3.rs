@@ -33,6 +33,23 @@ impl H3 {
     /// Connects to `127.0.0.1:port` with SNI `sni`, trusting `ca`, presenting `client`
     /// (certificate, key) when given.
     pub fn connect(port: u16, sni: &str, ca: &Path, client: Option<(&Path, &Path)>) -> Self {
+        Self::spawn(port, sni, ca, client, None)
+    }
+
+    /// Like [`connect`](Self::connect), resuming with the session ticket in `ticket` when
+    /// there is one (the first request then goes as 0-RTT if the server allows it), and
+    /// saving the server's next ticket there.
+    pub fn resume(port: u16, sni: &str, ca: &Path, ticket: &Path) -> Self {
+        Self::spawn(port, sni, ca, None, Some(ticket))
+    }
+
+    fn spawn(
+        port: u16,
+        sni: &str,
+        ca: &Path,
+        client: Option<(&Path, &Path)>,
+        ticket: Option<&Path>,
+    ) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e/h3client.py");
         let mut cmd = Command::new(python());
         cmd.arg(script)
@@ -42,6 +59,9 @@ impl H3 {
             .arg(ca);
         if let Some((cert, key)) = client {
             cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        if let Some(t) = ticket {
+            cmd.arg("--ticket").arg(t);
         }
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -408,3 +408,22 @@ fn http3_early_data_is_off_by_default_and_allowed_per_group() {
         assert_eq!(r["early_data"], allowed, "{appliance:?}: {r}");
     }
 }
+
+#[test]
+fn http3_connection_limit_refuses_the_connection_over_it() {
+    let fx = fixture("      appliance: {http3: {maxConnections: 1}}\n");
+    let mut first = fx.h3("web.example.com");
+    assert_eq!(first.get("/one")["status"], 200);
+    let r = get_once(fx.port, "web.example.com", &fx.ca_pem(), "/two");
+    assert!(r.get("error").is_some(), "a second connection: {r}");
+    // TCP is not limited by the QUIC count.
+    let tcp = Curl::new(&format!("https://web.example.com:{}/", fx.port))
+        .cacert(&fx.ca_pem())
+        .run();
+    assert_eq!(tcp.status, 200, "{tcp:?}");
+    drop(first);
+    wait_for("room for a new QUIC connection", WAIT, || {
+        let r = get_once(fx.port, "web.example.com", &fx.ca_pem(), "/three");
+        (r["status"] == 200).then_some(())
+    });
+}

@@ -44,10 +44,10 @@ pub(super) struct Ctx {
 }
 
 /// Counts a connection in [`Ctx::live`].
-struct Live(Arc<AtomicU32>);
+pub(super) struct Live(Arc<AtomicU32>);
 
 impl Live {
-    fn new(c: &Arc<AtomicU32>) -> Self {
+    pub(super) fn new(c: &Arc<AtomicU32>) -> Self {
         c.fetch_add(1, Ordering::AcqRel);
         Self(c.clone())
     }
@@ -59,10 +59,9 @@ impl Drop for Live {
     }
 }
 
-/// Serves one incoming connection.
-pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>) {
+/// Serves one incoming connection; `_live` counts it from the moment it was let in.
+pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) {
     let _open = cx.shared.open();
-    let _live = Live::new(&cx.live);
     let peer = incoming.remote_address();
     let rt = cx.shared.runtime.load_full();
     let Some(group) = rt.groups.get(&*cx.group) else {

@@ -180,7 +180,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, cx: Arc<Ctx>) {
                     incoming.refuse();
                     continue;
                 }
-                tokio::spawn(conn::serve(incoming, cx.clone()));
+                // Counted here, not in the task: a burst must not pass the limit.
+                let live = conn::Live::new(&cx.live);
+                tokio::spawn(conn::serve(incoming, cx.clone(), live));
             }
             () = turned_true(&mut stop) => break,
             () = turned_true(&mut drain) => break,

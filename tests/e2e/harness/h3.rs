@@ -105,8 +105,16 @@ impl H3 {
 
 impl Drop for H3 {
     fn drop(&mut self) {
-        // EOF on stdin ends the client; kill in case it is stuck.
+        // EOF on stdin ends the client, which closes its connection (so the gateway does not
+        // hold it until the idle timeout); kill it if it is stuck.
         drop(self.stdin.take());
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -10,7 +10,7 @@
 #   3. The cost of access logging: HTTP/1.1 requests/s through gatehouse with logging off
 #      and on (Envoy text format to a file), beside nginx with `access_log` off and on.
 #
-#   bench/l4-logs.sh [--quick] [--rounds N]
+#   bench/l4-logs.sh [--quick] [--rounds N] [--logs-only]
 #
 # Backend: one nginx (1 worker) serving /index.html (100 bytes) and /big (16 MB), plain and
 # TLS. Clients: wrk -t1. Proxies get 2 workers/threads. All on 127.0.0.1.
@@ -20,10 +20,12 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 ROUNDS=3
 DUR=10
+LOGS_ONLY=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) DUR=3; ROUNDS=1 ;;
     --rounds) ROUNDS="$2"; shift ;;
+    --logs-only) LOGS_ONLY=1 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -46,13 +48,14 @@ cleanup() {
   set +e
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$WORK"
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 for t in wrk "$NGINX" "$HAPROXY"; do
   command -v "$t" >/dev/null || { echo "missing $t (apt-get install wrk nginx-light haproxy)" >&2; exit 1; }
 done
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 log "building gatehouse (cargo build --release -p appliance)"
 (cd "$ROOT" && cargo build --release -p appliance >/dev/null 2>&1)
 
@@ -139,7 +142,7 @@ spec:
   - port: {number: 31400, name: tcp, protocol: TCP}
     hosts: ["*"]
   - port: {number: 443, name: tls, protocol: TLS}
-    hosts: ["localhost"]
+    hosts: ["*"]
     tls: {mode: PASSTHROUGH}
   - port: {number: 80, name: http, protocol: HTTP}
     hosts: ["*"]
@@ -169,15 +172,9 @@ spec:
   tcp:
   - match: [{port: 31400}]
     route: [{destination: {host: backend.bench.internal, port: {number: 9000}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: tls}
-spec:
-  hosts: ["localhost"]
-  gateways: [bench]
+  # wrk sends SNI "localhost", a short name Istio refuses in hosts: match any SNI.
   tls:
-  - match: [{sniHosts: [localhost]}]
+  - match: [{port: 443, sniHosts: ["*"]}]
     route: [{destination: {host: backend.bench.internal, port: {number: 9443}}}]
 EOF
   "$GATEHOUSE" run --repo "$d/repo" --credentials "$d/creds" --admin "127.0.0.1:$G_ADMIN" \
@@ -192,7 +189,7 @@ stop() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
 cat > "$WORK/haproxy.cfg" <<EOF
 global
   nbthread 2
-  maxconn 100000
+  maxconn 8000
 defaults
   mode tcp
   timeout connect 5s
@@ -250,12 +247,32 @@ add() { R[$1]="${R[$1]:-} $2"; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 W() { wrk -t1 -d"${DUR}s" "$@" 2>&1; }
+# CPU ticks (utime + stime, all threads) of a process and its children (nginx workers).
+ticks() {
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+# Runs wrk against a proxy; records req/s under "$name log_$mode" and CPU µs per request
+# under "$name cpu_$mode" (steadier than req/s when anything else runs).
+measure_log() { # name mode pid url
+  local t0 t1 out n
+  t0=$(ticks "$3")
+  out=$(W -c64 "$4")
+  t1=$(ticks "$3")
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  add "$1 log_$2" "$(echo "$out" | rps)"
+  add "$1 cpu_$2" "$(awk -v d=$((t1 - t0)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", d / hz * 1e6 / n }')"
+}
 for r in $(seq "$ROUNDS"); do
+  if [ -z "$LOGS_ONLY" ]; then
   log "round $r/$ROUNDS: TCP and passthrough"
   start_gatehouse off; G=$GPID
   $HAPROXY -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
   H=$!; PIDS+=($H)
-  wait_ok "http://127.0.0.1:$H_TCP/index.html"
+  wait_ok "http://127.0.0.1:$H_TCP/index.html" || { cat "$WORK/haproxy.log" >&2; exit 1; }
   for p in gatehouse haproxy; do
     if [ $p = gatehouse ]; then tcp=$G_TCP; tls=$G_TLS; else tcp=$H_TCP; tls=$H_TLS; fi
     add "$p tcp_mbps" "$(W -c4 "http://127.0.0.1:$tcp/big" | mbps)"
@@ -263,15 +280,16 @@ for r in $(seq "$ROUNDS"); do
     add "$p tls_mbps" "$(W -c4 "https://localhost:$tls/big" | mbps)"
   done
   stop "$G"; stop "$H"
+  fi
   log "round $r/$ROUNDS: access logging off/on"
   for mode in off on; do
     start_gatehouse "$mode"; G=$GPID
     wrk -t1 -c64 -d2s "http://127.0.0.1:$G_HTTP/index.html" >/dev/null 2>&1 || true
-    add "gatehouse log_$mode" "$(W -c64 "http://127.0.0.1:$G_HTTP/index.html" | rps)"
+    measure_log gatehouse "$mode" "$G" "http://127.0.0.1:$G_HTTP/index.html"
     stop "$G"
     start_nginx "$mode"; N=$NPID
     wrk -t1 -c64 -d2s "http://127.0.0.1:$N_HTTP/index.html" >/dev/null 2>&1 || true
-    add "nginx log_$mode" "$(W -c64 "http://127.0.0.1:$N_HTTP/index.html" | rps)"
+    measure_log nginx "$mode" "$N" "http://127.0.0.1:$N_HTTP/index.html"
     stop "$N"
   done
 done
@@ -279,20 +297,27 @@ done
 m() { echo "${R[$1]}" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 cost() { awk -v off="$1" -v on="$2" 'BEGIN { if (off > 0) printf "%.1f %%", (1 - on / off) * 100; else print "-" }'; }
+for k in "${!R[@]}"; do log "raw $k:${R[$k]}"; done
 echo
 echo "L4 and access-log benchmarks — $(date -u +%F), $(nproc) cores, ${DUR}s runs, median of $ROUNDS rounds, commit $(cd "$ROOT" && git rev-parse --short HEAD)"
 echo
+if [ -z "$LOGS_ONLY" ]; then
 echo "| test | gatehouse | HAProxy (mode tcp) | gatehouse / HAProxy |"
 echo "|---|---|---|---|"
-for t in tcp_mbps:"TCP throughput, MB/s (16 MB file, 4 conns)" tcp_conns:"TCP new connections/s (Connection: close)" tls_mbps:"TLS passthrough throughput, MB/s"; do
-  k=${t%%:*}; label=${t#*:}
+TESTS=("tcp_mbps|TCP throughput, MB/s (16 MB file, 4 conns)"
+       "tcp_conns|TCP new connections/s (Connection: close)"
+       "tls_mbps|TLS passthrough throughput, MB/s (16 MB file, 4 conns)")
+for t in "${TESTS[@]}"; do
+  k=${t%%|*}; label=${t#*|}
   g=$(m "gatehouse $k"); h=$(m "haproxy $k")
   echo "| $label | $g | $h | $(ratio "$g" "$h") |"
 done
+fi
 echo
-echo "| access logging | off, req/s | on, req/s | cost |"
-echo "|---|---|---|---|"
+echo "| access logging | off: req/s, CPU µs/req | on: req/s, CPU µs/req | cost in req/s | cost in CPU/req |"
+echo "|---|---|---|---|---|"
 for p in gatehouse nginx; do
   off=$(m "$p log_off"); on=$(m "$p log_on")
-  echo "| $p (HTTP/1.1, 64 conns, 100 B) | $off | $on | $(cost "$off" "$on") |"
+  coff=$(m "$p cpu_off"); con=$(m "$p cpu_on")
+  echo "| $p (HTTP/1.1, 64 conns, 100 B) | $off, $coff | $on, $con | $(cost "$off" "$on") | $(awk -v a="$coff" -v b="$con" 'BEGIN { if (a > 0) printf "%+.1f %%", (b / a - 1) * 100; else print "-" }') |"
 done

@@ -223,7 +223,32 @@ fn extra(control: &Control) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metr
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let runtimes = shared.runtimes.sample();
+    let per_runtime = |f: fn(&RuntimeTotals) -> i64| {
+        runtimes
+            .iter()
+            .map(|(n, t)| (vec![("runtime", n.clone())], f(t)))
+            .collect::<Vec<_>>()
+    };
     vec![
+        otlp::int_metric(
+            "gatehouse_runtime_live_tasks",
+            "Tasks alive on the runtime (tokio-metrics)",
+            false,
+            per_runtime(|t| t.live_tasks as i64),
+        ),
+        otlp::int_metric(
+            "gatehouse_runtime_parks_total",
+            "Times the runtime's workers parked",
+            true,
+            per_runtime(|t| t.parks as i64),
+        ),
+        otlp::int_metric(
+            "gatehouse_runtime_global_queue_depth",
+            "Tasks waiting in the runtime's injection queue",
+            false,
+            per_runtime(|t| t.global_queue as i64),
+        ),
         otlp::int_metric(
             "gatehouse_tenant_rate_limited_total",
             "Requests refused with 429 by the tenant's requestsPerSecond",

@@ -30,8 +30,11 @@ pub struct GroupRt {
     pub connections: Arc<AtomicU32>,
     /// Access-log policy per tenant (the platform is `istio-system`).
     pub access_logs: std::collections::BTreeMap<String, Arc<tenants::snapshot::AccessLogPolicy>>,
-    /// Whether any tenant of the group logs (request headers are kept for custom formats).
+    /// Whether any tenant of the group logs.
     pub logging: bool,
+    /// Whether some sink needs request headers beyond the standard fields (a custom format
+    /// or a filter): only then are they copied for the log.
+    pub log_headers: bool,
     /// `Alt-Svc` for TCP responses, by listener: HTTPS listeners that also serve HTTP/3,
     /// unless the group turned the advertisement off (`appliance.http3.altSvc: false`).
     pub alt_svc: HashMap<SocketAddr, http::HeaderValue>,
@@ -157,6 +160,10 @@ impl Runtime {
                     chains,
                     access_logs: g.access_logs.clone(),
                     logging: g.access_logs.values().any(|p| !p.sinks.is_empty()),
+                    log_headers: g
+                        .access_logs
+                        .values()
+                        .any(|p| p.sinks.iter().any(needs_headers)),
                     alt_svc,
                     connections: old
                         .map_or_else(|| Arc::new(AtomicU32::new(0)), |o| o.connections.clone()),
@@ -245,4 +252,16 @@ fn check_sans(c: &FilterChain, st: &ChainState) {
             ));
         }
     }
+}
+
+/// Whether a log sink may read arbitrary request headers.
+fn needs_headers(s: &tenants::snapshot::LogSink) -> bool {
+    use tenants::model::{LogFormat, Provider};
+    let custom = match &s.provider {
+        Provider::File { format, .. } | Provider::Otel { format, .. } => {
+            !matches!(format, LogFormat::Text(None) | LogFormat::Json(None))
+        }
+        Provider::Other(_) => false,
+    };
+    custom || s.filter.is_some()
 }

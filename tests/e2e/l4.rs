@@ -595,7 +595,7 @@ fn noisy_neighbour_past_its_connection_quota_is_refused_and_b_is_unaffected() {
         );
     }
     let creds = tempfile::tempdir().expect("tmp");
-    let _gw = start(&repo, creds.path(), &[port]);
+    let gw = start(&repo, creds.path(), &[port]);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
 
     let _ = measure_b(addr, 400); // warm-up
@@ -645,6 +645,19 @@ fn noisy_neighbour_past_its_connection_quota_is_refused_and_b_is_unaffected() {
     assert_eq!(during_failed, 0, "B must not lose requests to A's flood");
     assert!(refused.load(Ordering::Relaxed) > 0, "A was never refused");
     assert_eq!(admitted.load(Ordering::Relaxed), 0, "A got past its quota");
+    // The refusals are visible per tenant on /metrics.
+    let (_, metrics) = gw.admin_get("/metrics").expect("metrics");
+    let refused = |tenant: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("gatehouse_tenant_connections_refused_total")
+                    && l.contains(&format!("tenant=\"{tenant}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(refused("team-a").is_some_and(|n| n > 0.0), "{metrics}");
+    assert!(refused("team-b").is_none_or(|n| n == 0.0), "{metrics}");
     // The held connections still work; releasing one lets A in again.
     assert_eq!(held[0].get(), Some(200));
     drop(held.pop());

@@ -321,7 +321,13 @@ fn check_otlp(fx: &Fx, rx: &Receiver, via: &str) {
             "istio_tcp_connections_closed_total",
             &[("tenant", "team-a")],
             1.0,
-        ) && has("istio_tcp_sent_bytes_total", &[("tenant", "team-a")], 5.0))
+        ) && has("istio_tcp_sent_bytes_total", &[("tenant", "team-a")], 5.0)
+            && has("gatehouse_config_generation", &[], 1.0)
+            && has(
+                "gatehouse_runtime_live_tasks",
+                &[("runtime", "worker-0")],
+                0.0,
+            ))
         .then_some(())
     });
     // Bounded cardinality: no path or client address ever becomes a label.
@@ -650,4 +656,35 @@ fn prometheus_scrapes_metrics_and_counts_requests_per_tenant() {
         Some(true)
     );
     assert_eq!(prom.query("up{job=\"gatehouse\"}"), Some(1.0));
+    // The appliance's own series sit beside Istio's: reload state and the tokio runtimes.
+    assert_eq!(prom.query("gatehouse_config_generation"), Some(1.0));
+    assert!(
+        prom.query("count(gatehouse_runtime_busy_seconds_total)")
+            .is_some_and(|n| n >= 2.0),
+        "one series per runtime (workers and control)"
+    );
+}
+
+#[test]
+fn mesh_access_log_format_names_any_request_header() {
+    let fx = fixture(
+        "    accessLogFile: {dir}/access.log\n    accessLogFormat: \"%REQ(:AUTHORITY)% team=%REQ(X-TEAM)% %RESPONSE_CODE% %TENANT% ua=%REQ(USER-AGENT)%\\n\"\n",
+        &[],
+        &[],
+    );
+    let r = Curl::new(&format!("http://web.example.com:{}/", fx.http))
+        .header("x-team: blue")
+        .header("user-agent: probe/1")
+        .run();
+    assert_eq!(r.status, 200);
+    let line = wait_for("the custom line", WAIT, || {
+        fx.log_file().lines().next().map(str::to_string)
+    });
+    assert_eq!(
+        line,
+        format!(
+            "web.example.com:{} team=blue 200 team-a ua=probe/1",
+            fx.http
+        )
+    );
 }

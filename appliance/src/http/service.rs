@@ -130,7 +130,7 @@ where
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     // Custom log formats may name any request header; keep them only where someone logs.
     let captured = group
-        .is_some_and(|g| g.logging)
+        .is_some_and(|g| g.log_headers)
         .then(|| req.headers().clone());
     let head = req.method() == Method::HEAD;
     let version = req.version();

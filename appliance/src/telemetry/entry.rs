@@ -120,71 +120,107 @@ fn rfc3339_millis(t: SystemTime) -> String {
     )
 }
 
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_string(), |x| x.to_string())
-}
-
 impl Entry {
     /// The value of one `%COMMAND%` operator.
     pub fn operator(&self, cmd: &str) -> String {
-        let or_dash = |s: &str| {
-            if s.is_empty() {
-                "-".to_string()
-            } else {
-                s.to_string()
+        let mut s = String::new();
+        self.write_operator(cmd, &mut s);
+        s
+    }
+
+    /// Appends the value of one `%COMMAND%` operator to `out` (the writer thread renders
+    /// every entry: no allocation per field).
+    fn write_operator(&self, cmd: &str, out: &mut String) {
+        fn text(out: &mut String, s: &str) {
+            out.push_str(if s.is_empty() { "-" } else { s });
+        }
+        fn opt<T: std::fmt::Display>(out: &mut String, v: Option<T>) {
+            match v {
+                Some(x) => {
+                    let _ = write!(out, "{x}");
+                }
+                None => out.push('-'),
             }
-        };
+        }
         match cmd {
-            "START_TIME" => self.start.map_or_else(|| "-".into(), rfc3339_millis),
-            "PROTOCOL" => or_dash(self.protocol),
-            "RESPONSE_CODE" => self.status.to_string(),
-            "RESPONSE_FLAGS" => or_dash(&self.flags),
-            "BYTES_RECEIVED" => self.bytes_in.to_string(),
-            "BYTES_SENT" => self.bytes_out.to_string(),
-            "DURATION" => self.duration.as_millis().to_string(),
-            "UPSTREAM_HOST" => opt(self.upstream),
-            "UPSTREAM_CLUSTER" => opt(self.cluster.as_deref()),
-            "DOWNSTREAM_LOCAL_ADDRESS" => opt(self.local),
-            "DOWNSTREAM_REMOTE_ADDRESS" => opt(self.peer),
-            "REQUESTED_SERVER_NAME" => opt(self.sni.as_deref()),
-            "ROUTE_NAME" => opt(self.route.as_deref()),
-            "TENANT" => or_dash(&self.tenant),
-            "GATEWAY" => or_dash(&self.group),
+            "START_TIME" => match self.start {
+                Some(t) => out.push_str(&rfc3339_millis(t)),
+                None => out.push('-'),
+            },
+            "PROTOCOL" => text(out, self.protocol),
+            "RESPONSE_CODE" => {
+                let _ = write!(out, "{}", self.status);
+            }
+            "RESPONSE_FLAGS" => text(out, &self.flags),
+            "BYTES_RECEIVED" => {
+                let _ = write!(out, "{}", self.bytes_in);
+            }
+            "BYTES_SENT" => {
+                let _ = write!(out, "{}", self.bytes_out);
+            }
+            "DURATION" => {
+                let _ = write!(out, "{}", self.duration.as_millis());
+            }
+            "UPSTREAM_HOST" => opt(out, self.upstream),
+            "UPSTREAM_CLUSTER" => opt(out, self.cluster.as_deref()),
+            "DOWNSTREAM_LOCAL_ADDRESS" => opt(out, self.local),
+            "DOWNSTREAM_REMOTE_ADDRESS" => opt(out, self.peer),
+            "REQUESTED_SERVER_NAME" => opt(out, self.sni.as_deref()),
+            "ROUTE_NAME" => opt(out, self.route.as_deref()),
+            "TENANT" => text(out, &self.tenant),
+            "GATEWAY" => text(out, &self.group),
             c if c.starts_with("REQ(") && c.ends_with(')') => {
                 let names = &c[4..c.len() - 1];
                 // `A?B`: A, else B (Envoy's alternative-header syntax; `B` may be a
                 // pseudo-header such as `:PATH`).
-                names
-                    .split('?')
-                    .find_map(|n| self.header(&n.to_ascii_lowercase()))
-                    .unwrap_or_else(|| "-".into())
+                match names.split('?').find_map(|n| self.header_ref(n)) {
+                    Some(v) => out.push_str(v),
+                    None => out.push('-'),
+                }
             }
-            c if c.starts_with("RESP(") && c.ends_with(')') => match &c[5..c.len() - 1]
-                .to_ascii_lowercase()[..]
-            {
-                "x-envoy-upstream-service-time" => opt(self.upstream_time.map(|d| d.as_millis())),
-                _ => "-".into(),
-            },
-            _ => "-".into(),
+            c if c.starts_with("RESP(") && c.ends_with(')') => {
+                if c[5..c.len() - 1].eq_ignore_ascii_case("x-envoy-upstream-service-time") {
+                    opt(out, self.upstream_time.map(|d| d.as_millis()));
+                } else {
+                    out.push('-');
+                }
+            }
+            _ => out.push('-'),
+        }
+    }
+
+    /// A request header by name (any case), without copying it.
+    fn header_ref(&self, name: &str) -> Option<&str> {
+        let non_empty = |s: &'_ str| (!s.is_empty()).then_some(());
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is(":method") {
+            non_empty(&self.method)?;
+            Some(&self.method)
+        } else if is(":path") {
+            non_empty(&self.path)?;
+            Some(&self.path)
+        } else if is("x-envoy-original-path") {
+            // Set by Envoy when it rewrites the path; gatehouse logs the path as received.
+            None
+        } else if is(":authority") || is("host") {
+            non_empty(&self.authority)?;
+            Some(&self.authority)
+        } else if is("x-forwarded-for") {
+            self.xff.as_deref()
+        } else if is("user-agent") {
+            self.user_agent.as_deref()
+        } else if is("x-request-id") {
+            self.request_id.as_deref()
+        } else {
+            self.req_headers
+                .iter()
+                .find(|(k, _)| name.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
         }
     }
 
     fn header(&self, name: &str) -> Option<String> {
-        match name {
-            ":method" => (!self.method.is_empty()).then(|| self.method.clone()),
-            ":path" => (!self.path.is_empty()).then(|| self.path.clone()),
-            // Set by Envoy when it rewrites the path; gatehouse logs the path as received.
-            "x-envoy-original-path" => None,
-            ":authority" | "host" => (!self.authority.is_empty()).then(|| self.authority.clone()),
-            "x-forwarded-for" => self.xff.clone(),
-            "user-agent" => self.user_agent.clone(),
-            "x-request-id" => self.request_id.clone(),
-            other => self
-                .req_headers
-                .iter()
-                .find(|(k, _)| k == other)
-                .map(|(_, v)| v.clone()),
-        }
+        self.header_ref(name).map(str::to_string)
     }
 
     /// Renders a `%COMMAND%` template.
@@ -196,7 +232,7 @@ impl Entry {
             let after = &rest[i + 1..];
             match after.find('%') {
                 Some(j) if j > 0 && !after[..j].contains(' ') => {
-                    out.push_str(&self.operator(&after[..j]));
+                    self.write_operator(&after[..j], &mut out);
                     rest = &after[j + 1..];
                 }
                 _ => {

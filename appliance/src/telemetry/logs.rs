@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use tenants::model::{LogFormat, Provider};
 use tenants::snapshot::AccessLogPolicy;
-use tokio::sync::mpsc;
 
 use super::entry::{DEFAULT_JSON, DEFAULT_TEXT, Entry};
 use super::otlp;
@@ -45,25 +45,31 @@ pub fn render(e: &Entry, f: &LogFormat) -> String {
     }
 }
 
+/// Where entries are written. Buffered, all of them: stdout is line-buffered by default,
+/// which would cost a write(2) per entry; buffers are flushed on the batch tick and when the
+/// queue runs dry.
 enum Out {
-    Stdout,
-    Stderr,
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    Stderr(std::io::BufWriter<std::io::Stderr>),
     File(std::io::BufWriter<std::fs::File>),
 }
+
+/// Buffer size of each log output.
+const OUT_BUFFER: usize = 64 * 1024;
 
 impl Out {
     fn write(&mut self, s: &str) -> std::io::Result<()> {
         match self {
-            Self::Stdout => std::io::stdout().lock().write_all(s.as_bytes()),
-            Self::Stderr => std::io::stderr().lock().write_all(s.as_bytes()),
+            Self::Stdout(w) => w.write_all(s.as_bytes()),
+            Self::Stderr(w) => w.write_all(s.as_bytes()),
             Self::File(f) => f.write_all(s.as_bytes()),
         }
     }
 
     fn flush(&mut self) {
         let _ = match self {
-            Self::Stdout => std::io::stdout().flush(),
-            Self::Stderr => std::io::stderr().flush(),
+            Self::Stdout(w) => w.flush(),
+            Self::Stderr(w) => w.flush(),
             Self::File(f) => f.flush(),
         };
     }
@@ -71,9 +77,16 @@ impl Out {
 
 fn open(path: &str) -> std::io::Result<Out> {
     Ok(match path {
-        "/dev/stdout" | "" => Out::Stdout,
-        "/dev/stderr" => Out::Stderr,
-        p => Out::File(std::io::BufWriter::new(
+        "/dev/stdout" | "" => Out::Stdout(std::io::BufWriter::with_capacity(
+            OUT_BUFFER,
+            std::io::stdout(),
+        )),
+        "/dev/stderr" => Out::Stderr(std::io::BufWriter::with_capacity(
+            OUT_BUFFER,
+            std::io::stderr(),
+        )),
+        p => Out::File(std::io::BufWriter::with_capacity(
+            OUT_BUFFER,
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -82,10 +95,15 @@ fn open(path: &str) -> std::io::Result<Out> {
     })
 }
 
+/// How often the writer drains the queue. Workers never wake the writer: a wake-up per entry
+/// (a futex call and a context switch on a busy two-core machine) cost more than writing the
+/// entry. Entries reach their sink within this interval (files) or the batch delay (OTLP).
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Starts the writer thread; returns the queue's sender.
-pub fn start(settings: Arc<ArcSwap<Settings>>, registry: Arc<Registry>) -> mpsc::Sender<Job> {
+pub fn start(settings: Arc<ArcSwap<Settings>>, registry: Arc<Registry>) -> SyncSender<Job> {
     let cap = settings.load().log_queue;
-    let (tx, rx) = mpsc::channel(cap);
+    let (tx, rx) = sync_channel(cap);
     let spawned = std::thread::Builder::new()
         .name("gatehouse-log".into())
         .spawn(move || {
@@ -109,77 +127,109 @@ pub fn start(settings: Arc<ArcSwap<Settings>>, registry: Arc<Registry>) -> mpsc:
 
 type BatchKey = (String, u16, Option<String>);
 
-async fn run(
-    mut rx: mpsc::Receiver<Job>,
-    settings: Arc<ArcSwap<Settings>>,
-    registry: Arc<Registry>,
-) {
-    let mut files: HashMap<String, Out> = HashMap::new();
-    let mut batches: HashMap<BatchKey, Vec<LogRecord>> = HashMap::new();
-    let mut tick = tokio::time::interval(settings.load().log_delay);
+/// The writer's open files and pending OTLP batches.
+struct Sinks {
+    files: HashMap<String, Out>,
+    batches: HashMap<BatchKey, Vec<LogRecord>>,
+}
+
+async fn run(rx: Receiver<Job>, settings: Arc<ArcSwap<Settings>>, registry: Arc<Registry>) {
+    let mut sinks = Sinks {
+        files: HashMap::new(),
+        batches: HashMap::new(),
+    };
+    let mut drain = tokio::time::interval(DRAIN_EVERY);
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_export = std::time::Instant::now();
     loop {
-        tokio::select! {
-            job = rx.recv() => {
-                let Some(job) = job else { break };
-                let batch_size = settings.load().log_batch;
-                for sink in &job.policy.sinks {
-                    if sink.filter.as_ref().is_some_and(|f| !f.matches(&job.entry)) {
-                        continue;
-                    }
-                    match &sink.provider {
-                        Provider::File { path, format } => {
-                            let line = render(&job.entry, format);
-                            let out = match files.get_mut(path) {
-                                Some(o) => o,
-                                None => match open(path) {
-                                    Ok(o) => files.entry(path.clone()).or_insert(o),
-                                    Err(e) => {
-                                        registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
-                                        tracing::warn!(path = %path, error = %e, "cannot open access log");
-                                        continue;
-                                    }
-                                },
-                            };
-                            if out.write(&line).is_ok() {
-                                registry.log_written.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Provider::Otel { service, port, log_name, format } => {
-                            let body = render(&job.entry, format).trim_end().to_string();
-                            let key = (service.clone(), *port, log_name.clone());
-                            let b = batches.entry(key.clone()).or_default();
-                            b.push(otlp::log_record(&job.entry, body));
-                            if b.len() >= batch_size {
-                                let records = std::mem::take(b);
-                                export(&settings, &registry, &key, records).await;
-                            }
-                        }
-                        Provider::Other(_) => {}
-                    }
+        drain.tick().await;
+        let mut wrote = false;
+        let mut closed = false;
+        loop {
+            match rx.try_recv() {
+                Ok(job) => {
+                    write(&mut sinks, &job, &settings, &registry).await;
+                    wrote = true;
                 }
-                // Flush files whenever the queue is drained, so logs are never far behind.
-                if rx.is_empty() {
-                    for o in files.values_mut() {
-                        o.flush();
-                    }
-                }
-            }
-            _ = tick.tick() => {
-                for o in files.values_mut() {
-                    o.flush();
-                }
-                let keys: Vec<BatchKey> = batches.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.clone()).collect();
-                for k in keys {
-                    let records = batches.get_mut(&k).map(std::mem::take).unwrap_or_default();
-                    export(&settings, &registry, &k, records).await;
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
                 }
             }
         }
+        if wrote {
+            for o in sinks.files.values_mut() {
+                o.flush();
+            }
+        }
+        if closed || last_export.elapsed() >= settings.load().log_delay {
+            last_export = std::time::Instant::now();
+            let keys: Vec<BatchKey> = sinks
+                .batches
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                let records = sinks
+                    .batches
+                    .get_mut(&k)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                export(&settings, &registry, &k, records).await;
+            }
+        }
+        if closed {
+            break;
+        }
     }
-    for o in files.values_mut() {
-        o.flush();
+}
+
+/// Writes one entry to every sink of its policy whose filter accepts it.
+async fn write(sinks: &mut Sinks, job: &Job, settings: &ArcSwap<Settings>, registry: &Registry) {
+    let batch_size = settings.load().log_batch;
+    for sink in &job.policy.sinks {
+        if sink.filter.as_ref().is_some_and(|f| !f.matches(&job.entry)) {
+            continue;
+        }
+        match &sink.provider {
+            Provider::File { path, format } => {
+                let line = render(&job.entry, format);
+                let out = match sinks.files.get_mut(path) {
+                    Some(o) => o,
+                    None => match open(path) {
+                        Ok(o) => sinks.files.entry(path.clone()).or_insert(o),
+                        Err(e) => {
+                            registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(path = %path, error = %e, "cannot open access log");
+                            continue;
+                        }
+                    },
+                };
+                if out.write(&line).is_ok() {
+                    registry.log_written.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Provider::Otel {
+                service,
+                port,
+                log_name,
+                format,
+            } => {
+                let body = render(&job.entry, format).trim_end().to_string();
+                let key = (service.clone(), *port, log_name.clone());
+                let b = sinks.batches.entry(key.clone()).or_default();
+                b.push(otlp::log_record(&job.entry, body));
+                if b.len() >= batch_size {
+                    let records = std::mem::take(b);
+                    export(settings, registry, &key, records).await;
+                }
+            }
+            Provider::Other(_) => {}
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use std::sync::mpsc::SyncSender;
 use tenants::snapshot::AccessLogPolicy;
-use tokio::sync::mpsc;
 
 use entry::Entry;
 use registry::{HttpLabels, Registry, TcpLabels};
@@ -27,7 +27,7 @@ pub struct Telemetry {
     pub registry: Arc<Registry>,
     /// Export settings (file + environment).
     pub settings: Arc<ArcSwap<Settings>>,
-    logs: mpsc::Sender<logs::Job>,
+    logs: SyncSender<logs::Job>,
     /// Process start, for cumulative metrics.
     pub start_nanos: u64,
 }

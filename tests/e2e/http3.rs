@@ -215,9 +215,10 @@ fn http3_serves_https_through_the_same_request_path() {
     );
 
     // Access logs record HTTP/3 requests as such.
-    let lines = wait_for("the HTTP/3 requests in the access log", WAIT, || {
+    let lines = wait_for("the requests in the access log", WAIT, || {
         let l = fx.access_log();
-        (l.iter().filter(|e| e["protocol"] == "HTTP/3").count() >= 5).then_some(l)
+        let h3 = l.iter().filter(|e| e["protocol"] == "HTTP/3").count();
+        (h3 >= 5 && l.iter().any(|e| e["path"] == "/tcp")).then_some(l)
     });
     let post = lines
         .iter()

@@ -296,7 +296,7 @@ fn one_port_terminates_web_and_passes_db_and_mq_through_by_sni() {
             + &se("mq", "mq.team-b.internal", 9443, "TLS", mq_be, "")
             + &se("auto", "auto.team-b.internal", 9443, "TLS", auto_be, "")),
     );
-    let _gw = start(&repo, creds.path(), &[https, auto]);
+    let gw = start(&repo, creds.path(), &[https, auto]);
 
     let web = served_subject(https, "web.example.com", &[]).expect("web handshake");
     assert!(
@@ -317,6 +317,41 @@ fn one_port_terminates_web_and_passes_db_and_mq_through_by_sni() {
     // No route for the SNI, and no SNI at all: closed without a certificate.
     assert_eq!(served_subject(https, "nobody.example.com", &[]), None);
     assert_eq!(served_subject(https, "", &["-noservername"]), None);
+
+    // Garbage and truncated hellos are closed and leave no task behind.
+    let live = || -> Option<u64> {
+        let (_, m) = gw.admin_get("/metrics")?;
+        Some(
+            m.lines()
+                .filter(|l| l.starts_with("gatehouse_runtime_live_tasks{runtime=\"worker-"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum(),
+        )
+    };
+    let before = wait_for("a task count", T, &live);
+    let hello_start = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    for i in 0..100 {
+        let mut c = TcpStream::connect(("127.0.0.1", https)).expect("connect");
+        let bytes: &[u8] = if i % 2 == 0 {
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        } else {
+            &hello_start
+        };
+        c.write_all(bytes).expect("write");
+        if i % 2 == 0 {
+            // Not TLS at all: the gateway closes.
+            c.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+        }
+        // Truncated hellos: the client gives up and closes.
+    }
+    wait_for("connection tasks to end", T, || {
+        live().filter(|n| *n <= before).map(|_| ())
+    });
 }
 
 // --- egress ---------------------------------------------------------------------------------
@@ -328,12 +363,13 @@ struct EgressFx {
     _gw: Gateway,
     tls: u16,
     proxy_port: u16,
+    http: u16,
     api_be: u16,
     ca: std::path::PathBuf,
 }
 
 fn egress_fixture(appliance_extra: &str) -> EgressFx {
-    let (tls, proxy_port) = (free_port(), free_port());
+    let (tls, proxy_port, http) = (free_port(), free_port(), free_port());
     let api_be = free_port();
     let be_ca = Ca::new("stripe ca");
     let be = Backends::new();
@@ -346,7 +382,7 @@ fn egress_fixture(appliance_extra: &str) -> EgressFx {
             &group(
                 "egressGateways",
                 "egress-fixed",
-                &[(443, tls), (3128, proxy_port)],
+                &[(443, tls), (3128, proxy_port), (80, http)],
                 &format!("      appliance:\n        sourceAddress: 127.0.0.2\n{appliance_extra}"),
             ),
             &tenant("team-pay", "[api.stripe.com]", "[egress-fixed]", ""),
@@ -362,10 +398,48 @@ fn egress_fixture(appliance_extra: &str) -> EgressFx {
     repo.write(
         "tenants/team-pay/egress.yaml",
         &(se("stripe", "api.stripe.com", 443, "TLS", api_be, "")
-            + "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: egress}\nspec:\n  selector: {istio: egress-fixed}\n  servers:\n  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: [api.stripe.com]\n    tls: {mode: PASSTHROUGH}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: stripe}\nspec:\n  hosts: [api.stripe.com]\n  gateways: [mesh, egress]\n  tls:\n  - match: [{gateways: [egress], port: 443, sniHosts: [api.stripe.com]}]\n    route: [{destination: {host: api.stripe.com, port: {number: 443}}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: stripe}\nspec:\n  host: api.stripe.com\n  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 2s}}}\n"),
+            + r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress}
+spec:
+  selector: {istio: egress-fixed}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [api.stripe.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [api.stripe.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: stripe}
+spec:
+  hosts: [api.stripe.com]
+  gateways: [mesh, egress]
+  tls:
+  - match: [{gateways: [egress], port: 443, sniHosts: [api.stripe.com]}]
+    route: [{destination: {host: api.stripe.com, port: {number: 443}}}]
+  http:
+  - match: [{gateways: [egress], port: 80}]
+    route: [{destination: {host: api.stripe.com, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: stripe}
+spec:
+  host: api.stripe.com
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: 2s}}
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: SIMPLE, credentialName: stripe-ca, sni: api.stripe.com}
+"#),
     );
     let creds = tempfile::tempdir().expect("tmp");
-    let gw = start(&repo, creds.path(), &[tls, proxy_port]);
+    let ca_dir = creds.path().join("team-pay/stripe-ca");
+    std::fs::create_dir_all(&ca_dir).expect("mkdir");
+    std::fs::write(ca_dir.join("ca.crt"), &be_ca.pem).expect("ca");
+    let gw = start(&repo, creds.path(), &[tls, proxy_port, http]);
     let ca = creds.path().join("stripe-ca.pem");
     std::fs::write(&ca, &be_ca.pem).expect("ca");
     EgressFx {
@@ -375,6 +449,7 @@ fn egress_fixture(appliance_extra: &str) -> EgressFx {
         _gw: gw,
         tls,
         proxy_port,
+        http,
         api_be,
         ca,
     }
@@ -448,6 +523,24 @@ fn egress_leaves_from_the_source_address_refuses_unregistered_names_and_connects
     assert!(line.starts_with("HTTP/1.1 403"), "{line}");
     let line = connect_status(proxy_port, "api.stripe.com:8443");
     assert!(line.starts_with("HTTP/1.1 403"), "{line}");
+
+    // Plain HTTP in, TLS out: the DestinationRule originates TLS (verified against the
+    // partner's CA, SNI api.stripe.com), still from 127.0.0.2.
+    let r =
+        crate::harness::tools::Curl::new(&format!("http://api.stripe.com:{}/v1/charges", fx.http))
+            .run();
+    assert_eq!(r.status, 200, "{r:?}");
+    let peers = be
+        .peers
+        .lock()
+        .expect("lock")
+        .get("stripe")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        peers.last().map(|p| p.ip().to_string()).as_deref(),
+        Some("127.0.0.2")
+    );
 }
 
 #[test]

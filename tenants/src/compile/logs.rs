@@ -79,7 +79,12 @@ fn policy(
                     &rule.providers
                 };
                 for p in providers {
-                    let enabled = !rule.disabled.unwrap_or(false);
+                    // An unset `disabled` keeps what the parent level said: a child must
+                    // write `disabled: false` to turn back on what a parent turned off.
+                    let enabled = match rule.disabled {
+                        Some(d) => !d,
+                        None => state.get(p).is_none_or(|(on, _, _)| *on),
+                    };
                     state.insert(p.clone(), (enabled, rule.filter.clone(), rule.mode));
                 }
             }

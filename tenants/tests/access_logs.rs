@@ -139,7 +139,7 @@ fn a_child_must_say_disabled_false_to_undo_a_parent_disable() {
     let s = sinks(
         "    accessLogFile: /dev/stdout\n",
         &[
-            ("platform/telemetry.yaml", root.clone()),
+            ("platform/telemetry.yaml", root),
             (
                 "tenants/team-a/telemetry.yaml",
                 telemetry("silent-about-it", "{providers: [{name: file}]}", None),

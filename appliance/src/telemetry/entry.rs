@@ -1,12 +1,13 @@
 //! One access-log entry and its renderings: Envoy's text format (default or a custom
 //! `%COMMAND%` template), JSON, and the CEL attributes filters evaluate.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tenants::cel::{Attributes, Value};
+
+use super::template::{JsonTemplate, Template};
 
 /// Istio's default text format (`meshConfig.accessLogFile` with TEXT encoding), plus the
 /// tenant and gateway group gatehouse adds.
@@ -95,7 +96,7 @@ pub struct Entry {
     pub grpc: bool,
 }
 
-fn rfc3339_millis(t: SystemTime) -> String {
+pub(crate) fn rfc3339_millis(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let ms = d.subsec_millis();
@@ -121,76 +122,8 @@ fn rfc3339_millis(t: SystemTime) -> String {
 }
 
 impl Entry {
-    /// The value of one `%COMMAND%` operator.
-    pub fn operator(&self, cmd: &str) -> String {
-        let mut s = String::new();
-        self.write_operator(cmd, &mut s);
-        s
-    }
-
-    /// Appends the value of one `%COMMAND%` operator to `out` (the writer thread renders
-    /// every entry: no allocation per field).
-    fn write_operator(&self, cmd: &str, out: &mut String) {
-        fn text(out: &mut String, s: &str) {
-            out.push_str(if s.is_empty() { "-" } else { s });
-        }
-        fn opt<T: std::fmt::Display>(out: &mut String, v: Option<T>) {
-            match v {
-                Some(x) => {
-                    let _ = write!(out, "{x}");
-                }
-                None => out.push('-'),
-            }
-        }
-        match cmd {
-            "START_TIME" => match self.start {
-                Some(t) => out.push_str(&rfc3339_millis(t)),
-                None => out.push('-'),
-            },
-            "PROTOCOL" => text(out, self.protocol),
-            "RESPONSE_CODE" => {
-                let _ = write!(out, "{}", self.status);
-            }
-            "RESPONSE_FLAGS" => text(out, &self.flags),
-            "BYTES_RECEIVED" => {
-                let _ = write!(out, "{}", self.bytes_in);
-            }
-            "BYTES_SENT" => {
-                let _ = write!(out, "{}", self.bytes_out);
-            }
-            "DURATION" => {
-                let _ = write!(out, "{}", self.duration.as_millis());
-            }
-            "UPSTREAM_HOST" => opt(out, self.upstream),
-            "UPSTREAM_CLUSTER" => opt(out, self.cluster.as_deref()),
-            "DOWNSTREAM_LOCAL_ADDRESS" => opt(out, self.local),
-            "DOWNSTREAM_REMOTE_ADDRESS" => opt(out, self.peer),
-            "REQUESTED_SERVER_NAME" => opt(out, self.sni.as_deref()),
-            "ROUTE_NAME" => opt(out, self.route.as_deref()),
-            "TENANT" => text(out, &self.tenant),
-            "GATEWAY" => text(out, &self.group),
-            c if c.starts_with("REQ(") && c.ends_with(')') => {
-                let names = &c[4..c.len() - 1];
-                // `A?B`: A, else B (Envoy's alternative-header syntax; `B` may be a
-                // pseudo-header such as `:PATH`).
-                match names.split('?').find_map(|n| self.header_ref(n)) {
-                    Some(v) => out.push_str(v),
-                    None => out.push('-'),
-                }
-            }
-            c if c.starts_with("RESP(") && c.ends_with(')') => {
-                if c[5..c.len() - 1].eq_ignore_ascii_case("x-envoy-upstream-service-time") {
-                    opt(out, self.upstream_time.map(|d| d.as_millis()));
-                } else {
-                    out.push('-');
-                }
-            }
-            _ => out.push('-'),
-        }
-    }
-
     /// A request header by name (any case), without copying it.
-    fn header_ref(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header_ref(&self, name: &str) -> Option<&str> {
         let non_empty = |s: &'_ str| (!s.is_empty()).then_some(());
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is(":method") {
@@ -223,52 +156,18 @@ impl Entry {
         self.header_ref(name).map(str::to_string)
     }
 
-    /// Renders a `%COMMAND%` template.
+    /// Renders a `%COMMAND%` template (parsed on the spot; the writer keeps parsed ones).
     pub fn render(&self, template: &str) -> String {
         let mut out = String::with_capacity(template.len() + 128);
-        let mut rest = template;
-        while let Some(i) = rest.find('%') {
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            match after.find('%') {
-                Some(j) if j > 0 && !after[..j].contains(' ') => {
-                    self.write_operator(&after[..j], &mut out);
-                    rest = &after[j + 1..];
-                }
-                _ => {
-                    out.push('%');
-                    rest = after;
-                }
-            }
-        }
-        out.push_str(rest);
+        Template::parse(template).render(self, &mut out);
         out
     }
 
-    /// One JSON object with `keys` → templates.
+    /// One JSON object with `keys` → templates, and a newline.
     pub fn render_json<'a>(&self, keys: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-        let mut map = serde_json::Map::new();
-        for (k, t) in keys {
-            let v = self.render(t);
-            let value = if t.trim() == "%RESPONSE_CODE%"
-                || t.trim() == "%BYTES_RECEIVED%"
-                || t.trim() == "%BYTES_SENT%"
-                || t.trim() == "%DURATION%"
-            {
-                match v.parse::<u64>() {
-                    Ok(n) => serde_json::Value::Number(n.into()),
-                    Err(_) => serde_json::Value::String(v),
-                }
-            } else if v == "-" {
-                serde_json::Value::Null
-            } else {
-                serde_json::Value::String(v)
-            };
-            map.insert(k.to_string(), value);
-        }
-        let mut s = serde_json::Value::Object(map).to_string();
-        let _ = writeln!(s);
-        s
+        let mut out = String::with_capacity(512);
+        JsonTemplate::parse(keys).render(self, &mut out);
+        out
     }
 }
 

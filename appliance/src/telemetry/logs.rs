@@ -18,6 +18,7 @@ use super::entry::{DEFAULT_JSON, DEFAULT_TEXT, Entry};
 use super::otlp;
 use super::registry::Registry;
 use super::settings::{Endpoint, Settings};
+use super::template::{JsonTemplate, Template};
 
 /// One entry and the policy that says where it goes.
 pub struct Job {
@@ -27,22 +28,59 @@ pub struct Job {
     pub policy: Arc<AccessLogPolicy>,
 }
 
-/// Renders an entry in a provider's format.
-pub fn render(e: &Entry, f: &LogFormat) -> String {
-    match f {
-        LogFormat::Text(None) => e.render(DEFAULT_TEXT),
-        LogFormat::Text(Some(t)) => {
-            let mut s = e.render(t);
-            if !s.ends_with('\n') {
-                s.push('\n');
-            }
-            s
-        }
-        LogFormat::Json(None) => e.render_json(DEFAULT_JSON.iter().copied()),
-        LogFormat::Json(Some(keys)) => {
-            e.render_json(keys.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+/// The writer's parsed formats: the defaults once, custom ones on first use.
+pub struct Formats {
+    text: Template,
+    json: JsonTemplate,
+    /// Custom text formats by the address of their text in the policy, checked against the
+    /// text itself (a reload may reuse an address for another format).
+    custom: HashMap<usize, (String, Template)>,
+}
+
+impl Default for Formats {
+    fn default() -> Self {
+        Self {
+            text: Template::parse(DEFAULT_TEXT),
+            json: JsonTemplate::parse(DEFAULT_JSON.iter().copied()),
+            custom: HashMap::new(),
         }
     }
+}
+
+impl Formats {
+    /// Appends `e` in format `f` to `out`, one line.
+    pub fn render(&mut self, e: &Entry, f: &LogFormat, out: &mut String) {
+        match f {
+            LogFormat::Text(None) => self.text.render(e, out),
+            LogFormat::Text(Some(t)) => {
+                let key = t.as_ptr() as usize;
+                if self.custom.get(&key).is_none_or(|(text, _)| text != t) {
+                    if self.custom.len() >= 256 {
+                        self.custom.clear();
+                    }
+                    self.custom.insert(key, (t.clone(), Template::parse(t)));
+                }
+                if let Some((_, tpl)) = self.custom.get(&key) {
+                    tpl.render(e, out);
+                }
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            LogFormat::Json(None) => self.json.render(e, out),
+            LogFormat::Json(Some(keys)) => {
+                JsonTemplate::parse(keys.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .render(e, out);
+            }
+        }
+    }
+}
+
+/// Renders an entry in a provider's format (tests and one-off use).
+pub fn render(e: &Entry, f: &LogFormat) -> String {
+    let mut s = String::with_capacity(512);
+    Formats::default().render(e, f, &mut s);
+    s
 }
 
 /// Where entries are written. Buffered, all of them: stdout is line-buffered by default,
@@ -131,12 +169,17 @@ type BatchKey = (String, u16, Option<String>);
 struct Sinks {
     files: HashMap<String, Out>,
     batches: HashMap<BatchKey, Vec<LogRecord>>,
+    formats: Formats,
+    /// The line being rendered, reused.
+    line: String,
 }
 
 async fn run(rx: Receiver<Job>, settings: Arc<ArcSwap<Settings>>, registry: Arc<Registry>) {
     let mut sinks = Sinks {
         files: HashMap::new(),
         batches: HashMap::new(),
+        formats: Formats::default(),
+        line: String::with_capacity(1024),
     };
     let mut drain = tokio::time::interval(DRAIN_EVERY);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -195,7 +238,8 @@ async fn write(sinks: &mut Sinks, job: &Job, settings: &ArcSwap<Settings>, regis
         }
         match &sink.provider {
             Provider::File { path, format } => {
-                let line = render(&job.entry, format);
+                sinks.line.clear();
+                sinks.formats.render(&job.entry, format, &mut sinks.line);
                 let out = match sinks.files.get_mut(path) {
                     Some(o) => o,
                     None => match open(path) {
@@ -207,7 +251,7 @@ async fn write(sinks: &mut Sinks, job: &Job, settings: &ArcSwap<Settings>, regis
                         }
                     },
                 };
-                if out.write(&line).is_ok() {
+                if out.write(&sinks.line).is_ok() {
                     registry.log_written.fetch_add(1, Ordering::Relaxed);
                 } else {
                     registry.log_export_errors.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +263,9 @@ async fn write(sinks: &mut Sinks, job: &Job, settings: &ArcSwap<Settings>, regis
                 log_name,
                 format,
             } => {
-                let body = render(&job.entry, format).trim_end().to_string();
+                sinks.line.clear();
+                sinks.formats.render(&job.entry, format, &mut sinks.line);
+                let body = sinks.line.trim_end().to_string();
                 let key = (service.clone(), *port, log_name.clone());
                 let b = sinks.batches.entry(key.clone()).or_default();
                 b.push(otlp::log_record(&job.entry, body));

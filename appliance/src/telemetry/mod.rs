@@ -8,6 +8,7 @@ pub mod otlp;
 pub mod prometheus;
 pub mod registry;
 pub mod settings;
+pub mod template;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

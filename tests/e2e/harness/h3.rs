@@ -8,16 +8,18 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// The virtualenv's Python with aioquic.
 pub fn python() -> PathBuf {
-    let p = super::bin_dir()
+    // Beside the binaries' target directory, or the workspace's `target/` (where
+    // scripts/test.sh puts it) when CARGO_TARGET_DIR points elsewhere.
+    let near = super::bin_dir()
         .parent()
-        .expect("target dir")
-        .join("h3venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: scripts/test.sh installs aioquic there",
-        p.display()
-    );
-    p
+        .map(|t| t.join("h3venv/bin/python"));
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/h3venv/bin/python");
+    near.into_iter()
+        .chain([repo])
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("target/h3venv/bin/python missing: scripts/test.sh installs aioquic there")
+        })
 }
 
 /// One QUIC connection to the gateway, kept open between requests.

@@ -282,6 +282,40 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca_and_an_allowed_san() {
 }
 
 #[test]
+fn optional_mutual_admits_clients_without_a_certificate_and_checks_those_with_one() {
+    let ca = Ca::new("gatehouse test CA");
+    let rogue = Ca::new("some other CA");
+    let fx = fixture(
+        &[TenantSpec {
+            name: "team-a",
+            servers: &[Server {
+                name: "https-optional",
+                host: "optional.example.com",
+                tls: "{mode: OPTIONAL_MUTUAL, credentialName: optional-cert}",
+            }],
+        }],
+        &ca,
+        |root, scratch| {
+            write_credential(
+                &root.join("team-a/optional-cert"),
+                &ca.server(&["optional.example.com"], 0x9009),
+                Some(&ca.pem),
+            );
+            write_pem(scratch, "client", &ca.client("client.example", 0x900a));
+            write_pem(scratch, "rogue", &rogue.client("client.example", 0x900b));
+        },
+    );
+    let r = fx.curl("optional.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "optional"), "{r:?}");
+    let r = fx.curl_as("client", "optional.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "optional"), "{r:?}");
+    assert_refused(
+        &fx.curl_as("rogue", "optional.example.com", "/").run(),
+        "a certificate from another CA, presented",
+    );
+}
+
+#[test]
 fn min_protocol_version_tls13_refuses_tls12_per_server() {
     let ca = Ca::new("gatehouse test CA");
     let fx = fixture(

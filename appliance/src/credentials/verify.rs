@@ -37,12 +37,29 @@ pub struct ClientCerts {
     ca: Arc<Credential>,
     sans: Vec<String>,
     provider: Arc<CryptoProvider>,
+    mandatory: bool,
 }
 
 impl ClientCerts {
-    /// A verifier over `ca`'s trust anchors.
-    pub fn new(ca: Arc<Credential>, sans: Vec<String>, provider: Arc<CryptoProvider>) -> Self {
-        Self { ca, sans, provider }
+    /// A verifier over `ca`'s trust anchors; `mandatory` is false for OPTIONAL_MUTUAL (a
+    /// client without a certificate is let in; one presenting a certificate must pass).
+    pub fn new(
+        ca: Arc<Credential>,
+        sans: Vec<String>,
+        provider: Arc<CryptoProvider>,
+        mandatory: bool,
+    ) -> Self {
+        Self {
+            ca,
+            sans,
+            provider,
+            mandatory,
+        }
+    }
+
+    /// Whether a client must present a certificate (MUTUAL) or may not (OPTIONAL_MUTUAL).
+    pub fn mandatory(&self) -> bool {
+        self.mandatory
     }
 }
 
@@ -66,6 +83,10 @@ fn cert_sans(der: &CertificateDer<'_>) -> Vec<String> {
 impl ClientCertVerifier for ClientCerts {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
     }
 
     fn verify_client_cert(

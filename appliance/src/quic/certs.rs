@@ -90,16 +90,22 @@ impl ListenerTls {
         addr: SocketAddr,
         rt: &Runtime,
     ) -> Self {
-        let mutual: Vec<bool> = https_chains(rt, &group, &addr)
-            .map(|st| st.tls.client.is_some())
+        // Per chain: (asks for a client certificate, requires one).
+        let mutual: Vec<(bool, bool)> = https_chains(rt, &group, &addr)
+            .map(|st| {
+                st.tls
+                    .client
+                    .as_ref()
+                    .map_or((false, false), |c| (true, c.mandatory()))
+            })
             .collect();
         Self {
             provider: shared.store.provider().clone(),
             shared,
             group,
             addr,
-            offer: mutual.iter().any(|m| *m),
-            mandatory: !mutual.is_empty() && mutual.iter().all(|m| *m),
+            offer: mutual.iter().any(|(asks, _)| *asks),
+            mandatory: !mutual.is_empty() && mutual.iter().all(|(_, requires)| *requires),
         }
     }
 
@@ -192,10 +198,17 @@ pub(super) fn check_client(st: &ChainState, conn: &quinn::Connection) -> Result<
     let Some(v) = &st.tls.client else {
         return Ok(());
     };
-    let certs = conn
+    let Some(certs) = conn
         .peer_identity()
         .and_then(|i| i.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or(Error::NoCertificatesPresented)?;
+    else {
+        // OPTIONAL_MUTUAL lets a client without a certificate in.
+        return if v.mandatory() {
+            Err(Error::NoCertificatesPresented)
+        } else {
+            Ok(())
+        };
+    };
     let (ee, rest) = certs.split_first().ok_or(Error::NoCertificatesPresented)?;
     v.verify_client_cert(ee, rest, UnixTime::now()).map(|_| ())
 }

@@ -80,11 +80,16 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
     )?;
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
-    let client = (ctx.mode == ServerTlsMode::Mutual).then(|| {
+    let client = matches!(
+        ctx.mode,
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    )
+    .then(|| {
         Arc::new(ClientCerts::new(
             cred.clone(),
             ctx.subject_alt_names.clone(),
             provider,
+            ctx.mode == ServerTlsMode::Mutual,
         ))
     });
     let mut config = match &client {

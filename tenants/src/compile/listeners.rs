@@ -237,7 +237,7 @@ fn tls_chains(
         let Some(tls) = &srv.tls else { continue };
         let gw_ns = gw.meta.namespace.clone();
         match tls.mode {
-            ServerTlsMode::Simple | ServerTlsMode::Mutual => {
+            ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
                 let Some(credential) = &tls.credential else {
                     continue;
                 };
@@ -340,7 +340,7 @@ fn tls_chains(
                 &mut taken,
                 &mut chains,
             ),
-            ServerTlsMode::IstioMutual | ServerTlsMode::OptionalMutual => {}
+            ServerTlsMode::IstioMutual => {}
         }
     }
     chains

@@ -445,13 +445,7 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
                 c.warn(p, "certificates are ignored in PASSTHROUGH mode");
             }
         }
-        ServerTlsMode::OptionalMutual => {
-            c.error(
-                &p.key("mode"),
-                format!("not supported yet: {} OPTIONAL_MUTUAL", p.key("mode")),
-            );
-        }
-        ServerTlsMode::Simple | ServerTlsMode::Mutual => {
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
             if !has_name && !has_names && !has_certs {
                 if t.server_certificate.is_none() {
                     c.error(
@@ -465,10 +459,12 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
                         "SIMPLE and MUTUAL TLS need credentialName or privateKey",
                     );
                 }
-                if mode == ServerTlsMode::Mutual && t.ca_certificates.is_none() {
+                if matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+                    && t.ca_certificates.is_none()
+                {
                     c.error(
                         &p.key("caCertificates"),
-                        "MUTUAL TLS needs credentialName or caCertificates",
+                        "MUTUAL and OPTIONAL_MUTUAL TLS need credentialName or caCertificates",
                     );
                 }
                 if c.tenant && has_files {

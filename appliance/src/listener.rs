@@ -100,6 +100,7 @@ pub async fn handle(
                 group: l.group.clone(),
                 listener: l.addr,
                 peer,
+                peer_ip: crate::http::headers::ip_value(peer.ip()),
                 tls: false,
                 sni: None,
                 chain: None,
@@ -108,7 +109,15 @@ pub async fn handle(
                 tenant: ConnTenant::default(),
             });
             drop(rt);
-            server::serve(stream, info, Proto::Auto, &l.limits, drain, stop).await;
+            Box::pin(server::serve(
+                stream,
+                info,
+                Proto::Auto,
+                &l.limits,
+                drain,
+                stop,
+            ))
+            .await;
         }
         ListenerKind::Tcp(tcp) => {
             let tenant = rt.tenant(&tcp.tenant).cloned();
@@ -123,7 +132,7 @@ pub async fn handle(
             let cluster = cluster.clone();
             let session = Session::new(&shared, group, &tcp.tenant, peer, l.addr, None);
             drop(rt);
-            session.run(stream, Bytes::new(), &cluster, name).await;
+            Box::pin(session.run(stream, Bytes::new(), &cluster, name)).await;
         }
         ListenerKind::Tls(_) => {
             drop(rt);
@@ -148,7 +157,7 @@ pub async fn handle(
                 {
                     let target = format!("{sni}:{}", listener.gateway_port);
                     drop(rt);
-                    original_destination(stream, hello_bytes, &target, source).await;
+                    Box::pin(original_destination(stream, hello_bytes, &target, source)).await;
                     return;
                 }
                 tracing::info!(%peer, listener = %l.addr, sni = ?hello.sni, "no filter chain for SNI; closed");
@@ -168,7 +177,7 @@ pub async fn handle(
                     let session =
                         Session::new(&shared, group, &chain.tenant, peer, l.addr, hello.sni);
                     drop(rt);
-                    session.run(stream, hello_bytes, &cluster, name).await;
+                    Box::pin(session.run(stream, hello_bytes, &cluster, name)).await;
                 }
                 ChainAction::TerminateHttp { .. } | ChainAction::TerminateTcp { .. } => {
                     let Some(state) = group.chains.get(&chain.name).cloned() else {
@@ -195,7 +204,7 @@ pub async fn handle(
                     drop(rt);
                     let tls = match tokio::time::timeout(
                         HANDSHAKE_TIMEOUT,
-                        acceptor.accept(Prefixed::new(hello_bytes, stream)),
+                        Box::pin(acceptor.accept(Prefixed::new(hello_bytes, stream))),
                     )
                     .await
                     {
@@ -209,7 +218,7 @@ pub async fn handle(
                         Err(_) => return,
                     };
                     if let Some((cluster, name, session)) = tcp_target {
-                        session.run(tls, Bytes::new(), &cluster, name).await;
+                        Box::pin(session.run(tls, Bytes::new(), &cluster, name)).await;
                         return;
                     }
                     let proto = match tls.get_ref().1.alpn_protocol() {
@@ -220,6 +229,7 @@ pub async fn handle(
                         group: l.group.clone(),
                         listener: l.addr,
                         peer,
+                        peer_ip: crate::http::headers::ip_value(peer.ip()),
                         tls: true,
                         sni: hello.sni.map(String::into_boxed_str),
                         chain: Some(chain.name.clone().into_boxed_str()),
@@ -227,7 +237,7 @@ pub async fn handle(
                         framing: Arc::default(),
                         tenant: ConnTenant::default(),
                     });
-                    server::serve(tls, info, proto, &l.limits, drain, stop).await;
+                    Box::pin(server::serve(tls, info, proto, &l.limits, drain, stop)).await;
                 }
             }
         }

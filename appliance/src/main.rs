@@ -4,6 +4,7 @@
 /// the worker threads and dropped on the log writer's; with glibc's arenas every such free
 /// took the worker arena's lock (measured: access logging cost +15.7 % CPU per request with
 /// glibc malloc; see BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

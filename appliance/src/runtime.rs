@@ -3,7 +3,9 @@
 //! published with one `ArcSwap` store. Parts whose configuration did not change are carried
 //! over from the previous generation, so a reload keeps pools, ejections and counters.
 
-use std::collections::HashMap;
+// FxHash: these maps are read on every request, keyed by configuration (names, listener
+// addresses, label sets), never by anything a client chooses.
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
@@ -80,8 +82,8 @@ impl Runtime {
         Self {
             generation: 0,
             snapshot: Arc::new(Snapshot::empty()),
-            groups: HashMap::new(),
-            tenants: HashMap::new(),
+            groups: HashMap::default(),
+            tenants: HashMap::default(),
             problems: Vec::new(),
         }
     }
@@ -105,15 +107,15 @@ impl Runtime {
         store: &Store,
         handle: &tokio::runtime::Handle,
     ) -> Self {
-        let mut groups = HashMap::new();
+        let mut groups = HashMap::default();
         let mut problems = Vec::new();
         for (name, g) in &snap.groups {
             if served.is_some_and(|s| !s.iter().any(|x| x == name)) {
                 continue;
             }
             let old = prev.groups.get(name);
-            let mut listeners = HashMap::new();
-            let mut chains = HashMap::new();
+            let mut listeners = HashMap::default();
+            let mut chains = HashMap::default();
             for l in &g.listeners {
                 listeners.insert(l.address, l.clone());
                 if let ListenerKind::Tls(cs) = &l.kind {
@@ -142,7 +144,7 @@ impl Runtime {
                     Some((l.address, http::HeaderValue::from_str(&v).ok()?))
                 })
                 .collect();
-            let mut clusters = HashMap::new();
+            let mut clusters = HashMap::default();
             for (cname, c) in &g.clusters {
                 let reuse = old
                     .and_then(|o| o.clusters.get(cname))
@@ -170,7 +172,7 @@ impl Runtime {
                 },
             );
         }
-        let mut tenants = HashMap::new();
+        let mut tenants = HashMap::default();
         for (t, st) in &snap.tenants {
             let reuse = prev
                 .tenants

@@ -7,17 +7,25 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
 use tenants::model::HeaderOp;
 
-/// Headers that only concern one hop.
-const HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authenticate",
+/// Headers that only concern one hop. `HeaderName`s rather than strings: a lookup by `&str`
+/// parses and validates the name on every call, and this runs twice per request.
+const HOP_COUNT: usize = 8;
+const HOP: [HeaderName; HOP_COUNT] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
 ];
+
+/// `x-forwarded-for`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Removes hop-by-hop headers, including those `Connection` lists. With `keep_upgrade`, the
 /// `Connection: upgrade` / `Upgrade` pair survives (websockets).
@@ -27,7 +35,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual tokens: `close` names no header, and the others are in `HOP` anyway.
+        .filter(|t| {
+            !["close", "keep-alive", "upgrade"]
+                .iter()
+                .any(|c| t.eq_ignore_ascii_case(c))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for n in listed {
         if keep_upgrade && n == header::UPGRADE {
@@ -35,18 +50,26 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         }
         h.remove(&n);
     }
-    for n in HOP {
-        if keep_upgrade && (*n == "upgrade" || *n == "connection") {
+    // One pass over the (few) names present instead of a hashed lookup per hop-by-hop
+    // name: most requests carry none of them.
+    let mut present = [false; HOP_COUNT];
+    for k in h.keys() {
+        if let Some(i) = HOP.iter().position(|n| n == k) {
+            present[i] = true;
+        }
+    }
+    for (n, _) in HOP.iter().zip(present).filter(|(_, p)| *p) {
+        if keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION) {
             continue;
         }
         // `te: trailers` is the one TE value that may cross (gRPC needs it).
-        if *n == "te"
+        if n == header::TE
             && h.get(header::TE)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
         {
             continue;
         }
-        h.remove(*n);
+        h.remove(n);
     }
     if keep_upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -55,46 +78,59 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto`, and makes sure
 /// `x-request-id` is set (returned for the access log).
-pub fn forwarded(h: &mut HeaderMap, client: IpAddr, scheme: &str) -> HeaderValue {
-    let client = client.to_canonical().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {client}"),
-        _ => client,
+pub fn forwarded(h: &mut HeaderMap, client: &HeaderValue, scheme: &str) -> HeaderValue {
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
-    match h.get("x-request-id") {
+    match h.get(&X_REQUEST_ID) {
         Some(v) if !v.is_empty() => v.clone(),
         _ => {
             let id = request_id();
-            h.insert("x-request-id", id.clone());
+            h.insert(X_REQUEST_ID, id.clone());
             id
         }
     }
 }
 
+/// A client address as `x-forwarded-for` carries it (IPv4-mapped IPv6 as IPv4).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// A random UUIDv4, as Envoy generates for `x-request-id`.
 pub fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex =
-        |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let s = format!(
-        "{}-{}-{}-{}-{}",
-        hex(0..4),
-        hex(4..6),
-        hex(6..8),
-        hex(8..10),
-        hex(10..16)
-    );
-    HeaderValue::from_str(&s)
+    let mut s = [0u8; 36];
+    let mut i = 0;
+    for (k, x) in b.iter().enumerate() {
+        if matches!(k, 4 | 6 | 8 | 10) {
+            s[i] = b'-';
+            i += 1;
+        }
+        s[i] = HEX[usize::from(x >> 4)];
+        s[i + 1] = HEX[usize::from(x & 0x0f)];
+        i += 2;
+    }
+    HeaderValue::from_bytes(&s)
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
@@ -136,4 +172,73 @@ pub fn apply(h: &mut HeaderMap, op: &HeaderOp) -> Option<String> {
 /// through as written.
 fn unescape(v: &str) -> String {
     v.replace("%%", "%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v4() {
+        let a = request_id();
+        let s = a.to_str().expect("ascii");
+        let parts: Vec<&str> = s.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(s.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert!(parts[2].starts_with('4'), "{s}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{s}");
+        assert_ne!(a, request_id());
+    }
+
+    #[test]
+    fn forwarded_appends_and_keeps_an_existing_request_id() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        let id = forwarded(
+            &mut h,
+            &ip_value("::ffff:127.0.0.9".parse().expect("ip")),
+            "https",
+        );
+        assert_eq!(id, "abc");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+
+        let mut h = HeaderMap::new();
+        let id = forwarded(&mut h, &ip_value("::1".parse().expect("ip")), "http");
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-request-id"], id);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_but_te_trailers_and_upgrades_survive() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("accept", "*/*"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "te"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(!h.contains_key(header::TE));
+    }
 }

@@ -1,15 +1,16 @@
 //! Serving one downstream connection with hyper: HTTP/1.1 and HTTP/2 (prior knowledge or
 //! ALPN), upgrades, header limits, header-read and idle timeouts, graceful drain.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::HeaderValue;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tenants::model::DownstreamLimits;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
@@ -120,23 +121,6 @@ pub async fn serve<I>(
     // HTTP/1 framing checks hyper cannot make (see `guard`).
     let io = Guard::new(io, info.framing.clone(), proto == Proto::H1, max_buf);
     let io = Idle::new(io, activity.clone());
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(max_buf)
-        .writev(false)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_concurrent_streams)
-        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(100))
-        .max_local_error_reset_streams(Some(1024));
-    let b = match proto {
-        Proto::H2 => b.http2_only(),
-        Proto::H1 | Proto::Auto => b.http1_only(),
-    };
     // Set when draining HTTP/1: responses carry `Connection: close` (see `DRAIN_IDLE`).
     let closing = Arc::new(AtomicBool::new(false));
     let svc = {
@@ -155,8 +139,31 @@ pub async fn serve<I>(
             }
         })
     };
-    let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
+    // The protocol is known here (sniffed or ALPN), so hyper's own builders serve it directly:
+    // no auto-detection layer, and the connection future holds only the one protocol's state,
+    // boxed so the task stays small while the connection idles.
+    let io = TokioIo::new(io);
+    let mut conn = match proto {
+        Proto::H2 => Conn::H2(Box::pin(
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.max_concurrent_streams)
+                .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
+                .max_pending_accept_reset_streams(Some(100))
+                .max_local_error_reset_streams(Some(1024))
+                .serve_connection(io, svc),
+        )),
+        Proto::H1 | Proto::Auto => Conn::H1(Box::pin(
+            http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(max_buf)
+                .writev(false)
+                .keep_alive(true)
+                .serve_connection(io, svc)
+                .with_upgrades(),
+        )),
+    };
     let idle = limits.idle_timeout;
     // HTTP/2 has GOAWAY, which no request races with: shut down at once. HTTP/1 first says
     // `Connection: close`, and shuts down once the connection is quiet.
@@ -167,11 +174,11 @@ pub async fn serve<I>(
             closing.store(true, Ordering::Relaxed);
             if proto == Proto::H2 {
                 shut = true;
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
             }
         }
         tokio::select! {
-            _ = &mut conn => break,
+            _ = conn.run() => break,
             r = drain.changed(), if !draining => {
                 draining = r.is_err() || *drain.borrow();
             }
@@ -180,12 +187,46 @@ pub async fn serve<I>(
             }
             () = activity.idle_for(DRAIN_IDLE), if draining && !shut => {
                 shut = true;
-                conn.as_mut().graceful_shutdown();
+                conn.graceful_shutdown();
             }
             () = activity.idle_for(idle) => {
                 // No bytes in either direction for the idle timeout: close.
                 break;
             }
+        }
+    }
+}
+
+/// A served connection of either protocol.
+enum Conn<H1, H2> {
+    H1(Pin<Box<H1>>),
+    H2(Pin<Box<H2>>),
+}
+
+impl<I, S, B> Conn<http1::UpgradeableConnection<I, S>, http2::Connection<I, S, TokioExecutor>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    /// Drives the connection until it ends (errors are the client's and end it too).
+    async fn run(&mut self) {
+        let _ = match self {
+            Self::H1(c) => c.as_mut().await,
+            Self::H2(c) => c.as_mut().await,
+        };
+    }
+
+    /// HTTP/2 GOAWAY; HTTP/1 closes after the response in progress.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Self::H1(c) => c.as_mut().graceful_shutdown(),
+            Self::H2(c) => c.as_mut().graceful_shutdown(),
         }
     }
 }

@@ -29,6 +29,9 @@ use crate::shared::Shared;
 use crate::telemetry::entry::Entry;
 use crate::upstream::lb::hash_bytes;
 
+const X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
+
 /// Bodies up to this size are buffered so that a retry or a mirror can resend them.
 const REPLAY_LIMIT: u64 = 64 * 1024;
 
@@ -40,6 +43,8 @@ pub struct ConnInfo {
     pub listener: SocketAddr,
     /// The client.
     pub peer: SocketAddr,
+    /// The client's address as `x-forwarded-for` gives it, rendered once per connection.
+    pub peer_ip: HeaderValue,
     /// Whether TLS was terminated.
     pub tls: bool,
     /// SNI of the TLS connection.
@@ -114,14 +119,16 @@ where
     let mut rec = Record {
         start: Some(SystemTime::now()),
         method: req.method().as_str().to_string(),
+        // `as_str`, not `to_string`: `Display` goes through the formatting machinery.
         path: req
             .uri()
             .path_and_query()
-            .map_or_else(|| "/".to_string(), ToString::to_string),
+            .map_or("/", |p| p.as_str())
+            .to_string(),
         protocol: protocol(req.version()),
         user_agent: req.headers().get(header::USER_AGENT).cloned(),
-        xff: req.headers().get("x-forwarded-for").cloned(),
-        request_id: req.headers().get("x-request-id").cloned(),
+        xff: req.headers().get(&headers::X_FORWARDED_FOR).cloned(),
+        request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
         ..Record::default()
     };
     let grpc = req
@@ -373,7 +380,7 @@ async fn proxy(
     let (parts, incoming) = req.into_parts();
     let mut h = parts.headers;
     headers::strip_hop_by_hop(&mut h, upgrade);
-    let rid = headers::forwarded(&mut h, conn.peer.ip(), scheme);
+    let rid = headers::forwarded(&mut h, &conn.peer_ip, scheme);
     rec.request_id = Some(rid.clone());
     let mut up_authority = authority.clone();
     let mut up_path = path.clone();
@@ -466,10 +473,11 @@ async fn proxy(
     if let (Some(p), Some(o)) = (&rb.rule.cors, &cors_origin) {
         cors::decorate(p, o, rh);
     }
-    if let Some(t) = report.service_time
-        && let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string())
-    {
-        rh.insert("x-envoy-upstream-service-time", v);
+    if let Some(t) = report.service_time {
+        rh.insert(
+            X_ENVOY_UPSTREAM_SERVICE_TIME,
+            HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        );
     }
     Ok(resp)
 }

@@ -146,6 +146,7 @@ pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) 
         group: cx.group.clone(),
         listener: cx.addr,
         peer,
+        peer_ip: crate::http::headers::ip_value(peer.ip()),
         tls: true,
         sni: sni.map(String::into_boxed_str),
         chain: Some(chain.name.clone().into_boxed_str()),

@@ -19,7 +19,7 @@ use std::sync::mpsc::SyncSender;
 use tenants::snapshot::AccessLogPolicy;
 
 use entry::Entry;
-use registry::{HttpLabels, Registry, TcpLabels};
+use registry::{HttpLabelsRef, Registry, TcpLabels};
 use settings::{FileSettings, Settings};
 
 /// The process's telemetry: registry, access-log queue, export settings.
@@ -93,23 +93,22 @@ impl Telemetry {
 
     /// Records a finished HTTP request.
     pub fn http(&self, e: &Entry) {
-        let labels = HttpLabels {
-            tenant: e.tenant.clone(),
-            gateway: e.group.clone(),
-            destination_service: Arc::from(e.cluster.as_deref().map_or("unknown", service_of)),
+        let labels = HttpLabelsRef {
+            tenant: &e.tenant,
+            gateway: &e.group,
+            destination_service: e.cluster.as_deref().map_or("unknown", service_of),
             response_code: e.status,
-            response_flags: Arc::from(if e.flags.is_empty() {
-                "-"
-            } else {
-                e.flags.as_str()
-            }),
+            response_flags: if e.flags.is_empty() { "-" } else { &e.flags },
             request_protocol: if e.grpc { "grpc" } else { "http" },
         };
-        let s = self.registry.http.get(&labels);
-        s.requests.fetch_add(1, Ordering::Relaxed);
-        s.duration.observe(e.duration.as_secs_f64() * 1000.0);
-        s.request_bytes.observe(e.bytes_in as f64);
-        s.response_bytes.observe(e.bytes_out as f64);
+        self.registry
+            .http
+            .with(&labels, HttpLabelsRef::to_owned, |s| {
+                s.requests.fetch_add(1, Ordering::Relaxed);
+                s.duration.observe(e.duration.as_secs_f64() * 1000.0);
+                s.request_bytes.observe(e.bytes_in as f64);
+                s.response_bytes.observe(e.bytes_out as f64);
+            });
     }
 
     /// Records a TCP connection's open.

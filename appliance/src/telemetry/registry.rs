@@ -6,7 +6,13 @@
 //! which reads the map lock-free). Label cardinality is bounded: past `MAX_SERIES`, new
 //! combinations are counted in one overflow series.
 
-use std::collections::HashMap;
+use hashbrown::Equivalent;
+use rustc_hash::FxBuildHasher;
+
+/// Series by labels. FxHash: label values come from configuration and a bounded set of
+/// status codes and flags, never from what a client sends; hashbrown for borrowed-key
+/// lookups ([`Equivalent`]), so finding a series allocates nothing.
+pub type HashMap<K, V> = hashbrown::HashMap<K, V, FxBuildHasher>;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,6 +119,49 @@ pub struct HttpLabels {
     pub request_protocol: &'static str,
 }
 
+/// [`HttpLabels`] borrowed from a request's entry. Hashes exactly as `HttpLabels` does
+/// (fields in the same order; `Arc<str>` hashes as its `str`).
+#[derive(Debug, Hash)]
+pub struct HttpLabelsRef<'a> {
+    /// `tenant`.
+    pub tenant: &'a str,
+    /// `gateway`.
+    pub gateway: &'a str,
+    /// `destination_service`.
+    pub destination_service: &'a str,
+    /// `response_code`.
+    pub response_code: u16,
+    /// `response_flags`.
+    pub response_flags: &'a str,
+    /// `request_protocol`.
+    pub request_protocol: &'static str,
+}
+
+impl Equivalent<HttpLabels> for HttpLabelsRef<'_> {
+    fn equivalent(&self, k: &HttpLabels) -> bool {
+        self.response_code == k.response_code
+            && self.request_protocol == k.request_protocol
+            && self.tenant == &*k.tenant
+            && self.gateway == &*k.gateway
+            && self.destination_service == &*k.destination_service
+            && self.response_flags == &*k.response_flags
+    }
+}
+
+impl HttpLabelsRef<'_> {
+    /// The owned labels, for a new series.
+    pub fn to_owned(&self) -> HttpLabels {
+        HttpLabels {
+            tenant: Arc::from(self.tenant),
+            gateway: Arc::from(self.gateway),
+            destination_service: Arc::from(self.destination_service),
+            response_code: self.response_code,
+            response_flags: Arc::from(self.response_flags),
+            request_protocol: self.request_protocol,
+        }
+    }
+}
+
 /// One HTTP series.
 #[derive(Debug)]
 pub struct HttpSeries {
@@ -163,7 +212,7 @@ pub struct Family<K, S> {
 impl<K: Clone + Eq + Hash, S> Family<K, S> {
     fn new(new: fn() -> S) -> Self {
         Self {
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(HashMap::default()),
             insert: Mutex::new(()),
             overflow: Arc::new(new()),
             new,
@@ -172,25 +221,35 @@ impl<K: Clone + Eq + Hash, S> Family<K, S> {
 
     /// The series for `k`, created on first use.
     pub fn get(&self, k: &K) -> Arc<S> {
-        if let Some(s) = self.map.load().get(k) {
-            return s.clone();
+        self.with(k, K::clone, Arc::clone)
+    }
+
+    /// Runs `f` on the series for `q` (a borrowed form of the labels), creating it with
+    /// `own(q)` on first use. The common case loads the map and adds atomically: no
+    /// allocation, and no reference count touched on a series both workers update.
+    pub fn with<Q, R>(&self, q: &Q, own: impl FnOnce(&Q) -> K, f: impl FnOnce(&Arc<S>) -> R) -> R
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        if let Some(s) = self.map.load().get(q) {
+            return f(s);
         }
         let _g = self
             .insert
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let cur = self.map.load_full();
-        if let Some(s) = cur.get(k) {
-            return s.clone();
+        if let Some(s) = cur.get(q) {
+            return f(s);
         }
         if cur.len() >= MAX_SERIES {
-            return self.overflow.clone();
+            return f(&self.overflow);
         }
         let s = Arc::new((self.new)());
         let mut next = (*cur).clone();
-        next.insert(k.clone(), s.clone());
+        next.insert(own(q), s.clone());
         self.map.store(Arc::new(next));
-        s
+        f(&s)
     }
 
     /// Every series, for export.
@@ -259,6 +318,39 @@ mod tests {
         assert_eq!(b[5], (100.0, 4));
         assert_eq!(b.last().copied(), Some((f64::INFINITY, 5)));
         assert!((sum - 10_000_075.5).abs() < 1.0);
+    }
+
+    #[test]
+    fn borrowed_http_labels_find_the_owned_series() {
+        let f: Family<HttpLabels, AtomicU64> = Family::new(|| AtomicU64::new(0));
+        let r = HttpLabelsRef {
+            tenant: "team-a",
+            gateway: "public-gw",
+            destination_service: "web.team-a.svc",
+            response_code: 200,
+            response_flags: "-",
+            request_protocol: "http",
+        };
+        assert_eq!(hash_of(&r), hash_of(&r.to_owned()));
+        for _ in 0..3 {
+            f.with(&r, HttpLabelsRef::to_owned, |s| {
+                s.fetch_add(1, Ordering::Relaxed)
+            });
+        }
+        let other = HttpLabelsRef {
+            response_code: 503,
+            ..r
+        };
+        f.with(&other, HttpLabelsRef::to_owned, |s| {
+            s.fetch_add(1, Ordering::Relaxed)
+        });
+        let all = f.all();
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all.get(&r.to_owned()).map(|s| s.load(Ordering::Relaxed)),
+            Some(3)
+        );
+        assert_eq!(f.get(&other.to_owned()).load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! ends; HTTP/2 keeps one multiplexed connection per endpoint.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+// FxHash: these maps are read on every request, keyed by configuration (names, listener
+// addresses, label sets), never by anything a client chooses.
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -79,8 +81,8 @@ impl std::fmt::Debug for Busy {
 type H2Conn = (http2::SendRequest<Body>, Arc<ConnState>);
 
 thread_local! {
-    static H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::new());
-    static H2: RefCell<HashMap<Key, H2Conn>> = RefCell::new(HashMap::new());
+    static H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::default());
+    static H2: RefCell<HashMap<Key, H2Conn>> = RefCell::new(HashMap::default());
 }
 
 /// Runs a connection. With a connection limit, the connection holds its permit until it

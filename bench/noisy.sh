@@ -153,7 +153,8 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2)
 
 for r in $(seq "$ROUNDS"); do
   for mode in quota none; do
-    log "round $r/$ROUNDS: A ${mode/none/without a quota}${mode/quota/ past a quota of 10}"
+    if [ "$mode" = quota ]; then what="past a quota of 10"; else what="without a quota"; fi
+    log "round $r/$ROUNDS: A $what"
     if [ "$mode" = quota ]; then start_gatehouse "  quotas: {maxConnections: 10}"; else start_gatehouse ""; fi
     wrk -t1 -c16 -d2s -H 'Host: b.example.com' "http://127.0.0.1:$GW/index.html" >/dev/null 2>&1 || true
     out=$(B)

@@ -247,9 +247,10 @@ pub async fn handle(
 /// For an egress group whose outbound policy is ALLOW_ANY: its source address (the outer
 /// `Option` says whether unregistered names may pass at all).
 fn allow_any(rt: &crate::runtime::Runtime, group: &str) -> Option<Option<std::net::IpAddr>> {
-    let g = &rt.snapshot.groups.get(group)?.group;
+    let snap = rt.snapshot.groups.get(group)?;
+    let g = &snap.group;
     (g.kind == tenants::model::GroupKind::Egress
-        && g.outbound == tenants::model::OutboundPolicy::AllowAny)
+        && snap.outbound == tenants::model::OutboundPolicy::AllowAny)
         .then_some(g.source_address)
 }
 

@@ -47,6 +47,11 @@ pub struct GroupSnapshot {
     pub access_logs: BTreeMap<String, Arc<AccessLogPolicy>>,
     /// HTTP CONNECT targets by `host:port` (egress groups only; a gatehouse extension).
     pub connect: BTreeMap<String, ConnectTarget>,
+    /// The outbound policy in force for unregistered destinations (egress groups): the
+    /// group's `appliance.outboundTrafficPolicy`, else a Sidecar of the platform namespace
+    /// (Istio's root-namespace default), else `meshConfig.outboundTrafficPolicy`, else
+    /// REGISTRY_ONLY.
+    pub outbound: OutboundPolicy,
 }
 
 /// Where an HTTP CONNECT to a registered `host:port` goes.

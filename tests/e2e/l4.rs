@@ -357,10 +357,10 @@ fn one_port_terminates_web_and_passes_db_and_mq_through_by_sni() {
 // --- egress ---------------------------------------------------------------------------------
 
 struct EgressFx {
-    _repo: Repo,
+    repo: Repo,
     creds: tempfile::TempDir,
     be: Backends,
-    _gw: Gateway,
+    gw: Gateway,
     tls: u16,
     proxy_port: u16,
     http: u16,
@@ -443,10 +443,10 @@ spec:
     let ca = creds.path().join("stripe-ca.pem");
     std::fs::write(&ca, &be_ca.pem).expect("ca");
     EgressFx {
-        _repo: repo,
+        repo,
         creds,
         be,
-        _gw: gw,
+        gw,
         tls,
         proxy_port,
         http,
@@ -573,6 +573,37 @@ fn egress_allow_any_lets_unregistered_connect_targets_through_by_dns() {
         peers.iter().any(|p| p.ip().to_string() == "127.0.0.2"),
         "{peers:?}"
     );
+}
+
+#[test]
+fn a_platform_sidecar_allow_any_opens_the_egress_on_reload_and_a_tenant_sidecar_does_not() {
+    let fx = egress_fixture("");
+    let target = format!("localhost:{}", fx.api_be);
+    // REGISTRY_ONLY by default: `localhost` is declared by no ServiceEntry.
+    let line = connect_status(fx.proxy_port, &target);
+    assert!(line.starts_with("HTTP/1.1 403"), "{line}");
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  outboundTrafficPolicy: {mode: ALLOW_ANY}\n";
+    // A tenant cannot open the shared egress for destinations no one owns: still refused,
+    // and the status says why.
+    fx.repo.write("tenants/team-pay/sidecar.yaml", sidecar);
+    let (code, body) = fx.gw.reload();
+    assert_eq!(code, 200, "{body}");
+    let line = connect_status(fx.proxy_port, &target);
+    assert!(line.starts_with("HTTP/1.1 403"), "{line}");
+    let status = fx.gw.status().to_string();
+    assert!(
+        status.contains("does not open the egress gateway"),
+        "{status}"
+    );
+    // The platform's Sidecar (Istio's root-namespace default) does, without a restart.
+    fx.repo.write("platform/sidecar.yaml", sidecar);
+    let (code, body) = fx.gw.reload();
+    assert_eq!(code, 200, "{body}");
+    let line = wait_for("CONNECT allowed", Duration::from_secs(10), || {
+        let l = connect_status(fx.proxy_port, &target);
+        l.starts_with("HTTP/1.1 200").then_some(l)
+    });
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
 }
 
 // --- connection quotas ----------------------------------------------------------------------

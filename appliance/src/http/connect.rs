@@ -50,7 +50,7 @@ pub async fn handle(
     rec.authority.clone_from(&target);
     let on = hyper::upgrade::on(&mut req);
     let Some(t) = snap.connect.get(&target) else {
-        if snap.group.outbound == OutboundPolicy::AllowAny {
+        if snap.outbound == OutboundPolicy::AllowAny {
             return any(on, snap.group.source_address, &target, rec).await;
         }
         tracing::info!(peer = %conn.peer, %target, "CONNECT to an unregistered host refused");

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::diag::{FieldPath, Severity};
-use crate::model::{Finding, Gateway, GatewayGroup, MeshSettings, Meta, PLATFORM_NAMESPACE};
+use crate::model::{
+    Finding, Gateway, GatewayGroup, MeshSettings, Meta, OutboundPolicy, PLATFORM_NAMESPACE,
+};
 use crate::policy::Found;
 use crate::snapshot::{Cluster, GroupSnapshot, Listener};
 use crate::world::World;
@@ -55,6 +57,7 @@ pub(crate) fn compile(
         let listeners = listeners::build(&mut cx, g, &mut clusters);
         let connect = connect::build(world, g, &mut clusters);
         let access_logs = logs::build(world, mesh, g);
+        let outbound = outbound(world, mesh, g);
         groups.insert(
             g.name.clone(),
             GroupSnapshot {
@@ -63,6 +66,7 @@ pub(crate) fn compile(
                 clusters: clusters.finish(),
                 access_logs,
                 connect,
+                outbound,
             },
         );
     }
@@ -72,6 +76,18 @@ pub(crate) fn compile(
         findings: cx.findings,
         rejected: cx.rejected,
     }
+}
+
+/// The policy in force for a group's unregistered destinations, most specific first.
+fn outbound(world: &World<'_>, mesh: &MeshSettings, g: &GatewayGroup) -> OutboundPolicy {
+    let platform_sidecar = world
+        .namespaces
+        .get(PLATFORM_NAMESPACE)
+        .and_then(|o| o.sidecars.iter().find_map(|s| s.outbound));
+    g.outbound
+        .or(platform_sidecar)
+        .or(mesh.outbound)
+        .unwrap_or(OutboundPolicy::RegistryOnly)
 }
 
 /// Compile state shared by the passes.

@@ -83,8 +83,9 @@ pub struct GatewayGroup {
     pub source_address: Option<IpAddr>,
     /// `appliance.maxConnections`.
     pub max_connections: Option<u32>,
-    /// `appliance.outboundTrafficPolicy`: REGISTRY_ONLY unless set.
-    pub outbound: OutboundPolicy,
+    /// `appliance.outboundTrafficPolicy`, when set. The policy in force is the compiled
+    /// group's [`outbound`](crate::snapshot::GroupSnapshot::outbound).
+    pub outbound: Option<OutboundPolicy>,
     /// `appliance.drainTimeout` (default 10s).
     pub drain_timeout: Duration,
     /// `appliance.http3`.
@@ -405,8 +406,7 @@ fn parse_group(
         c,
         &ap.key("outboundTrafficPolicy"),
         &a.outbound_traffic_policy,
-    )
-    .unwrap_or(OutboundPolicy::RegistryOnly);
+    );
     let drain_timeout = c
         .duration(&ap.key("drainTimeout"), &a.drain_timeout)
         .unwrap_or(Duration::from_secs(10));

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Checker, Meta};
+use super::{Checker, Meta, PLATFORM_NAMESPACE};
 use crate::diag::FieldPath;
 use crate::raw;
 
@@ -72,7 +72,17 @@ impl Sidecar {
         let outbound = spec.outbound_traffic_policy.as_ref().and_then(|o| {
             let op = sp.key("outboundTrafficPolicy");
             c.unsupported(&op.key("egressProxy"), &o.egress_proxy);
-            parse_outbound(c, &op.key("mode"), &o.mode)
+            let mode = parse_outbound(c, &op.key("mode"), &o.mode);
+            if mode == Some(OutboundPolicy::AllowAny) && meta.namespace != PLATFORM_NAMESPACE {
+                c.warn(
+                    &op.key("mode"),
+                    "a tenant's ALLOW_ANY does not open the egress gateway: an unregistered \
+                     destination belongs to no tenant, so only the platform allows it (a Sidecar \
+                     under platform/, meshConfig.outboundTrafficPolicy, or the group's \
+                     appliance.outboundTrafficPolicy); declare the host with a ServiceEntry",
+                );
+            }
+            mode
         });
         Self { meta, outbound }
     }

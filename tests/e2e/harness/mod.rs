@@ -24,7 +24,7 @@ pub use backend::Backends;
 /// processes) also comes from, so the port could be taken between the pick and the gateway's
 /// or backend's bind (seen as "Address already in use", or a test talking to another test's
 /// server). Ports here are handed out in sequence from a per-process start, so concurrently
-/// running test binaries stay apart, and each is checked bindable.
+/// running test binaries stay apart, and each is checked bindable over TCP and UDP.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 10_000;
@@ -34,7 +34,10 @@ pub fn free_port() -> u16 {
     for _ in 0..SPAN {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = u16::try_from(LOW + (start + n) % SPAN).expect("port");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        // UDP too: HTTPS servers also listen for QUIC on the same port.
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }

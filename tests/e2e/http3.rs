@@ -411,6 +411,28 @@ fn http3_early_data_is_off_by_default_and_allowed_per_group() {
 }
 
 #[test]
+fn http3_early_post_gets_425_and_succeeds_after_the_handshake() {
+    let fx = fixture("      appliance: {http3: {earlyData: true}}\n");
+    let ticket = fx.file("ticket");
+    let r = H3::resume(fx.port, "web.example.com", &fx.ca_pem(), &ticket).get("/first");
+    assert_eq!(r["status"], 200, "{r}");
+    wait_for("a session ticket", WAIT, || ticket.exists().then_some(()));
+    let mut h3 = H3::resume(fx.port, "web.example.com", &fx.ca_pem(), &ticket);
+    // The first request of a resumed connection rides in 0-RTT: a POST could be replayed by
+    // an attacker, so it is refused with 425 (RFC 8470), never forwarded.
+    let post = json!({"method": "POST", "path": "/pay", "body_size": 1000});
+    let r = h3.send(post.clone());
+    assert_eq!(
+        (r["status"].clone(), r["early_data"].clone()),
+        (json!(425), json!(true)),
+        "{r}"
+    );
+    // The client retries once the handshake is done, as RFC 8470 says: served.
+    let r = h3.send(post);
+    assert_eq!(r["status"], 200, "{r}");
+}
+
+#[test]
 fn http3_connection_limit_refuses_the_connection_over_it() {
     let fx = fixture("      appliance: {http3: {maxConnections: 1}}\n");
     let mut first = fx.h3("web.example.com");

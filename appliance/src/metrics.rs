@@ -84,6 +84,11 @@ pub fn render(control: &Control) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP gatehouse_quic_connections Open HTTP/3 (QUIC) connections.\n# TYPE gatehouse_quic_connections gauge\ngatehouse_quic_connections {}",
+        shared.quic_connections.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
         "# HELP gatehouse_tenant_rate_limited_total Requests refused with 429 by the tenant's requestsPerSecond.\n# TYPE gatehouse_tenant_rate_limited_total counter"
     );
     let mut tenants: Vec<_> = rt.tenants.iter().collect();

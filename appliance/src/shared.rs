@@ -71,6 +71,8 @@ pub struct Shared {
     pub status: Mutex<ControlStatus>,
     /// Open downstream connections.
     pub connections: AtomicUsize,
+    /// Open HTTP/3 (QUIC) connections.
+    pub quic_connections: AtomicUsize,
     /// Worker threads started.
     pub workers: AtomicUsize,
     /// The listener generation each worker has bound (index: worker id).
@@ -112,6 +114,7 @@ impl Shared {
             drain,
             status: Mutex::new(ControlStatus::default()),
             connections: AtomicUsize::new(0),
+            quic_connections: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             bound: (0..MAX_WORKERS)
                 .map(|_| std::sync::atomic::AtomicU64::new(0))

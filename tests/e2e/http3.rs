@@ -432,6 +432,33 @@ fn http3_early_post_gets_425_and_succeeds_after_the_handshake() {
     assert_eq!(r["status"], 200, "{r}");
 }
 
+/// `gatehouse_quic_connections` from `/metrics`.
+fn quic_connections(gw: &Gateway) -> Option<u64> {
+    let (_, body) = gw.admin_get("/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("gatehouse_quic_connections "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn http3_idle_connections_close_after_the_group_idle_timeout() {
+    let fx = fixture("      appliance: {http3: {idleTimeout: 1s}}\n");
+    let mut h3 = fx.h3("web.example.com");
+    assert_eq!(h3.get("/one")["status"], 200);
+    assert_eq!(quic_connections(&fx.gw), Some(1));
+    // aioquic's own idle timeout is 60 s: the gateway's 1 s is what closes it.
+    wait_for("the idle QUIC connection closed", WAIT, || {
+        (quic_connections(&fx.gw) == Some(0)).then_some(())
+    });
+    let r = h3.get("/two");
+    assert!(
+        r.get("error").is_some(),
+        "the idle connection still answered: {r}"
+    );
+    // A new connection is served.
+    assert_eq!(fx.h3("web.example.com").get("/three")["status"], 200);
+}
+
 #[test]
 fn http3_connection_limit_refuses_the_connection_over_it() {
     let fx = fixture("      appliance: {http3: {maxConnections: 1}}\n");

@@ -43,19 +43,21 @@ pub(super) struct Ctx {
     pub(super) stop: watch::Receiver<bool>,
 }
 
-/// Counts a connection in [`Ctx::live`].
-pub(super) struct Live(Arc<AtomicU32>);
+/// Counts a connection in [`Ctx::live`] and in the process total of QUIC connections.
+pub(super) struct Live(Arc<AtomicU32>, Arc<Shared>);
 
 impl Live {
-    pub(super) fn new(c: &Arc<AtomicU32>) -> Self {
+    pub(super) fn new(c: &Arc<AtomicU32>, shared: &Arc<Shared>) -> Self {
         c.fetch_add(1, Ordering::AcqRel);
-        Self(c.clone())
+        shared.quic_connections.fetch_add(1, Ordering::Relaxed);
+        Self(c.clone(), shared.clone())
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.quic_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -181,7 +181,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, cx: Arc<Ctx>) {
                     continue;
                 }
                 // Counted here, not in the task: a burst must not pass the limit.
-                let live = conn::Live::new(&cx.live);
+                let live = conn::Live::new(&cx.live, &cx.shared);
                 tokio::spawn(conn::serve(incoming, cx.clone(), live));
             }
             () = turned_true(&mut stop) => break,

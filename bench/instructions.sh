@@ -8,11 +8,12 @@
 # BINARY defaults to target/release/gatehouse (built if missing). The setup is bench/run.sh's
 # route (one VirtualService to an nginx backend, 100-byte body), plain HTTP, one worker.
 # 2,000 warm-up requests are not counted; then REQUESTS (default 20,000) with
-# `h2load --h1 -c8`. Prints Ir/request; the callgrind dump stays in the work directory for
+# `h2load --h1 -c8`. Prints Ir/request; the callgrind dump is kept in bench/out/ for
 # `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-BIN=${1:-target/release/gatehouse}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN=$(realpath -m "${1:-$HERE/../target/release/gatehouse}")
+cd "$HERE/.."
 N=${2:-20000}
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
@@ -20,37 +21,14 @@ for tool in valgrind callgrind_control h2load nginx curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind nghttp2-client nginx-light curl)" >&2; exit 1; }
 done
 [ -x "$BIN" ] || cargo build --release -p appliance
-BIN=$(realpath "$BIN")
-W=$(mktemp -d /tmp/gatehouse-instructions.XXXXXX)
-chmod 755 "$W" # nginx workers read www/ as an unprivileged user
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-mkdir -p "$W/www" "$W/backend/logs" "$W/backend/tmp" "$W/repo/tenants/bench"
-python3 -c "import sys; sys.stdout.write(('hello from the benchmark backend ' * 4)[:99] + '\n')" > "$W/www/index.html"
-cat > "$W/backend/nginx.conf" <<EOF
-worker_processes 1;
-pid $W/backend/nginx.pid;
-error_log $W/backend/logs/error.log warn;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 100000000; client_body_temp_path $W/backend/tmp;
-  server { listen 127.0.0.1:$BACKEND; root $W/www; location / { } } }
-EOF
-cat > "$W/repo/gatehouse.yaml" <<EOF
-apiVersion: install.istio.io/v1alpha1
-kind: IstioOperator
-metadata: {name: appliance}
-spec:
-  components:
-    ingressGateways:
-    - name: public-gw
-      label: {istio: public-gw}
-      k8s:
-        service:
-          loadBalancerIP: 127.0.0.1
-          ports:
-          - {name: http, port: 80, targetPort: $H1}
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_init instructions
+W=$WORK
+mkdir -p "$W/repo/tenants/bench"
+start_backend "$BACKEND"
+{ operator_yaml "[{name: http, port: 80, targetPort: $H1}]"
+  cat <<EOF
 ---
 apiVersion: gatehouse.dev/v1
 kind: Tenant
@@ -59,6 +37,7 @@ spec:
   hosts: ["*"]
   gateways: [public-gw]
 EOF
+} > "$W/repo/gatehouse.yaml"
 cat > "$W/repo/tenants/bench/bench.yaml" <<EOF
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -91,8 +70,6 @@ spec:
   - route: [{destination: {host: backend.bench.internal}}]
 EOF
 
-nginx -p "$W/backend" -c "$W/backend/nginx.conf" -e "$W/backend/logs/error.log" -g 'daemon off;' &
-PIDS+=($!)
 valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" \
   "$BIN" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 1 >"$W/gatehouse.log" 2>&1 &
 VG=$!
@@ -110,7 +87,9 @@ out=$(h2load --h1 -n "$N" -c 8 "http://localhost:$H1/index.html")
 callgrind_control -d "$VG" >/dev/null
 ok=$(echo "$out" | awk '/^requests:/{print $8}')
 [ "$ok" = "$N" ] || { echo "only $ok of $N requests succeeded" >&2; exit 1; }
-dump=$(ls "$W"/callgrind.out.* | head -1)
+mkdir -p bench/out
+dump=bench/out/instructions-$(date +%Y%m%d-%H%M%S).callgrind
+cp "$(ls "$W"/callgrind.out.* | head -1)" "$dump"
 ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1; exit}')
 printf '| binary | requests | user-space instructions per request |\n|---|---|---|\n'
 printf '| %s | %s | %s |\n' "$BIN" "$N" "$((ir / N))"

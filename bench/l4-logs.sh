@@ -36,67 +36,26 @@ BE=$PB; BE_TLS=$((PB+1))
 G_TCP=$((PB+10)); G_TLS=$((PB+11)); G_HTTP=$((PB+12)); G_ADMIN=$((PB+13))
 H_TCP=$((PB+20)); H_TLS=$((PB+21))
 N_HTTP=$((PB+30))
-NGINX=/usr/sbin/nginx
 HAPROXY=/usr/sbin/haproxy
 GATEHOUSE="$ROOT/target/release/gatehouse"
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-PIDS=()
-WORK=$(mktemp -d /tmp/gatehouse-l4.XXXXXX)
-chmod 755 "$WORK"
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_init l4
 
 for t in wrk "$NGINX" "$HAPROXY"; do
   command -v "$t" >/dev/null || { echo "missing $t (apt-get install wrk nginx-light haproxy)" >&2; exit 1; }
 done
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 log "building gatehouse (cargo build --release -p appliance)"
 (cd "$ROOT" && cargo build --release -p appliance >/dev/null 2>&1)
-
-wait_ok() { # url [curl args]
-  local url=$1; shift
-  for _ in $(seq 200); do
-    [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null)" = 200 ] && return 0
-    sleep 0.1
-  done
-  echo "not answering: $url" >&2; return 1
-}
 
 # ---------------------------------------------------------------- backend
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
   -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost" \
   -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 chmod 644 "$WORK"/*.pem
-mkdir -p "$WORK/www" "$WORK/be"
-head -c 99 /dev/zero | tr '\0' 'x' > "$WORK/www/index.html"; echo >> "$WORK/www/index.html"
 head -c $((16 * 1024 * 1024)) /dev/urandom > "$WORK/www/big"
-cat > "$WORK/be/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/be/nginx.pid;
-error_log $WORK/be/error.log warn;
-events { worker_connections 10000; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  sendfile on;
-  server {
-    listen 127.0.0.1:$BE reuseport backlog=4096;
-    listen 127.0.0.1:$BE_TLS ssl;
-    ssl_certificate $WORK/cert.pem;
-    ssl_certificate_key $WORK/key.pem;
-    root $WORK/www;
-  }
-}
-EOF
-$NGINX -p "$WORK/be" -c "$WORK/be/nginx.conf" -e "$WORK/be/error.log" -g 'daemon off;' &
-PIDS+=($!)
-wait_ok "http://127.0.0.1:$BE/index.html"
+start_backend "$BE" "$BE_TLS" "$WORK/cert.pem" "$WORK/key.pem"
 
 # ---------------------------------------------------------------- gatehouse
 start_gatehouse() { # logging: on|off
@@ -105,24 +64,8 @@ start_gatehouse() { # logging: on|off
   local mesh=""
   [ "$1" = on ] && mesh="  meshConfig:
     accessLogFile: $d/access.log"
-  cat > "$d/repo/gatehouse.yaml" <<EOF
-apiVersion: install.istio.io/v1alpha1
-kind: IstioOperator
-metadata: {name: appliance}
-spec:
-  profile: empty
-$mesh
-  components:
-    ingressGateways:
-    - name: public-gw
-      label: {istio: public-gw}
-      k8s:
-        service:
-          loadBalancerIP: 127.0.0.1
-          ports:
-          - {name: tcp, port: 31400, targetPort: $G_TCP}
-          - {name: tls, port: 443, targetPort: $G_TLS}
-          - {name: http, port: 80, targetPort: $G_HTTP}
+  { operator_yaml "[{name: tcp, port: 31400, targetPort: $G_TCP}, {name: tls, port: 443, targetPort: $G_TLS}, {name: http, port: 80, targetPort: $G_HTTP}]" "$mesh"
+    cat <<EOF
 ---
 apiVersion: gatehouse.dev/v1
 kind: Tenant
@@ -132,6 +75,7 @@ spec:
   gateways: [public-gw]
   tcpPorts: [31400]
 EOF
+  } > "$d/repo/gatehouse.yaml"
   cat > "$d/repo/tenants/bench/bench.yaml" <<EOF
 apiVersion: networking.istio.io/v1
 kind: Gateway

@@ -27,66 +27,21 @@ done
 
 PB=${BENCH_PORT_BASE:-19500}
 BE=$PB; GW=$((PB+1)); ADMIN=$((PB+2))
-NGINX=/usr/sbin/nginx
 GATEHOUSE="$ROOT/target/release/gatehouse"
-log() { printf '[noisy %s] %s\n' "$(date +%T)" "$*" >&2; }
-PIDS=()
-WORK=$(mktemp -d /tmp/gatehouse-noisy.XXXXXX)
-chmod 755 "$WORK"
-cleanup() {
-  set +e
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_init noisy
 
 log "building gatehouse (cargo build --release -p appliance)"
 (cd "$ROOT" && cargo build --release -p appliance >/dev/null 2>&1)
 
-wait_ok() {
-  for _ in $(seq 200); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" 2>/dev/null)" = 200 ] && return 0
-    sleep 0.1
-  done
-  echo "not answering: $*" >&2; return 1
-}
-
-mkdir -p "$WORK/www" "$WORK/be"
-head -c 99 /dev/zero | tr '\0' 'x' > "$WORK/www/index.html"; echo >> "$WORK/www/index.html"
-cat > "$WORK/be/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/be/nginx.pid;
-error_log $WORK/be/error.log warn;
-events { worker_connections 10000; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  server { listen 127.0.0.1:$BE backlog=4096; root $WORK/www; }
-}
-EOF
-$NGINX -p "$WORK/be" -c "$WORK/be/nginx.conf" -e "$WORK/be/error.log" -g 'daemon off;' &
-PIDS+=($!)
-wait_ok "http://127.0.0.1:$BE/index.html"
+start_backend "$BE"
 
 start_gatehouse() { # quota line for team-a ("" for none)
   local d="$WORK/g"
   rm -rf "$d"; mkdir -p "$d/repo/tenants/team-a" "$d/repo/tenants/team-b" "$d/creds"
-  cat > "$d/repo/gatehouse.yaml" <<EOF
-apiVersion: install.istio.io/v1alpha1
-kind: IstioOperator
-metadata: {name: appliance}
-spec:
-  profile: empty
-  components:
-    ingressGateways:
-    - name: public-gw
-      label: {istio: public-gw}
-      k8s:
-        service:
-          loadBalancerIP: 127.0.0.1
-          ports: [{name: http, port: 80, targetPort: $GW}]
+  { operator_yaml "[{name: http, port: 80, targetPort: $GW}]"
+    cat <<EOF
 ---
 apiVersion: gatehouse.dev/v1
 kind: Tenant
@@ -103,6 +58,7 @@ spec:
   hosts: [b.example.com]
   gateways: [public-gw]
 EOF
+  } > "$d/repo/gatehouse.yaml"
   for t in a b; do
     cat > "$d/repo/tenants/team-$t/web.yaml" <<EOF
 apiVersion: networking.istio.io/v1
@@ -136,7 +92,7 @@ EOF
   GPID=$!
   PIDS+=($GPID)
   wait_ok "http://127.0.0.1:$ADMIN/ready"
-  wait_ok -H "Host: b.example.com" "http://127.0.0.1:$GW/index.html"
+  wait_ok "http://127.0.0.1:$GW/index.html" -H "Host: b.example.com"
 }
 stop() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
 

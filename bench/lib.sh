@@ -1,0 +1,90 @@
+# Shared by bench/l4-logs.sh, bench/noisy.sh and bench/instructions.sh (sourced, not run):
+# the work folder and its cleanup, the nginx backend every proxy sits in front of, and the
+# IstioOperator of a one-group gatehouse on 127.0.0.1.
+
+NGINX=${NGINX:-/usr/sbin/nginx}
+
+# bench_init NAME: a work folder (removed on exit unless KEEP is set), the PIDS to stop on
+# exit, the open-files limit raised, and the backend's 100-byte /index.html.
+bench_init() {
+  BENCH_NAME=$1
+  PIDS=()
+  WORK=$(mktemp -d "/tmp/gatehouse-$1.XXXXXX")
+  chmod 755 "$WORK" # nginx workers read www/ as an unprivileged user
+  trap bench_cleanup EXIT
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  mkdir -p "$WORK/www"
+  head -c 99 /dev/zero | tr '\0' 'x' > "$WORK/www/index.html"
+  echo >> "$WORK/www/index.html"
+}
+
+bench_cleanup() {
+  set +e
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+
+log() { printf '[%s %s] %s\n' "$BENCH_NAME" "$(date +%T)" "$*" >&2; }
+
+# wait_ok URL [curl args...]: until it answers 200, for up to 20 s.
+wait_ok() {
+  local url=$1; shift
+  for _ in $(seq 200); do
+    [ "$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url" 2>/dev/null)" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "not answering: $url" >&2; return 1
+}
+
+# start_backend PORT [TLS_PORT CERT KEY]: nginx with one worker serving $WORK/www, plain (and
+# TLS when asked), no access log, keep-alive without a request limit; waits until it answers.
+start_backend() {
+  local port=$1 tls=""
+  if [ $# -ge 4 ]; then
+    tls="listen 127.0.0.1:$2 ssl; ssl_certificate $3; ssl_certificate_key $4;"
+  fi
+  mkdir -p "$WORK/be"
+  cat > "$WORK/be/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/be/nginx.pid;
+error_log $WORK/be/error.log warn;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  sendfile on;
+  client_body_temp_path $WORK/be;
+  server {
+    listen 127.0.0.1:$port reuseport backlog=4096;
+    $tls
+    root $WORK/www;
+  }
+}
+EOF
+  "$NGINX" -p "$WORK/be" -c "$WORK/be/nginx.conf" -e "$WORK/be/error.log" -g 'daemon off;' &
+  PIDS+=($!)
+  wait_ok "http://127.0.0.1:$port/index.html"
+}
+
+# operator_yaml PORTS [MESH]: gatehouse.yaml's IstioOperator with the one ingress group
+# `public-gw` on 127.0.0.1. PORTS is a YAML flow sequence of port maps; MESH, when given, is
+# a `meshConfig:` block indented by two spaces.
+operator_yaml() {
+  cat <<EOF
+apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+metadata: {name: appliance}
+spec:
+  profile: empty
+${2:+$2
+}  components:
+    ingressGateways:
+    - name: public-gw
+      label: {istio: public-gw}
+      k8s:
+        service:
+          loadBalancerIP: 127.0.0.1
+          ports: $1
+EOF
+}

@@ -89,7 +89,7 @@ ok=$(echo "$out" | awk '/^requests:/{print $8}')
 [ "$ok" = "$N" ] || { echo "only $ok of $N requests succeeded" >&2; exit 1; }
 mkdir -p bench/out
 dump=bench/out/instructions-$(date +%Y%m%d-%H%M%S).callgrind
-cp "$(ls "$W"/callgrind.out.* | head -1)" "$dump"
+cp "$W"/callgrind.out.1 "$dump"
 ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1; exit}')
 printf '| binary | requests | user-space instructions per request |\n|---|---|---|\n'
 printf '| %s | %s | %s |\n' "$BIN" "$N" "$((ir / N))"

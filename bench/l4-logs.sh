@@ -124,7 +124,7 @@ EOF
   "$GATEHOUSE" run --repo "$d/repo" --credentials "$d/creds" --admin "127.0.0.1:$G_ADMIN" \
     --workers 2 > "$d/log" 2>&1 &
   GPID=$!
-  PIDS+=($GPID)
+  PIDS+=("$GPID")
   wait_ok "http://127.0.0.1:$G_ADMIN/ready"
 }
 stop() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
@@ -175,7 +175,7 @@ http {
 EOF
   $NGINX -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' &
   NPID=$!
-  PIDS+=($NPID)
+  PIDS+=("$NPID")
   wait_ok "http://127.0.0.1:$N_HTTP/index.html"
 }
 
@@ -215,7 +215,7 @@ for r in $(seq "$ROUNDS"); do
   log "round $r/$ROUNDS: TCP and passthrough"
   start_gatehouse off; G=$GPID
   $HAPROXY -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
-  H=$!; PIDS+=($H)
+  H=$!; PIDS+=("$H")
   wait_ok "http://127.0.0.1:$H_TCP/index.html" || { cat "$WORK/haproxy.log" >&2; exit 1; }
   for p in gatehouse haproxy; do
     if [ $p = gatehouse ]; then tcp=$G_TCP; tls=$G_TLS; else tcp=$H_TCP; tls=$H_TLS; fi

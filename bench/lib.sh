@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by bench/l4-logs.sh, bench/noisy.sh and bench/instructions.sh (sourced, not run):
 # the work folder and its cleanup, the nginx backend every proxy sits in front of, and the
 # IstioOperator of a one-group gatehouse on 127.0.0.1.

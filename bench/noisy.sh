@@ -90,7 +90,7 @@ EOF
   "$GATEHOUSE" run --repo "$d/repo" --credentials "$d/creds" --admin "127.0.0.1:$ADMIN" \
     --workers 2 > "$d/log" 2>&1 &
   GPID=$!
-  PIDS+=($GPID)
+  PIDS+=("$GPID")
   wait_ok "http://127.0.0.1:$ADMIN/ready"
   wait_ok "http://127.0.0.1:$GW/index.html" -H "Host: b.example.com"
 }

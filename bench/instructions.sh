@@ -5,7 +5,8 @@
 #
 #   bench/instructions.sh [BINARY] [REQUESTS]
 #
-# BINARY defaults to target/release/gatehouse (built if missing). The setup is bench/run.sh's
+# BINARY defaults to target/release/gatehouse (built if missing); target/release/examples/floor
+# (`cargo build --release -p appliance --example floor`) is the bare hyper proxy, the floor. The setup is bench/run.sh's
 # route (one VirtualService to an nginx backend, 100-byte body), plain HTTP, one worker.
 # 2,000 warm-up requests are not counted; then REQUESTS (default 20,000) with
 # `h2load --h1 -c8`. Prints Ir/request; the callgrind dump is kept in bench/out/ for
@@ -70,8 +71,14 @@ spec:
   - route: [{destination: {host: backend.bench.internal}}]
 EOF
 
+if [ "$(basename "$BIN")" = floor ]; then
+  # appliance/examples/floor.rs: the bare hyper proxy, for the floor of this measurement.
+  set -- "127.0.0.1:$H1" "127.0.0.1:$BACKEND" "127.0.0.1:$ADMIN"
+else
+  set -- run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 1
+fi
 valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" \
-  "$BIN" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 1 >"$W/gatehouse.log" 2>&1 &
+  "$BIN" "$@" >"$W/gatehouse.log" 2>&1 &
 VG=$!
 PIDS+=("$VG")
 up=0

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use rand::Rng;
 use tenants::model::RetryPolicy;
 use tenants::snapshot::UpstreamProtocol;
@@ -47,8 +48,8 @@ impl Source {
 pub struct Head {
     /// Method.
     pub method: Method,
-    /// Path and query.
-    pub path: String,
+    /// Path and query (shares the request's bytes unless rewritten).
+    pub path: PathAndQuery,
     /// Authority sent upstream.
     pub authority: String,
     /// Headers (hop-by-hop already removed).
@@ -79,18 +80,13 @@ fn wants_h2(rt: &ClusterRt, downstream: Version) -> bool {
 }
 
 fn build(h: &Head, h2: bool, tls: bool, b: Body) -> Request<Body> {
-    let uri: Uri = if h2 {
-        format!(
-            "{}://{}{}",
-            if tls { "https" } else { "http" },
-            h.authority,
-            h.path
-        )
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"))
-    } else {
-        h.path.parse().unwrap_or_else(|_| Uri::from_static("/"))
-    };
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(h.path.clone());
+    if h2 {
+        parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+        parts.authority = h.authority.parse().ok();
+    }
+    let uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
     let mut r = Request::new(b);
     *r.method_mut() = h.method.clone();
     *r.uri_mut() = uri;
@@ -102,7 +98,13 @@ fn build(h: &Head, h2: bool, tls: bool, b: Body) -> Request<Body> {
     *r.headers_mut() = h.headers.clone();
     if h2 {
         r.headers_mut().remove(http::header::HOST);
-    } else if let Ok(v) = http::HeaderValue::from_str(&h.authority) {
+    } else if r
+        .headers()
+        .get(http::header::HOST)
+        .is_none_or(|v| v.as_bytes() != h.authority.as_bytes())
+        && let Ok(v) = HeaderValue::from_str(&h.authority)
+    {
+        // Usually the client's own `Host` already says it: no new value then.
         r.headers_mut().insert(http::header::HOST, v);
     }
     r
@@ -318,6 +320,12 @@ pub async fn send(
     let mut tried: Vec<SocketAddr> = Vec::new();
     for n in 0..max_attempts {
         if n > 0 {
+            // Kept from the first retry on: a request answered at once allocates nothing.
+            if let Some(prev) = report.upstream
+                && !tried.contains(&prev)
+            {
+                tried.push(prev);
+            }
             // Envoy's backoff: 25ms base, doubling, full jitter, capped at 250ms.
             let base = 25u64 << (n - 1).min(4);
             let wait = Duration::from_millis(rand::rng().random_range(0..=base.min(250)));
@@ -356,9 +364,6 @@ pub async fn send(
         };
         drop(others);
         drop(eps);
-        if !tried.contains(&ep.addr) {
-            tried.push(ep.addr);
-        }
         report.attempts = n + 1;
         report.upstream = Some(ep.addr);
         let _active = Active::new(&ep);

@@ -72,8 +72,8 @@ pub struct Finish {
     pub entry: Entry,
     /// When the request arrived.
     pub started: Instant,
-    /// Request bytes.
-    pub meter: Arc<Meter>,
+    /// Request bytes (`None`: the request had no body).
+    pub meter: Option<Arc<Meter>>,
     /// Where it goes.
     pub telemetry: Arc<Telemetry>,
     /// The tenant's access-log policy in this group.
@@ -86,7 +86,10 @@ impl Finish {
     fn record(mut self, bytes_out: u64, aborted: bool, failed: bool) {
         let e = &mut self.entry;
         e.bytes_out = bytes_out;
-        e.bytes_in = self.meter.bytes_in.load(Ordering::Relaxed);
+        e.bytes_in = self
+            .meter
+            .as_ref()
+            .map_or(0, |m| m.bytes_in.load(Ordering::Relaxed));
         e.duration = self.started.elapsed();
         // Envoy: DC when the client went away mid-response, UPE/UC when the upstream did.
         let late = if failed {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -141,14 +142,18 @@ where
         .then(|| req.headers().clone());
     let head = req.method() == Method::HEAD;
     let version = req.version();
-    let meter = Arc::new(Meter::default());
+    // A request without a body (most) needs neither the byte counter nor its wrapper.
+    let meter = (!req.body().is_end_stream()).then(|| Arc::new(Meter::default()));
     let mut resp =
         if matches!(version, Version::HTTP_10 | Version::HTTP_11) && conn.framing.refuse_next() {
             ambiguous_framing(&req, &conn)
         } else if early::refused(&req) {
             early::too_early()
         } else {
-            let req = req.map(|b| body::boxed(Counted::new(b, meter.clone())));
+            let req = req.map(|b| match &meter {
+                Some(m) => body::boxed(Counted::new(b, m.clone())),
+                None => body::empty(),
+            });
             match proxy(req, &conn, &rt, &mut rec).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -285,16 +290,18 @@ async fn proxy(
     let Some((group, table)) = table(rt, conn) else {
         return Err(ProxyError::NoRoute);
     };
-    let path = req
+    // A shared handle on the request's bytes, not a copy: forwarded as is unless rewritten.
+    let pq = req
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = pq.as_str();
     let view = RequestView {
         method: req.method().as_str(),
         scheme,
         authority: &authority,
-        path: &path,
+        path,
         headers: req.headers(),
     };
     let (vh, route): (&VirtualHost, &Route) = match find(table, &view) {
@@ -328,7 +335,7 @@ async fn proxy(
                 route.matcher.as_deref(),
                 scheme,
                 &authority,
-                &path,
+                path,
                 conn.listener.port(),
             );
             return Ok(redirect(rd.code, &loc));
@@ -383,9 +390,10 @@ async fn proxy(
     let rid = headers::forwarded(&mut h, &conn.peer_ip, scheme);
     rec.request_id = Some(rid.clone());
     let mut up_authority = authority.clone();
-    let mut up_path = path.clone();
+    let mut up_path = pq.clone();
     if let Some(rw) = &rb.rule.rewrite {
-        up_path = rewrite::path(&path, route.matcher.as_deref(), rw);
+        let p = rewrite::path(path, route.matcher.as_deref(), rw);
+        up_path = PathAndQuery::try_from(p).map_err(|_| ProxyError::BadRequest("bad path"))?;
         if let Some(a) = &rw.authority {
             up_authority.clone_from(a);
         }
@@ -403,7 +411,7 @@ async fn proxy(
     let sticky = generated_cookie(lb, &h);
     let hash = match &sticky {
         Some((k, _)) => Some(*k),
-        None => hash_key(lb, &h, &path, conn.peer),
+        None => hash_key(lb, &h, path, conn.peer),
     };
     let head = Head {
         method: parts.method,

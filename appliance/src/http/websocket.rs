@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{Response, StatusCode};
+use http::{Response, StatusCode, Uri};
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -48,10 +48,7 @@ pub async fn forward(
     });
     let mut req = http::Request::new(body::empty());
     *req.method_mut() = head.method;
-    *req.uri_mut() = head
-        .path
-        .parse()
-        .map_err(|_| ProxyError::BadRequest("bad path"))?;
+    *req.uri_mut() = Uri::from(head.path);
     *req.headers_mut() = head.headers;
     if let Ok(v) = http::HeaderValue::from_str(&head.authority) {
         req.headers_mut().insert(http::header::HOST, v);

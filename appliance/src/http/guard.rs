@@ -8,8 +8,9 @@
 //! which request, counted from 1 on the connection, was ambiguous. The service counts the
 //! requests it is handed and refuses that one (see `Framing::refuse_next`).
 //!
-//! Cost on the normal path: one `httparse` pass over each head (on the stack, no allocation)
-//! and O(1) per body chunk. Only a head split across reads is copied, into a buffer (the
+//! Cost on the normal path: a look at each head's line starts (a head without framing headers
+//! needs no more), else one `httparse` pass over it (on the stack, no allocation), and O(1)
+//! per body chunk. Only a head split across reads is copied, into a buffer (the
 //! first head of a plain connection always is: hyper-util reads 24 bytes to tell HTTP/2 from
 //! HTTP/1). A small buffer is kept for the connection, a large one freed, so idle keep-alive
 //! connections do not each hold a read's worth of memory.
@@ -160,6 +161,13 @@ impl Tracker {
                 }
                 State::Chunk(c) => data = self.chunk(c, data),
                 State::Head => {
+                    if self.pending.is_empty()
+                        && let Some(len) = quick(data)
+                    {
+                        self.heads += 1;
+                        data = &data[len..];
+                        continue;
+                    }
                     let (verdict, already) = if self.pending.is_empty() {
                         (inspect(data), 0)
                     } else {
@@ -277,6 +285,42 @@ impl Tracker {
 
 /// Parses a request head the way hyper does (same parser, default settings) and decides how
 /// its body is framed.
+/// The length of a complete head that frames no body and switches no protocol — no
+/// `Content-Length`, `Transfer-Encoding` or `Upgrade` line, not CONNECT or an HTTP/2 preface,
+/// CRLF line ends only — found by looking at line starts instead of parsing (most requests
+/// are such GETs). `None`: let [`inspect`] decide. Lines that are not well-formed headers are
+/// hyper's to refuse (400, and the connection closes), so they need no look here.
+fn quick(buf: &[u8]) -> Option<usize> {
+    const FRAMING: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
+    // Leading empty lines are skipped by httparse, and would be miscounted here.
+    if matches!(buf.first(), None | Some(b'\r' | b'\n'))
+        || buf.starts_with(b"CONNECT ")
+        || buf.starts_with(b"PRI ")
+    {
+        return None;
+    }
+    let mut line = 0;
+    loop {
+        let nl = line + memchr::memchr(b'\n', &buf[line..])?;
+        // A bare LF: httparse accepts it, and the full parse handles it.
+        if nl == line || buf[nl - 1] != b'\r' {
+            return None;
+        }
+        if nl == line + 1 {
+            return Some(nl + 1);
+        }
+        let l = &buf[line..nl];
+        if line > 0
+            && FRAMING
+                .iter()
+                .any(|n| l.len() > n.len() && l[..n.len()].eq_ignore_ascii_case(n))
+        {
+            return None;
+        }
+        line = nl + 1;
+    }
+}
+
 fn inspect(buf: &[u8]) -> Head {
     // Uninitialised slots: no 3 KiB memset per head.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -519,6 +563,26 @@ mod tests {
         assert_eq!(t.feed(&[b'G'; 100]), None);
         assert!(t.is_off());
         assert_eq!(t.pending.capacity(), 0);
+    }
+
+    #[test]
+    fn the_quick_look_passes_only_heads_without_framing() {
+        assert_eq!(quick(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest"), Some(27));
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\ncontent-LENGTH: 1\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n",
+        ] {
+            assert_eq!(quick(head), None, "{}", String::from_utf8_lossy(head));
+        }
+        // Pipelined GETs after a bare-LF head still agree with the full parse.
+        let b = b"GET /a HTTP/1.1\nHost: x\n\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(all_splits(b), (None, State::Head, 2));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 # of 10 connections (so most of A's connections are refused with 503 and closed), and — as
 # the control — B while A sends the same flood with no quota (every A request served).
 # Medians over the rounds. The load generators share the two cores with the gateway and the
-# backend: read B's change against the control, not against zero.
+# backend: read B's change against the control, not against zero. nginx runs the same rounds
+# as the reference: two `server` blocks on one port, team A's with `limit_conn` 10 keyed by
+# `$server_name` (`limit_conn_status 503`), both proxying to the backend over keep-alive.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -94,6 +96,40 @@ EOF
   wait_ok "http://127.0.0.1:$ADMIN/ready"
   wait_ok "http://127.0.0.1:$GW/index.html" -H "Host: b.example.com"
 }
+start_nginx() { # "limit" to limit team A, "" for none
+  local d="$WORK/n" limit=""
+  rm -rf "$d"; mkdir -p "$d"
+  [ -n "$1" ] && limit="limit_conn perserver 10;"
+  cat > "$d/nginx.conf" <<EOF
+worker_processes 2;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 10000; }
+http {
+  access_log off;
+  client_body_temp_path $d;
+  proxy_temp_path $d;
+  limit_conn_zone \$server_name zone=perserver:1m;
+  limit_conn_status 503;
+  upstream be { server 127.0.0.1:$BE; keepalive 64; }
+  server {
+    listen 127.0.0.1:$GW reuseport;
+    server_name a.example.com;
+    $limit
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:$GW;
+    server_name b.example.com;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+  "$NGINX" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' &
+  GPID=$!
+  PIDS+=("$GPID")
+  wait_ok "http://127.0.0.1:$GW/index.html" -H "Host: b.example.com"
+}
 stop() { kill -TERM "$1" 2>/dev/null; wait "$1" 2>/dev/null || true; }
 
 # wrk's p99 in ms and its non-2xx count.
@@ -108,22 +144,29 @@ add() { R[$1]="${R[$1]:-} $2"; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 for r in $(seq "$ROUNDS"); do
-  for mode in quota none; do
-    if [ "$mode" = quota ]; then what="past a quota of 10"; else what="without a quota"; fi
-    log "round $r/$ROUNDS: A $what"
-    if [ "$mode" = quota ]; then start_gatehouse "  quotas: {maxConnections: 10}"; else start_gatehouse ""; fi
-    wrk -t1 -c16 -d2s -H 'Host: b.example.com' "http://127.0.0.1:$GW/index.html" >/dev/null 2>&1 || true
-    out=$(B)
-    add "alone p99" "$(echo "$out" | p99)"; add "alone rps" "$(echo "$out" | rps)"
-    A > "$WORK/a.txt" &
-    apid=$!
-    sleep 1
-    out=$(B)
-    wait "$apid" || true
-    add "$mode p99" "$(echo "$out" | p99)"; add "$mode rps" "$(echo "$out" | rps)"
-    add "$mode b_non2xx" "$(echo "$out" | non2xx)"
-    add "$mode a_rps" "$(rps < "$WORK/a.txt")"; add "$mode a_non2xx" "$(non2xx < "$WORK/a.txt")"
-    stop "$GPID"
+  for proxy in gatehouse nginx; do
+    for mode in quota none; do
+      if [ "$mode" = quota ]; then what="past a quota of 10"; else what="without a quota"; fi
+      log "round $r/$ROUNDS: $proxy, A $what"
+      case "$proxy/$mode" in
+        gatehouse/quota) start_gatehouse "  quotas: {maxConnections: 10}" ;;
+        gatehouse/none) start_gatehouse "" ;;
+        nginx/quota) start_nginx limit ;;
+        nginx/none) start_nginx "" ;;
+      esac
+      wrk -t1 -c16 -d2s -H 'Host: b.example.com' "http://127.0.0.1:$GW/index.html" >/dev/null 2>&1 || true
+      out=$(B)
+      add "$proxy alone p99" "$(echo "$out" | p99)"; add "$proxy alone rps" "$(echo "$out" | rps)"
+      A > "$WORK/a.txt" &
+      apid=$!
+      sleep 1
+      out=$(B)
+      wait "$apid" || true
+      add "$proxy $mode p99" "$(echo "$out" | p99)"; add "$proxy $mode rps" "$(echo "$out" | rps)"
+      add "$proxy $mode b_non2xx" "$(echo "$out" | non2xx)"
+      add "$proxy $mode a_rps" "$(rps < "$WORK/a.txt")"; add "$proxy $mode a_non2xx" "$(non2xx < "$WORK/a.txt")"
+      stop "$GPID"
+    done
   done
 done
 
@@ -132,8 +175,10 @@ pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%+.1f %%", (b / a - 
 echo
 echo "Noisy neighbour — $(date -u +%F), $(nproc) cores, ${DUR}s runs, median of $ROUNDS rounds, commit $(cd "$ROOT" && git rev-parse --short HEAD)"
 echo
-echo "| B (16 keep-alive conns) | B req/s | B p99 ms | B p99 vs alone | B non-2xx | A conns/s (Connection: close) | A answered 503 |"
-echo "|---|---|---|---|---|---|---|"
-echo "| alone | $(m 'alone rps') | $(m 'alone p99') | | | | |"
-echo "| A past its quota (refused) | $(m 'quota rps') | $(m 'quota p99') | $(pct "$(m 'alone p99')" "$(m 'quota p99')") | $(m 'quota b_non2xx') | $(m 'quota a_rps') | $(m 'quota a_non2xx') |"
-echo "| control: same flood, no quota (served) | $(m 'none rps') | $(m 'none p99') | $(pct "$(m 'alone p99')" "$(m 'none p99')") | $(m 'none b_non2xx') | $(m 'none a_rps') | $(m 'none a_non2xx') |"
+echo "| proxy | B (16 keep-alive conns) | B req/s | B p99 ms | B p99 vs alone | B non-2xx | A conns/s (Connection: close) | A answered 503 |"
+echo "|---|---|---|---|---|---|---|---|"
+for proxy in gatehouse nginx; do
+  echo "| $proxy | alone | $(m "$proxy alone rps") | $(m "$proxy alone p99") | | | | |"
+  echo "| $proxy | A past its quota (refused) | $(m "$proxy quota rps") | $(m "$proxy quota p99") | $(pct "$(m "$proxy alone p99")" "$(m "$proxy quota p99")") | $(m "$proxy quota b_non2xx") | $(m "$proxy quota a_rps") | $(m "$proxy quota a_non2xx") |"
+  echo "| $proxy | control: same flood, no quota (served) | $(m "$proxy none rps") | $(m "$proxy none p99") | $(pct "$(m "$proxy alone p99")" "$(m "$proxy none p99")") | $(m "$proxy none b_non2xx") | $(m "$proxy none a_rps") | $(m "$proxy none a_non2xx") |"
+done

@@ -189,6 +189,12 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((s, peer)) => {
                     tokio::spawn(crate::listener::handle(s, peer, l.clone(), shared.clone(), stop.clone()));
+                    // One connection per turn: without this, a flood of new connections is
+                    // accepted in batches of up to 128 (tokio's budget) whose tasks all run
+                    // before the requests of connections already open, and one tenant's
+                    // connection flood becomes every tenant's latency. `yield_now` lets the
+                    // runtime poll for I/O before the next accept.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -26,59 +26,11 @@ done
 . "$HERE/lib.sh"
 bench_init instructions
 W=$WORK
-mkdir -p "$W/repo/tenants/bench"
 start_backend "$BACKEND"
-{ operator_yaml "[{name: http, port: 80, targetPort: $H1}]"
-  cat <<EOF
----
-apiVersion: gatehouse.dev/v1
-kind: Tenant
-metadata: {name: bench}
-spec:
-  hosts: ["*"]
-  gateways: [public-gw]
-EOF
-} > "$W/repo/gatehouse.yaml"
-cat > "$W/repo/tenants/bench/bench.yaml" <<EOF
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: bench}
-spec:
-  selector: {istio: public-gw}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: backend}
-spec:
-  hosts: ["backend.bench.internal"]
-  location: MESH_INTERNAL
-  ports:
-  - {number: 80, name: http, protocol: HTTP}
-  resolution: STATIC
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: $BACKEND}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: bench}
-spec:
-  hosts: ["*"]
-  gateways: [bench]
-  http:
-  - route: [{destination: {host: backend.bench.internal}}]
-EOF
-
-if [ "$(basename "$BIN")" = floor ]; then
-  # appliance/examples/floor.rs: the bare hyper proxy, for the floor of this measurement.
-  set -- "127.0.0.1:$H1" "127.0.0.1:$BACKEND" "127.0.0.1:$ADMIN"
-else
-  set -- run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 1
-fi
+one_route_repo "$W/repo" "$H1" "$BACKEND"
+proxy_args "$BIN" "$W/repo" "$H1" "$BACKEND" "$ADMIN"
 valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" \
-  "$BIN" "$@" >"$W/gatehouse.log" 2>&1 &
+  "$BIN" "${ARGS[@]}" >"$W/gatehouse.log" 2>&1 &
 VG=$!
 PIDS+=("$VG")
 up=0

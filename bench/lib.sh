@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared by bench/l4-logs.sh, bench/noisy.sh and bench/instructions.sh (sourced, not run):
+# Shared by bench/l4-logs.sh, bench/noisy.sh, bench/instructions.sh and bench/idle.sh (sourced,
+# not run):
 # the work folder and its cleanup, the nginx backend every proxy sits in front of, and the
 # IstioOperator of a one-group gatehouse on 127.0.0.1.
 
@@ -88,4 +89,66 @@ ${2:+$2
           loadBalancerIP: 127.0.0.1
           ports: $1
 EOF
+}
+
+# one_route_repo DIR H1_PORT BACKEND_PORT: a repository with bench/run.sh's route: one tenant,
+# every host on the plain port H1_PORT forwarded to the backend.
+one_route_repo() {
+  local W=$1 H1=$2 BACKEND=$3
+  mkdir -p "$W/tenants/bench"
+  { operator_yaml "[{name: http, port: 80, targetPort: $H1}]"
+    cat <<EOF
+---
+apiVersion: gatehouse.dev/v1
+kind: Tenant
+metadata: {name: bench}
+spec:
+  hosts: ["*"]
+  gateways: [public-gw]
+EOF
+  } > "$W/gatehouse.yaml"
+  cat > "$W/tenants/bench/bench.yaml" <<EOF
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bench}
+spec:
+  selector: {istio: public-gw}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend}
+spec:
+  hosts: ["backend.bench.internal"]
+  location: MESH_INTERNAL
+  ports:
+  - {number: 80, name: http, protocol: HTTP}
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: $BACKEND}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bench}
+spec:
+  hosts: ["*"]
+  gateways: [bench]
+  http:
+  - route: [{destination: {host: backend.bench.internal}}]
+EOF
+
+}
+
+# proxy_args BINARY REPO H1_PORT BACKEND_PORT ADMIN_PORT: sets ARGS to run BINARY with one
+# worker on that repository; appliance/examples/floor.rs (the bare hyper proxy, the floor
+# these measurements are read against) takes its three addresses instead.
+proxy_args() {
+  # shellcheck disable=SC2034 # ARGS is what this function returns
+  if [ "$(basename "$1")" = floor ]; then
+    ARGS=("127.0.0.1:$3" "127.0.0.1:$4" "127.0.0.1:$5")
+  else
+    ARGS=(run --repo "$2" --admin "127.0.0.1:$5" --workers 1)
+  fi
 }

@@ -127,7 +127,12 @@ pub async fn serve<I>(
         let closing = closing.clone();
         service_fn(move |req| {
             let (info, closing) = (info.clone(), closing.clone());
-            async move {
+            // Boxed: hyper keeps room for one service future in every HTTP/1 connection for its
+            // whole life, and the request path's future is about 6 KB. Boxed, that room is a
+            // pointer and the 6 KB exist only while a request is in flight: 20.8 → 14.8 KB per
+            // idle keep-alive connection, for about 1,450 instructions per request (3 %) spent
+            // allocating and filling the box (bench/instructions.sh).
+            Box::pin(async move {
                 let mut resp = handle(req, info).await?;
                 if closing.load(Ordering::Relaxed)
                     && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
@@ -136,7 +141,7 @@ pub async fn serve<I>(
                         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
                 }
                 Ok::<_, std::convert::Infallible>(resp)
-            }
+            })
         })
     };
     // The protocol is known here (sniffed or ALPN), so hyper's own builders serve it directly:

@@ -272,7 +272,9 @@ async fn proxy(
     rec: &mut Record,
 ) -> Result<Response<Body>, ProxyError> {
     if req.method() == Method::CONNECT {
-        return super::connect::handle(req, conn, rt, rec).await;
+        // Boxed, as the websocket path below: rare, and large futures inline would make every
+        // request's future as large.
+        return Box::pin(super::connect::handle(req, conn, rt, rec)).await;
     }
     let scheme = if conn.tls { "https" } else { "http" };
     let authority = match req.uri().authority() {
@@ -424,7 +426,7 @@ async fn proxy(
 
     if let Some(on) = down_upgrade {
         let mut report = Report::default();
-        let r = websocket::forward(cluster, head, on, &mut report).await;
+        let r = Box::pin(websocket::forward(cluster, head, on, &mut report)).await;
         rec.upstream = report.upstream;
         return r;
     }

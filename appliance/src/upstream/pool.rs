@@ -284,13 +284,19 @@ pub async fn http1(
             }
         }
     }
-    let permit = permit(rt).await?;
-    let io = transport(rt, addr, sni).await?;
-    let (tx, conn) = http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(PoolError::Handshake)?;
+    // Boxed: a new connection (TCP, maybe TLS, the handshake) is a large future and a rare
+    // one; inline, it would make every request's future that much larger (see `server::serve`).
+    let (permit, tx, conn) = Box::pin(async {
+        let permit = permit(rt).await?;
+        let io = transport(rt, addr, sni).await?;
+        let (tx, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(PoolError::Handshake)?;
+        Ok::<_, PoolError>((permit, tx, conn))
+    })
+    .await?;
     let state = Arc::new(ConnState::default());
     let busy = Busy::new(state.clone(), rt.limits.pending.clone());
     run_conn(conn, permit, state, rt.limits.pending.clone());
@@ -320,6 +326,28 @@ pub async fn http2(
     }) {
         return Ok((tx, Busy::new(state, rt.limits.pending.clone())));
     }
+    // Boxed for the same reason as in `http1`.
+    let (permit, tx, conn) = Box::pin(http2_connect(rt, addr, sni)).await?;
+    let state = Arc::new(ConnState::default());
+    let busy = Busy::new(state.clone(), rt.limits.pending.clone());
+    run_conn(conn, permit, state.clone(), rt.limits.pending.clone());
+    H2.with(|p| p.borrow_mut().insert(k, (tx.clone(), state)));
+    Ok((tx, busy))
+}
+
+/// A new HTTP/2 connection to `addr`, handshake done; its connection future still to run.
+async fn http2_connect(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> Result<
+    (
+        Option<OwnedSemaphorePermit>,
+        http2::SendRequest<Body>,
+        http2::Connection<TokioIo<Box<dyn Io>>, Body, TokioExecutor>,
+    ),
+    PoolError,
+> {
     let permit = permit(rt).await?;
     let io = transport(rt, addr, sni).await?;
     let mut b = http2::Builder::new(TokioExecutor::new());
@@ -346,11 +374,7 @@ pub async fn http2(
         .handshake(TokioIo::new(io))
         .await
         .map_err(PoolError::Handshake)?;
-    let state = Arc::new(ConnState::default());
-    let busy = Busy::new(state.clone(), rt.limits.pending.clone());
-    run_conn(conn, permit, state.clone(), rt.limits.pending.clone());
-    H2.with(|p| p.borrow_mut().insert(k, (tx.clone(), state)));
-    Ok((tx, busy))
+    Ok((permit, tx, conn))
 }
 
 /// A response body that returns its HTTP/1.1 connection to the pool when it ends.

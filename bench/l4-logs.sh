@@ -158,11 +158,8 @@ start_nginx() { # logging: on|off
   local d="$WORK/n-$1"; mkdir -p "$d"
   local al="access_log off;"
   [ "$1" = on ] && al="access_log $d/access.log;"
-  cat > "$d/nginx.conf" <<EOF
-worker_processes 2;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 10000; }
+  { nginx_head "$d" 2
+  cat <<EOF
 http {
   $al
   keepalive_requests 100000000;
@@ -173,6 +170,7 @@ http {
   }
 }
 EOF
+  } > "$d/nginx.conf"
   $NGINX -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' &
   NPID=$!
   PIDS+=("$NPID")

@@ -39,6 +39,16 @@ wait_ok() {
   echo "not answering: $url" >&2; return 1
 }
 
+# nginx_head DIR WORKERS: the first lines of an nginx.conf whose pid and error log live in DIR.
+nginx_head() {
+  cat <<EOF
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 10000; }
+EOF
+}
+
 # start_backend PORT [TLS_PORT CERT KEY]: nginx with one worker serving $WORK/www, plain (and
 # TLS when asked), no access log, keep-alive without a request limit; waits until it answers.
 start_backend() {
@@ -47,11 +57,8 @@ start_backend() {
     tls="listen 127.0.0.1:$2 ssl; ssl_certificate $3; ssl_certificate_key $4;"
   fi
   mkdir -p "$WORK/be"
-  cat > "$WORK/be/nginx.conf" <<EOF
-worker_processes 1;
-pid $WORK/be/nginx.pid;
-error_log $WORK/be/error.log warn;
-events { worker_connections 10000; }
+  { nginx_head "$WORK/be" 1
+  cat <<EOF
 http {
   access_log off;
   keepalive_requests 100000000;
@@ -64,6 +71,7 @@ http {
   }
 }
 EOF
+  } > "$WORK/be/nginx.conf"
   "$NGINX" -p "$WORK/be" -c "$WORK/be/nginx.conf" -e "$WORK/be/error.log" -g 'daemon off;' &
   PIDS+=($!)
   wait_ok "http://127.0.0.1:$port/index.html"

@@ -100,11 +100,8 @@ start_nginx() { # "limit" to limit team A, "" for none
   local d="$WORK/n" limit=""
   rm -rf "$d"; mkdir -p "$d"
   [ -n "$1" ] && limit="limit_conn perserver 10;"
-  cat > "$d/nginx.conf" <<EOF
-worker_processes 2;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 10000; }
+  { nginx_head "$d" 2
+  cat <<EOF
 http {
   access_log off;
   client_body_temp_path $d;
@@ -125,6 +122,7 @@ http {
   }
 }
 EOF
+  } > "$d/nginx.conf"
   "$NGINX" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' &
   GPID=$!
   PIDS+=("$GPID")

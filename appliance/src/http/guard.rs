@@ -10,10 +10,11 @@
 //!
 //! Cost on the normal path: a look at each head's line starts (a head without framing headers
 //! needs no more), else one `httparse` pass over it (on the stack, no allocation), and O(1)
-//! per body chunk. Only a head split across reads is copied, into a buffer (the
-//! first head of a plain connection always is: hyper-util reads 24 bytes to tell HTTP/2 from
-//! HTTP/1). A small buffer is kept for the connection, a large one freed, so idle keep-alive
-//! connections do not each hold a read's worth of memory.
+//! per body chunk. Only a head split across reads is copied, into a buffer (a client that
+//! sends its head in pieces; the 24 bytes read to tell HTTP/2 from HTTP/1 are replayed
+//! together with what follows them, see `io::Prefixed`). A small buffer is kept for the
+//! connection, a large one freed, so idle keep-alive connections do not each hold a read's
+//! worth of memory.
 //!
 //! The guard stops watching for good (and frees that buffer) whenever following the framing
 //! would mean guessing: HTTP/2, an upgrade or CONNECT (tunnel bytes follow), or anything
@@ -283,8 +284,6 @@ impl Tracker {
     }
 }
 
-/// Parses a request head the way hyper does (same parser, default settings) and decides how
-/// its body is framed.
 /// The length of a complete head that frames no body and switches no protocol — no
 /// `Content-Length`, `Transfer-Encoding` or `Upgrade` line, not CONNECT or an HTTP/2 preface,
 /// CRLF line ends only — found by looking at line starts instead of parsing (most requests
@@ -321,6 +320,8 @@ fn quick(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// Parses a request head the way hyper does (same parser, default settings) and decides how
+/// its body is framed.
 fn inspect(buf: &[u8]) -> Head {
     // Uninitialised slots: no 3 KiB memset per head.
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];

@@ -129,9 +129,9 @@ pub async fn serve<I>(
             let (info, closing) = (info.clone(), closing.clone());
             // Boxed: hyper keeps room for one service future in every HTTP/1 connection for its
             // whole life, and the request path's future is about 6 KB. Boxed, that room is a
-            // pointer and the 6 KB exist only while a request is in flight: 20.8 → 14.8 KB per
-            // idle keep-alive connection, for about 1,450 instructions per request (3 %) spent
-            // allocating and filling the box (bench/instructions.sh).
+            // pointer and the 6 KB exist only while a request is in flight: 20.8 → 15.1 KB per
+            // idle keep-alive connection (bench/idle.sh), for about 850 instructions per request
+            // (1.9 %) spent allocating and filling the box (bench/instructions.sh).
             Box::pin(async move {
                 let mut resp = handle(req, info).await?;
                 if closing.load(Ordering::Relaxed)

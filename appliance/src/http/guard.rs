@@ -29,6 +29,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::chunk::{self, Chunk, Step};
+use super::h1;
+
 /// hyper's default header count limit; a head with more is refused by hyper anyway.
 const MAX_HEADERS: usize = 100;
 
@@ -55,6 +58,19 @@ impl Framing {
         bad != 0 && n >= bad
     }
 
+    /// Marks the next request the service is handed as ambiguous: the own HTTP/1 server
+    /// (`h1`) found it so, and the service answers it as it answers the guard's findings.
+    pub(crate) fn flag_next(&self) {
+        self.flag(self.served.load(Ordering::Relaxed) + 1);
+    }
+
+    /// Counts from zero again: a guard starts watching a connection between requests (one
+    /// that `h1` hands to hyper), and numbers its heads from 1.
+    pub(crate) fn rebase(&self) {
+        self.served.store(0, Ordering::Relaxed);
+        self.bad.store(0, Ordering::Release);
+    }
+
     fn flag(&self, head: u64) {
         // Only the first one matters: the connection closes after it.
         let _ = self
@@ -74,34 +90,6 @@ enum State {
     Chunk(Chunk),
     /// Not watching any more.
     Off,
-}
-
-/// Chunked-body states, byte for byte those of hyper's decoder (so both agree on where the
-/// body ends).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Chunk size digits (`digits`: at least one seen).
-    Size { size: u64, digits: bool },
-    /// Blanks after the size.
-    Lws { size: u64 },
-    /// A chunk extension, up to CR.
-    Ext { size: u64 },
-    /// LF after the size line.
-    SizeLf { size: u64 },
-    /// Chunk data: bytes left.
-    Data(u64),
-    /// CR after the data.
-    DataCr,
-    /// LF after the data.
-    DataLf,
-    /// After the last chunk: CR of the final empty line, or a trailer.
-    EndCr,
-    /// Inside a trailer line.
-    Trailer,
-    /// LF after a trailer line.
-    TrailerLf,
-    /// LF of the final empty line.
-    EndLf,
 }
 
 /// Follows the request framing of one connection's inbound bytes.
@@ -234,45 +222,13 @@ impl Tracker {
                 continue;
             }
             data = rest;
-            let next = match (c, b) {
-                (Chunk::Size { size, .. }, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
-                    let d = u64::from((b as char).to_digit(16).unwrap_or(0));
-                    size.checked_mul(16)
-                        .and_then(|s| s.checked_add(d))
-                        .map(|size| Chunk::Size { size, digits: true })
-                }
-                (Chunk::Size { digits: false, .. }, _) => None,
-                (Chunk::Size { size, .. } | Chunk::Lws { size }, b' ' | b'\t') => {
-                    Some(Chunk::Lws { size })
-                }
-                (Chunk::Size { size, .. } | Chunk::Lws { size } | Chunk::Ext { size }, b';') => {
-                    Some(Chunk::Ext { size })
-                }
-                (Chunk::Size { size, .. } | Chunk::Lws { size } | Chunk::Ext { size }, b'\r') => {
-                    Some(Chunk::SizeLf { size })
-                }
-                (Chunk::Ext { .. }, b'\n') => None,
-                (Chunk::Ext { size }, _) => Some(Chunk::Ext { size }),
-                (Chunk::SizeLf { size: 0 }, b'\n') => Some(Chunk::EndCr),
-                (Chunk::SizeLf { size }, b'\n') => Some(Chunk::Data(size)),
-                (Chunk::DataCr, b'\r') => Some(Chunk::DataLf),
-                (Chunk::DataLf, b'\n') => Some(Chunk::Size {
-                    size: 0,
-                    digits: false,
-                }),
-                (Chunk::EndCr, b'\r') => Some(Chunk::EndLf),
-                (Chunk::Trailer, b'\r') => Some(Chunk::TrailerLf),
-                (Chunk::EndCr | Chunk::Trailer, _) => Some(Chunk::Trailer),
-                (Chunk::TrailerLf, b'\n') => Some(Chunk::EndCr),
-                (Chunk::EndLf, b'\n') => {
+            match chunk::step(c, b) {
+                Step::Next(n) => c = n,
+                Step::End => {
                     self.state = State::Head;
                     return data;
                 }
-                _ => None,
-            };
-            match next {
-                Some(n) => c = n,
-                None => {
+                Step::Bad => {
                     // hyper refuses this body and closes the connection.
                     self.stop();
                     return &[];
@@ -336,7 +292,7 @@ fn inspect(buf: &[u8]) -> Head {
     let (mut length, mut te, mut chunked, mut upgrade) = (None, false, false, false);
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            match digits(h.value) {
+            match h1::content_length(h.value) {
                 Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
                 // hyper refuses a bad or conflicting length, unless TE came first and made
                 // it irrelevant; either way the head is ambiguous or refused.
@@ -346,11 +302,7 @@ fn inspect(buf: &[u8]) -> Head {
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = true;
             // As hyper: only the last coding of the last header line counts.
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = h1::last_is_chunked(h.value);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
             upgrade = true;
         }
@@ -371,10 +323,7 @@ fn inspect(buf: &[u8]) -> Head {
         return Head::Stop;
     }
     let body = if te {
-        State::Chunk(Chunk::Size {
-            size: 0,
-            digits: false,
-        })
+        State::Chunk(chunk::START)
     } else {
         match length {
             Some(n) if n > 0 => State::Fixed(n),
@@ -386,20 +335,6 @@ fn inspect(buf: &[u8]) -> Head {
         body,
         ambiguous: false,
     }
-}
-
-/// A `Content-Length` value: digits only, as hyper reads it.
-fn digits(v: &[u8]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
 }
 
 /// A downstream stream watched by a [`Tracker`] (HTTP/1 only; `None` passes bytes through).

@@ -1,6 +1,7 @@
 //! HTTP proxying (HTTP/1.1, HTTP/2, and HTTP/3 through `quic`): the request path and its helpers.
 
 pub mod body;
+mod chunk;
 pub mod connect;
 pub mod cors;
 pub mod early;
@@ -8,6 +9,7 @@ pub mod errors;
 pub mod fault;
 pub mod forward;
 pub mod guard;
+mod h1;
 pub mod headers;
 pub mod mirror;
 pub mod observe;

@@ -1,21 +1,27 @@
-//! Serving one downstream connection with hyper: HTTP/1.1 and HTTP/2 (prior knowledge or
-//! ALPN), upgrades, header limits, header-read and idle timeouts, graceful drain.
+//! Serving one downstream connection: HTTP/1.1 by the own server (`h1`, which hands upgrades
+//! and CONNECT to hyper), HTTP/2 (prior knowledge or ALPN) by hyper; header limits,
+//! header-read and idle timeouts, graceful drain.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tenants::model::DownstreamLimits;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::watch;
 
+use super::body::Body;
 use super::guard::Guard;
+use super::h1::{self, Ctl};
 use super::service::{ConnInfo, handle};
 use crate::idle::{Activity, Idle};
 use crate::io::Prefixed;
@@ -96,7 +102,7 @@ pub async fn serve<I>(
     mut drain: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
     let (first, proto) = match proto {
         Proto::Auto => {
@@ -114,41 +120,12 @@ pub async fn serve<I>(
         }
         p => (Bytes::new(), p),
     };
-    let io = Prefixed::new(first, io);
     let activity = Activity::new();
-    let header_bytes = (limits.max_request_headers_kb as usize).saturating_mul(1024);
-    let max_buf = header_bytes.max(8192);
-    // HTTP/1 framing checks hyper cannot make (see `guard`).
-    let io = Guard::new(io, info.framing.clone(), proto == Proto::H1, max_buf);
     let io = Idle::new(io, activity.clone());
-    // Set when draining HTTP/1: responses carry `Connection: close` (see `DRAIN_IDLE`).
-    let closing = Arc::new(AtomicBool::new(false));
-    let svc = {
-        let closing = closing.clone();
-        service_fn(move |req| {
-            let (info, closing) = (info.clone(), closing.clone());
-            // Boxed: hyper keeps room for one service future in every HTTP/1 connection for its
-            // whole life, and the request path's future is about 6 KB. Boxed, that room is a
-            // pointer and the 6 KB exist only while a request is in flight: 20.8 → 15.1 KB per
-            // idle keep-alive connection (bench/idle.sh), for about 850 instructions per request
-            // (1.9 %) spent allocating and filling the box (bench/instructions.sh).
-            Box::pin(async move {
-                let mut resp = handle(req, info).await?;
-                if closing.load(Ordering::Relaxed)
-                    && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
-                {
-                    resp.headers_mut()
-                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, std::convert::Infallible>(resp)
-            })
-        })
-    };
-    // The protocol is known here (sniffed or ALPN), so hyper's own builders serve it directly:
-    // no auto-detection layer, and the connection future holds only the one protocol's state,
-    // boxed so the task stays small while the connection idles.
-    let io = TokioIo::new(io);
+    let header_bytes = (limits.max_request_headers_kb as usize).saturating_mul(1024);
+    let ctl = Arc::new(Ctl::default());
     let mut conn = match proto {
+        // The protocol is known here (sniffed or ALPN): no auto-detection layer.
         Proto::H2 => Conn::H2(Box::pin(
             http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -156,18 +133,21 @@ pub async fn serve<I>(
                 .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
                 .max_pending_accept_reset_streams(Some(100))
                 .max_local_error_reset_streams(Some(1024))
-                .serve_connection(io, svc),
+                .serve_connection(
+                    TokioIo::new(Prefixed::new(first, io)),
+                    Svc {
+                        info,
+                        ctl: ctl.clone(),
+                    },
+                ),
         )),
-        Proto::H1 | Proto::Auto => Conn::H1(Box::pin(
-            http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(max_buf)
-                .writev(false)
-                .keep_alive(true)
-                .serve_connection(io, svc)
-                .with_upgrades(),
-        )),
+        Proto::H1 | Proto::Auto => {
+            let limits = h1::Limits {
+                max_head: header_bytes,
+                header_read: limits.header_read_timeout,
+            };
+            Conn::H1(Box::pin(h1::serve(io, first, info, limits, ctl.clone())))
+        }
     };
     let idle = limits.idle_timeout;
     // HTTP/2 has GOAWAY, which no request races with: shut down at once. HTTP/1 first says
@@ -176,14 +156,14 @@ pub async fn serve<I>(
     let mut draining = *drain.borrow() || *stop.borrow();
     loop {
         if draining && !shut {
-            closing.store(true, Ordering::Relaxed);
-            if proto == Proto::H2 {
+            ctl.closing.store(true, Ordering::Relaxed);
+            if let Conn::H2(c) = &mut conn {
                 shut = true;
-                conn.graceful_shutdown();
+                c.as_mut().graceful_shutdown();
             }
         }
         tokio::select! {
-            _ = conn.run() => break,
+            () = conn.run() => break,
             r = drain.changed(), if !draining => {
                 draining = r.is_err() || *drain.borrow();
             }
@@ -192,7 +172,13 @@ pub async fn serve<I>(
             }
             () = activity.idle_for(DRAIN_IDLE), if draining && !shut => {
                 shut = true;
-                conn.graceful_shutdown();
+                // Quiet that long with no request in flight: close. A request in flight ends
+                // the connection after its response (`closing` is set); a connection handed
+                // to hyper shuts down the way hyper does it.
+                if !ctl.busy.load(Ordering::Relaxed) {
+                    break;
+                }
+                ctl.shutdown.notify_one();
             }
             () = activity.idle_for(idle) => {
                 // No bytes in either direction for the idle timeout: close.
@@ -202,36 +188,84 @@ pub async fn serve<I>(
     }
 }
 
-/// A served connection of either protocol.
-enum Conn<H1, H2> {
-    H1(Pin<Box<H1>>),
-    H2(Pin<Box<H2>>),
+/// Serves the rest of an HTTP/1 connection with hyper: one whose request (an upgrade, CONNECT,
+/// `Expect`) the own server leaves to it, replayed in `io`'s first bytes.
+pub(super) async fn hyper_h1<I>(io: I, info: Arc<ConnInfo>, limits: h1::Limits, ctl: Arc<Ctl>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    // HTTP/1 framing checks hyper cannot make (see `guard`), counting from this request.
+    info.framing.rebase();
+    let max_buf = limits.max_head.max(8192);
+    let io = Guard::new(io, info.framing.clone(), true, max_buf);
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read)
+        .max_buf_size(max_buf)
+        .writev(false)
+        .keep_alive(true)
+        .serve_connection(
+            TokioIo::new(io),
+            Svc {
+                info,
+                ctl: ctl.clone(),
+            },
+        )
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = ctl.shutdown.notified() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
-impl<I, S, B> Conn<http1::UpgradeableConnection<I, S>, http2::Connection<I, S, TokioExecutor>>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
+/// The request path as a hyper service (HTTP/2, and HTTP/1 connections handed to hyper).
+#[derive(Clone)]
+struct Svc {
+    info: Arc<ConnInfo>,
+    ctl: Arc<Ctl>,
+}
+
+type Served = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Svc {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Served;
+
+    fn call(&self, req: Request<Incoming>) -> Served {
+        let (info, ctl) = (self.info.clone(), self.ctl.clone());
+        Box::pin(async move {
+            let mut resp = handle(req, info).await?;
+            if ctl.closing.load(Ordering::Relaxed)
+                && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
+            {
+                resp.headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// hyper's HTTP/2 connection over a sniffed (or ALPN-chosen) stream.
+type H2Conn<I> = http2::Connection<TokioIo<Prefixed<Idle<I>>>, Svc, TokioExecutor>;
+
+/// A served connection of either protocol.
+enum Conn<I> {
+    H1(Pin<Box<dyn Future<Output = ()> + Send>>),
+    H2(Pin<Box<H2Conn<I>>>),
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Conn<I> {
     /// Drives the connection until it ends (errors are the client's and end it too).
     async fn run(&mut self) {
-        let _ = match self {
-            Self::H1(c) => c.as_mut().await,
-            Self::H2(c) => c.as_mut().await,
-        };
-    }
-
-    /// HTTP/2 GOAWAY; HTTP/1 closes after the response in progress.
-    fn graceful_shutdown(&mut self) {
         match self {
-            Self::H1(c) => c.as_mut().graceful_shutdown(),
-            Self::H2(c) => c.as_mut().graceful_shutdown(),
+            Self::H1(c) => c.as_mut().await,
+            Self::H2(c) => {
+                let _ = c.as_mut().await;
+            }
         }
     }
 }

@@ -1,0 +1,351 @@
+//! Responses onto the wire: the head, then the body framed by `Content-Length`, chunked, or
+//! by closing the connection (HTTP/1.0 with no known length). A small body that is ready goes
+//! out in the same write as the head.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::head::Refused;
+use crate::http::body::Body;
+
+/// Data frames at least this large are written from their own buffer, not copied.
+const DIRECT: usize = 8 * 1024;
+
+/// Buffered response bytes written once this many are pending.
+const FLUSH_AT: usize = 16 * 1024;
+
+/// How the body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delimit {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// What the response depends on from its request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Asked {
+    /// A HEAD request: the head only.
+    pub(super) head: bool,
+    /// The request's version.
+    pub(super) version: Version,
+    /// Whether the connection may stay open afterwards (the client's wish and ours).
+    pub(super) keep_alive: bool,
+}
+
+/// Writes `resp`; returns whether the connection can carry another request. An error means
+/// the response could not be sent whole, and the connection must close.
+pub(super) async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    resp: Response<Body>,
+    asked: Asked,
+) -> io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let mut keep_alive = asked.keep_alive;
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // 1xx and 204 never carry a length (RFC 9110 §8.6); HEAD and 304 keep the one given.
+    let lengthless = status.is_informational() || status == StatusCode::NO_CONTENT;
+    let bodiless = asked.head || lengthless || status == StatusCode::NOT_MODIFIED;
+    let (mut length, mut connection, mut date) = (None, false, false);
+    for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            let n = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            if lengthless || n.is_none() {
+                continue;
+            }
+            length = n;
+        } else if name == header::CONNECTION {
+            connection = true;
+            keep_alive &= !lists_close(value);
+        } else if name == header::DATE {
+            date = true;
+        }
+        line(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let delimit = if bodiless {
+        Delimit::None
+    } else if let Some(n) = length {
+        Delimit::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        line(&mut out, b"content-length", n.to_string().as_bytes());
+        Delimit::Length(n)
+    } else if asked.version == Version::HTTP_11 {
+        line(&mut out, b"transfer-encoding", b"chunked");
+        Delimit::Chunked
+    } else {
+        keep_alive = false;
+        Delimit::Close
+    };
+    if !connection {
+        if !keep_alive {
+            line(&mut out, b"connection", b"close");
+        } else if asked.version == Version::HTTP_10 {
+            line(&mut out, b"connection", b"keep-alive");
+        }
+    }
+    if !date {
+        DATE.with_borrow_mut(|d| line(&mut out, b"date", d.now()));
+    }
+    out.extend_from_slice(b"\r\n");
+    if delimit != Delimit::None {
+        send_body(w, &mut out, &mut body, delimit).await?;
+    }
+    drop(body);
+    if !out.is_empty() {
+        w.write_all(&out).await?;
+    }
+    w.flush().await?;
+    Ok(keep_alive)
+}
+
+/// Streams the body after the head already in `out`.
+async fn send_body<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &mut Vec<u8>,
+    body: &mut Body,
+    delimit: Delimit,
+) -> io::Result<()> {
+    let mut sent = 0u64;
+    loop {
+        // A frame that is ready joins what is buffered; otherwise the buffer goes out first,
+        // so a slow body never holds back the head or earlier data.
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+            Poll::Ready(f) => f,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    w.write_all(out).await?;
+                    out.clear();
+                    w.flush().await?;
+                }
+                poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            // Trailers are not sent over HTTP/1.1.
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) if !d.is_empty() => d,
+                _ => continue,
+            },
+        };
+        let n = data.len() as u64;
+        sent += n;
+        match delimit {
+            Delimit::Length(max) if sent > max => {
+                return Err(io::Error::other(
+                    "response body longer than its Content-Length",
+                ));
+            }
+            Delimit::Chunked => {
+                out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            }
+            _ => {}
+        }
+        if data.len() >= DIRECT {
+            if !out.is_empty() {
+                w.write_all(out).await?;
+                out.clear();
+            }
+            w.write_all(&data).await?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if delimit == Delimit::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= FLUSH_AT {
+            w.write_all(out).await?;
+            out.clear();
+        }
+    }
+    match delimit {
+        Delimit::Length(max) if sent != max => Err(io::Error::other(
+            "response body shorter than its Content-Length",
+        )),
+        Delimit::Chunked => {
+            out.extend_from_slice(b"0\r\n\r\n");
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn lists_close(v: &HeaderValue) -> bool {
+    v.as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// The answer to a head refused before it reached the service; the connection closes after.
+pub(super) fn refusal(r: Refused) -> &'static [u8] {
+    match r {
+        Refused::TooLarge => {
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        }
+        Refused::Bad => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    }
+}
+
+/// The `Date` header, formatted once a second per thread.
+struct Date {
+    second: u64,
+    text: String,
+}
+
+impl Date {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now);
+        }
+        self.text.as_bytes()
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<Date> = const { RefCell::new(Date { second: 0, text: String::new() }) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::body;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+
+    async fn written(resp: Response<Body>, asked: Asked) -> (String, bool) {
+        let mut out = Vec::new();
+        let keep = write(&mut out, resp, asked).await.expect("written");
+        (String::from_utf8(out).expect("utf-8"), keep)
+    }
+
+    const GET11: Asked = Asked {
+        head: false,
+        version: Version::HTTP_11,
+        keep_alive: true,
+    };
+
+    #[tokio::test]
+    async fn known_length_goes_out_with_the_head() {
+        let resp = Response::new(body::full("hello"));
+        let (w, keep) = written(resp, GET11).await;
+        assert!(
+            w.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: "),
+            "{w}"
+        );
+        assert!(w.ends_with("\r\n\r\nhello"), "{w}");
+        assert!(keep);
+    }
+
+    #[tokio::test]
+    async fn unknown_length_is_chunked_for_http11_and_closes_for_http10() {
+        let frames = futures_stream(vec!["ab", "cde"]);
+        let (w, keep) = written(Response::new(frames), GET11).await;
+        assert!(w.contains("transfer-encoding: chunked\r\n"), "{w}");
+        assert!(
+            w.ends_with("\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"),
+            "{w}"
+        );
+        assert!(keep);
+        let asked = Asked {
+            version: Version::HTTP_10,
+            ..GET11
+        };
+        let (w, keep) = written(Response::new(futures_stream(vec!["ab"])), asked).await;
+        assert!(
+            w.contains("connection: close\r\n") && w.ends_with("\r\n\r\nab"),
+            "{w}"
+        );
+        assert!(!keep);
+    }
+
+    #[tokio::test]
+    async fn head_and_204_carry_no_body_and_a_close_ends_the_connection() {
+        let mut resp = Response::new(body::full("hello"));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let (w, _) = written(
+            resp,
+            Asked {
+                head: true,
+                ..GET11
+            },
+        )
+        .await;
+        assert!(
+            w.contains("content-length: 5\r\n") && w.ends_with("\r\n\r\n"),
+            "{w}"
+        );
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let (w, keep) = written(resp, GET11).await;
+        assert!(
+            w.starts_with("HTTP/1.1 204 No Content\r\nconnection: close\r\n"),
+            "{w}"
+        );
+        assert!(!w.contains("content-length"), "{w}");
+        assert!(!keep);
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_its_length_is_an_error() {
+        let mut resp = Response::new(body::full("hi"));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let mut out = Vec::new();
+        assert!(write(&mut out, resp, GET11).await.is_err());
+    }
+
+    /// A body of `parts` with no size hint, as a streamed upstream response has.
+    fn futures_stream(parts: Vec<&'static str>) -> Body {
+        struct Parts(std::collections::VecDeque<&'static str>);
+        impl http_body::Body for Parts {
+            type Data = Bytes;
+            type Error = body::BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
+                Poll::Ready(
+                    self.0
+                        .pop_front()
+                        .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p.as_bytes())))),
+                )
+            }
+        }
+        Parts(parts.into()).boxed()
+    }
+}

@@ -71,7 +71,7 @@ async fn read_hello(
 
 /// Serves one accepted connection.
 pub async fn handle(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     l: WantedListener,
     shared: Arc<Shared>,
@@ -136,110 +136,124 @@ pub async fn handle(
         }
         ListenerKind::Tls(_) => {
             drop(rt);
-            let limit = l.limits.header_read_timeout;
-            let (hello_bytes, hello) = match read_hello(&mut stream, limit).await {
-                Ok(x) => x,
-                Err(why) => {
-                    tracing::info!(%peer, listener = %l.addr, reason = why, "connection closed before routing");
+            // Boxed: the ClientHello read and the handshake are large states, and inline they
+            // would size every connection's task, plain HTTP ones included, for its whole life.
+            Box::pin(tls(stream, peer, &l, &shared, drain, stop)).await;
+        }
+    }
+}
+
+/// A TLS listener's connection: routed by the ClientHello's SNI to passthrough or termination.
+async fn tls(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    l: &WantedListener,
+    shared: &Arc<Shared>,
+    drain: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) {
+    let limit = l.limits.header_read_timeout;
+    let (hello_bytes, hello) = match read_hello(&mut stream, limit).await {
+        Ok(x) => x,
+        Err(why) => {
+            tracing::info!(%peer, listener = %l.addr, reason = why, "connection closed before routing");
+            return;
+        }
+    };
+    let rt = shared.runtime.load_full();
+    let Some(group) = rt.groups.get(&*l.group) else {
+        return;
+    };
+    let Some(listener) = group.listeners.get(&l.addr).cloned() else {
+        return;
+    };
+    let Some(chain) = listener.chain(hello.sni.as_deref()).cloned() else {
+        if let Some(sni) = &hello.sni
+            && let Some(source) = allow_any(&rt, &l.group)
+        {
+            let target = format!("{sni}:{}", listener.gateway_port);
+            drop(rt);
+            Box::pin(original_destination(stream, hello_bytes, &target, source)).await;
+            return;
+        }
+        tracing::info!(%peer, listener = %l.addr, sni = ?hello.sni, "no filter chain for SNI; closed");
+        return;
+    };
+    let _permit = match rt.tenant(&chain.tenant).cloned().map(ConnPermit::tenant) {
+        Some(None) => return,
+        Some(Some(p)) => Some(p),
+        None => None,
+    };
+    match &chain.action {
+        ChainAction::Passthrough(tcp) => {
+            let Some((cluster, name)) = proxy::choose(tcp, group) else {
+                return;
+            };
+            let cluster = cluster.clone();
+            let session =
+                Session::new(&shared, group, &chain.tenant, peer, l.addr, hello.sni);
+            drop(rt);
+            Box::pin(session.run(stream, hello_bytes, &cluster, name)).await;
+        }
+        ChainAction::TerminateHttp { .. } | ChainAction::TerminateTcp { .. } => {
+            let Some(state) = group.chains.get(&chain.name).cloned() else {
+                tracing::warn!(chain = %chain.name, "no TLS configuration for chain; closed");
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.config.clone());
+            let tcp_target = match &chain.action {
+                ChainAction::TerminateTcp { tcp, .. } => {
+                    proxy::choose(tcp, group).map(|(c, n)| {
+                        let s = Session::new(
+                            &shared,
+                            group,
+                            &chain.tenant,
+                            peer,
+                            l.addr,
+                            hello.sni.clone(),
+                        );
+                        (c.clone(), n, s)
+                    })
+                }
+                _ => None,
+            };
+            drop(rt);
+            let tls = match tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                Box::pin(acceptor.accept(Prefixed::new(hello_bytes, stream))),
+            )
+            .await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    // Debug: scanners and health probes make this common and cheap to
+                    // cause; at info it would let any client flood the journal.
+                    tracing::debug!(%peer, chain = %chain.name, error = %e, "TLS handshake failed");
                     return;
                 }
+                Err(_) => return,
             };
-            let rt = shared.runtime.load_full();
-            let Some(group) = rt.groups.get(&*l.group) else {
+            if let Some((cluster, name, session)) = tcp_target {
+                Box::pin(session.run(tls, Bytes::new(), &cluster, name)).await;
                 return;
-            };
-            let Some(listener) = group.listeners.get(&l.addr).cloned() else {
-                return;
-            };
-            let Some(chain) = listener.chain(hello.sni.as_deref()).cloned() else {
-                if let Some(sni) = &hello.sni
-                    && let Some(source) = allow_any(&rt, &l.group)
-                {
-                    let target = format!("{sni}:{}", listener.gateway_port);
-                    drop(rt);
-                    Box::pin(original_destination(stream, hello_bytes, &target, source)).await;
-                    return;
-                }
-                tracing::info!(%peer, listener = %l.addr, sni = ?hello.sni, "no filter chain for SNI; closed");
-                return;
-            };
-            let _permit = match rt.tenant(&chain.tenant).cloned().map(ConnPermit::tenant) {
-                Some(None) => return,
-                Some(Some(p)) => Some(p),
-                None => None,
-            };
-            match &chain.action {
-                ChainAction::Passthrough(tcp) => {
-                    let Some((cluster, name)) = proxy::choose(tcp, group) else {
-                        return;
-                    };
-                    let cluster = cluster.clone();
-                    let session =
-                        Session::new(&shared, group, &chain.tenant, peer, l.addr, hello.sni);
-                    drop(rt);
-                    Box::pin(session.run(stream, hello_bytes, &cluster, name)).await;
-                }
-                ChainAction::TerminateHttp { .. } | ChainAction::TerminateTcp { .. } => {
-                    let Some(state) = group.chains.get(&chain.name).cloned() else {
-                        tracing::warn!(chain = %chain.name, "no TLS configuration for chain; closed");
-                        return;
-                    };
-                    let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.config.clone());
-                    let tcp_target = match &chain.action {
-                        ChainAction::TerminateTcp { tcp, .. } => {
-                            proxy::choose(tcp, group).map(|(c, n)| {
-                                let s = Session::new(
-                                    &shared,
-                                    group,
-                                    &chain.tenant,
-                                    peer,
-                                    l.addr,
-                                    hello.sni.clone(),
-                                );
-                                (c.clone(), n, s)
-                            })
-                        }
-                        _ => None,
-                    };
-                    drop(rt);
-                    let tls = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        Box::pin(acceptor.accept(Prefixed::new(hello_bytes, stream))),
-                    )
-                    .await
-                    {
-                        Ok(Ok(t)) => t,
-                        Ok(Err(e)) => {
-                            // Debug: scanners and health probes make this common and cheap to
-                            // cause; at info it would let any client flood the journal.
-                            tracing::debug!(%peer, chain = %chain.name, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                    if let Some((cluster, name, session)) = tcp_target {
-                        Box::pin(session.run(tls, Bytes::new(), &cluster, name)).await;
-                        return;
-                    }
-                    let proto = match tls.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => Proto::H2,
-                        _ => Proto::H1,
-                    };
-                    let info = Arc::new(ConnInfo {
-                        group: l.group.clone(),
-                        listener: l.addr,
-                        peer,
-                        peer_ip: crate::http::headers::ip_value(peer.ip()),
-                        tls: true,
-                        sni: hello.sni.map(String::into_boxed_str),
-                        chain: Some(chain.name.clone().into_boxed_str()),
-                        shared: shared.clone(),
-                        framing: Arc::default(),
-                        tenant: ConnTenant::default(),
-                    });
-                    Box::pin(server::serve(tls, info, proto, &l.limits, drain, stop)).await;
-                }
             }
+            let proto = match tls.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Proto::H2,
+                _ => Proto::H1,
+            };
+            let info = Arc::new(ConnInfo {
+                group: l.group.clone(),
+                listener: l.addr,
+                peer,
+                peer_ip: crate::http::headers::ip_value(peer.ip()),
+                tls: true,
+                sni: hello.sni.map(String::into_boxed_str),
+                chain: Some(chain.name.clone().into_boxed_str()),
+                shared: shared.clone(),
+                framing: Arc::default(),
+                tenant: ConnTenant::default(),
+            });
+            Box::pin(server::serve(tls, info, proto, &l.limits, drain, stop)).await;
         }
     }
 }

@@ -162,6 +162,10 @@ pub async fn serve<I>(
                 c.as_mut().graceful_shutdown();
             }
         }
+        // One timer: the idle timeout, or while draining the (shorter) quiet period after which
+        // an HTTP/1 connection is shut.
+        let drain_wait = draining && !shut && DRAIN_IDLE < idle;
+        let quiet = if drain_wait { DRAIN_IDLE } else { idle };
         tokio::select! {
             () = conn.run() => break,
             r = drain.changed(), if !draining => {
@@ -170,7 +174,11 @@ pub async fn serve<I>(
             r = stop.changed(), if !draining => {
                 draining = r.is_err() || *stop.borrow();
             }
-            () = activity.idle_for(DRAIN_IDLE), if draining && !shut => {
+            () = activity.idle_for(quiet) => {
+                if !drain_wait {
+                    // No bytes in either direction for the idle timeout: close.
+                    break;
+                }
                 shut = true;
                 // Quiet that long with no request in flight: close. A request in flight ends
                 // the connection after its response (`closing` is set); a connection handed
@@ -179,10 +187,6 @@ pub async fn serve<I>(
                     break;
                 }
                 ctl.shutdown.notify_one();
-            }
-            () = activity.idle_for(idle) => {
-                // No bytes in either direction for the idle timeout: close.
-                break;
             }
         }
     }

@@ -94,7 +94,8 @@ pub(crate) async fn serve<I>(
             let mut replay = BytesMut::from(&head.raw.unwrap_or_default()[..]);
             replay.extend_from_slice(&buf);
             let io = Prefixed::new(replay.freeze(), reader.unsplit(wr));
-            super::server::hyper_h1(io, info, limits, ctl).await;
+            // Boxed: hyper's connection state would otherwise size every connection's future.
+            Box::pin(super::server::hyper_h1(io, info, limits, ctl)).await;
             return;
         }
         let Head {
@@ -188,7 +189,9 @@ async fn read_head<R: AsyncRead + Unpin>(
             read_some(rd, buf).await
         } else {
             let at = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read);
-            match tokio::time::timeout_at(at, read_some(rd, buf)).await {
+            // Boxed: the timer is needed only for a head split across reads, and inline it
+            // would be part of every idle connection's state.
+            match Box::pin(tokio::time::timeout_at(at, read_some(rd, buf))).await {
                 Ok(r) => r,
                 Err(_) => return Ok(None),
             }

@@ -190,8 +190,7 @@ async fn tls(
                 return;
             };
             let cluster = cluster.clone();
-            let session =
-                Session::new(&shared, group, &chain.tenant, peer, l.addr, hello.sni);
+            let session = Session::new(shared, group, &chain.tenant, peer, l.addr, hello.sni);
             drop(rt);
             Box::pin(session.run(stream, hello_bytes, &cluster, name)).await;
         }
@@ -202,19 +201,17 @@ async fn tls(
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.config.clone());
             let tcp_target = match &chain.action {
-                ChainAction::TerminateTcp { tcp, .. } => {
-                    proxy::choose(tcp, group).map(|(c, n)| {
-                        let s = Session::new(
-                            &shared,
-                            group,
-                            &chain.tenant,
-                            peer,
-                            l.addr,
-                            hello.sni.clone(),
-                        );
-                        (c.clone(), n, s)
-                    })
-                }
+                ChainAction::TerminateTcp { tcp, .. } => proxy::choose(tcp, group).map(|(c, n)| {
+                    let s = Session::new(
+                        shared,
+                        group,
+                        &chain.tenant,
+                        peer,
+                        l.addr,
+                        hello.sni.clone(),
+                    );
+                    (c.clone(), n, s)
+                }),
                 _ => None,
             };
             drop(rt);

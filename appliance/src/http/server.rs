@@ -106,10 +106,14 @@ pub async fn serve<I>(
 {
     let (first, proto) = match proto {
         Proto::Auto => {
-            let sniffed = tokio::select! {
-                s = sniff(&mut io, limits.header_read_timeout) => s,
-                () = drained(&mut drain, &mut stop) => None,
-            };
+            // Boxed: needed once, and inline its timers would stay in the connection's state.
+            let sniffed = Box::pin(async {
+                tokio::select! {
+                    s = sniff(&mut io, limits.header_read_timeout) => s,
+                    () = drained(&mut drain, &mut stop) => None,
+                }
+            })
+            .await;
             match sniffed {
                 Some(x) => x,
                 None => {

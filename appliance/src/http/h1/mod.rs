@@ -14,7 +14,7 @@ mod body;
 mod encode;
 mod head;
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -25,11 +25,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::Notify;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 pub(crate) use body::RequestBody;
+use body::Returned;
 use encode::Asked;
 use head::{Framing, Head, Refused};
 pub(crate) use head::{content_length, last_is_chunked};
@@ -72,64 +73,27 @@ pub(crate) async fn serve<I>(
     let (rd, mut wr) = tokio::io::split(io);
     let mut rd = Some(rd);
     let mut buf = BytesMut::from(&first[..]);
-    loop {
-        let Some(reader) = rd.as_mut() else { return };
+    let end = loop {
+        let Some(reader) = rd.as_mut() else {
+            break End::Closed;
+        };
         if buf.is_empty() {
             // Drops the last head's allocation, which an empty remainder still points into.
             buf = BytesMut::new();
         }
-        let head = match read_head(reader, &mut buf, limits).await {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(refused) => {
-                tracing::debug!(peer = %info.peer, ?refused, "request head refused");
-                let _ = wr.write_all(encode::refusal(refused)).await;
-                let _ = wr.shutdown().await;
-                return;
-            }
+        // The head and request are taken apart in `start`, outside this function's state:
+        // only the boxed exchange and the body's return channel live across the await below,
+        // so they are no part of what an idle connection holds.
+        let (served, back) = match read_head(reader, &mut buf, limits).await {
+            Ok(Some(head)) if head.hand_over => break End::HandOver(head.raw.unwrap_or_default()),
+            Ok(Some(head)) => start(head, &mut rd, &mut buf, &mut wr, &info, &ctl, limits),
+            Ok(None) => break End::Closed,
+            Err(refused) => break End::Refused(refused),
         };
-        ctl.busy.store(true, Ordering::Relaxed);
-        if head.hand_over {
-            let Some(reader) = rd.take() else { return };
-            let mut replay = BytesMut::from(&head.raw.unwrap_or_default()[..]);
-            replay.extend_from_slice(&buf);
-            let io = Prefixed::new(replay.freeze(), reader.unsplit(wr));
-            // Boxed: hyper's connection state would otherwise size every connection's future.
-            Box::pin(super::server::hyper_h1(io, info, limits, ctl)).await;
-            return;
-        }
-        let Head {
-            req,
-            framing,
-            keep_alive,
-            ambiguous,
-            ..
-        } = head;
-        if ambiguous {
-            // The service answers it (400, logged and counted like any request).
-            info.framing.flag_next();
-        }
-        let asked = Asked {
-            head: req.method() == Method::HEAD,
-            version: req.version(),
-            keep_alive: keep_alive && !ambiguous,
-        };
-        let (req, back) = match (framing, rd.take()) {
-            (Framing::None, reader) => {
-                rd = reader;
-                (req.map(|()| RequestBody::empty()), None)
-            }
-            (framing, Some(reader)) => {
-                let (body, back) = RequestBody::new(framing, reader, std::mem::take(&mut buf));
-                (req.map(|()| body), Some(back))
-            }
-            (_, None) => return,
-        };
-        // Boxed: the request path's future exists only while a request is in flight.
-        let keep = Box::pin(exchange(req, &info, &mut wr, asked, &ctl)).await;
+        let keep = served.await;
         ctl.busy.store(false, Ordering::Relaxed);
         if !keep {
-            return;
+            break End::Closed;
         }
         if let Some(mut back) = back {
             // The body hands the read half back when it ends; one still out (unread past what
@@ -139,10 +103,103 @@ pub(crate) async fn serve<I>(
                     rd = Some(r.rd);
                     buf = r.rest;
                 }
-                _ => return,
+                _ => break End::Closed,
             }
         }
+    };
+    match end {
+        End::Closed => {}
+        End::Refused(refused) => {
+            tracing::debug!(peer = %info.peer, ?refused, "request head refused");
+            let _ = wr.write_all(encode::refusal(refused)).await;
+            let _ = wr.shutdown().await;
+        }
+        End::HandOver(raw) => {
+            let Some(reader) = rd.take() else { return };
+            ctl.busy.store(true, Ordering::Relaxed);
+            let mut replay = BytesMut::from(&raw[..]);
+            replay.extend_from_slice(&buf);
+            let io = Prefixed::new(replay.freeze(), reader.unsplit(wr));
+            // Boxed: hyper's connection state would otherwise size every connection's future.
+            Box::pin(super::server::hyper_h1(io, info, limits, ctl)).await;
+        }
     }
+}
+
+/// How a connection's own serving ends.
+enum End {
+    /// Closed by either side.
+    Closed,
+    /// A head refused before the service (400, 431).
+    Refused(Refused),
+    /// A request hyper serves, with the head's bytes to replay.
+    HandOver(Bytes),
+}
+
+/// A request in flight: the exchange, and for a request with a body, where its read half
+/// comes back.
+type Started<'a, I> = (
+    Pin<Box<dyn Future<Output = bool> + Send + 'a>>,
+    Option<oneshot::Receiver<Returned<ReadHalf<I>>>>,
+);
+
+/// Hands `head` to the service: its body (if any) borrows the read half, and a request without
+/// one leaves the read half watched for the client going away.
+fn start<'a, I>(
+    head: Head,
+    rd: &'a mut Option<ReadHalf<I>>,
+    buf: &'a mut BytesMut,
+    wr: &'a mut WriteHalf<I>,
+    info: &'a Arc<ConnInfo>,
+    ctl: &'a Ctl,
+    limits: Limits,
+) -> Started<'a, I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    ctl.busy.store(true, Ordering::Relaxed);
+    let Head {
+        req,
+        framing,
+        keep_alive,
+        ambiguous,
+        ..
+    } = head;
+    if ambiguous {
+        // The service answers it (400, logged and counted like any request).
+        info.framing.flag_next();
+    }
+    let asked = Asked {
+        head: req.method() == Method::HEAD,
+        version: req.version(),
+        keep_alive: keep_alive && !ambiguous,
+    };
+    let (req, back, watch) = match (framing, rd.take()) {
+        (Framing::None, reader) => {
+            *rd = reader;
+            let watch = rd.as_mut().map(|rd| Watch {
+                rd,
+                buf,
+                max: limits.max_head,
+            });
+            (req.map(|()| RequestBody::empty()), None, watch)
+        }
+        (framing, Some(reader)) => {
+            let (body, back) = RequestBody::new(framing, reader, std::mem::take(buf));
+            (req.map(|()| body), Some(back), None)
+        }
+        (_, None) => return (Box::pin(std::future::ready(false)), None),
+    };
+    (Box::pin(exchange(req, info, wr, asked, ctl, watch)), back)
+}
+
+/// The client side of a connection while its request (without a body) is in flight.
+struct Watch<'a, R> {
+    rd: &'a mut R,
+    /// Where bytes that arrive meanwhile (a pipelined request) are kept.
+    buf: &'a mut BytesMut,
+    /// Most bytes kept; past that the client is not read until the response is out.
+    max: usize,
 }
 
 /// One request through the service, and its response onto the wire; whether the connection
@@ -153,12 +210,28 @@ async fn exchange<R, W>(
     wr: &mut W,
     asked: Asked,
     ctl: &Ctl,
+    watch: Option<Watch<'_, R>>,
 ) -> bool
 where
     R: AsyncRead + Unpin + Send + Sync + 'static,
     W: AsyncWrite + Unpin,
 {
-    let resp = match handle(req, info.clone()).await {
+    let served = handle(req, info.clone());
+    let resp = match watch {
+        None => served.await,
+        Some(w) => tokio::select! {
+            biased;
+            r = served => r,
+            () = gone(w) => {
+                // As hyper (without half-close) and Envoy: a client that closes its side has
+                // abandoned the request, and dropping the service future cancels the upstream
+                // request instead of letting it run to an answer nobody reads.
+                tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
+                return false;
+            }
+        },
+    };
+    let resp = match resp {
         Ok(r) => r,
         Err(never) => match never {},
     };
@@ -167,6 +240,20 @@ where
         ..asked
     };
     encode::write(wr, resp, asked).await.unwrap_or(false)
+}
+
+/// Completes when the client closes (or breaks) the connection; bytes it sends meanwhile are
+/// kept for the next request.
+async fn gone<R: AsyncRead + Unpin>(w: Watch<'_, R>) {
+    loop {
+        if w.buf.len() >= w.max {
+            return std::future::pending().await;
+        }
+        match read_some(w.rd, w.buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Reads until `buf` starts with a whole head. `Ok(None)`: the client closed, failed, or took

@@ -380,6 +380,65 @@ fn content_length_with_transfer_encoding_is_refused_with_400() {
     fx.assert_serving("after ambiguous framing");
 }
 
+/// What gatehouse's own HTTP/1.1 server does on the wire, on one plain connection: pipelined
+/// requests answered in order, a chunked request body (extension, trailer) forwarded whole, an
+/// unread body of a refused request skipped so the connection stays usable, and HTTP/1.0
+/// closing after its response.
+#[test]
+fn pipelined_requests_chunked_bodies_and_http10_on_one_connection() {
+    let fx = fixture();
+    let mut s = connect(fx.plain);
+    let raw = concat!(
+        "POST /one HTTP/1.1\r\nHost: web.example.com\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+        "GET /two HTTP/1.1\r\nHost: web.example.com\r\n\r\n",
+        "POST /three HTTP/1.1\r\nHost: nowhere.example.com\r\nContent-Length: 4\r\n\r\nabcd",
+        "GET /four HTTP/1.0\r\nHost: web.example.com\r\n\r\n",
+    );
+    s.write_all(raw.as_bytes()).expect("write");
+    let got =
+        String::from_utf8_lossy(&read_until_closed(&mut s, Duration::from_secs(10))).into_owned();
+    assert_eq!(statuses(&got), [200, 200, 404, 200], "{got}");
+    let paths: Vec<&str> = ["/one", "/two", "/four"]
+        .into_iter()
+        .filter(|p| got.contains(&format!("\"path\":\"{p}\"")))
+        .collect();
+    assert_eq!(paths, ["/one", "/two", "/four"], "{got}");
+    // The chunked body reached the backend as its 11 bytes.
+    assert!(got.contains("\"body_len\":11"), "{got}");
+    // HTTP/1.0 without keep-alive: the last response says so, and the gateway closed.
+    let last = &got[got.rfind("HTTP/1.1 ").unwrap_or(0)..];
+    assert!(last.contains("connection: close\r\n"), "{last}");
+    assert_eq!(fx.be.counters.get("web"), 3);
+}
+
+/// `Expect: 100-continue` (curl sends it for large uploads): the interim 100 comes before the
+/// body is sent, the upload is forwarded whole, and the connection serves on afterwards.
+#[test]
+fn expect_100_continue_gets_the_interim_response_and_the_connection_serves_on() {
+    let fx = fixture();
+    let mut s = connect(fx.plain);
+    s.write_all(
+        b"PUT /up HTTP/1.1\r\nHost: web.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .expect("write head");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    wait_for("100 Continue", Duration::from_secs(10), || {
+        if let Ok(n) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.starts_with(b"HTTP/1.1 100 Continue\r\n").then_some(())
+    });
+    s.write_all(b"12345GET /after HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+        .expect("write body");
+    got.extend(read_until_closed(&mut s, Duration::from_secs(10)));
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert_eq!(statuses(&got), [100, 200, 200], "{got}");
+    assert!(got.contains("\"body_len\":5"), "{got}");
+    assert!(got.contains("\"path\":\"/after\""), "{got}");
+}
+
 /// Sends `raw` over a TLS connection (ALPN http/1.1) and returns everything received until
 /// the gateway closes.
 fn tls_exchange(fx: &Fx, raw: &[u8]) -> Vec<u8> {

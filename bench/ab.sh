@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Two gatehouse builds against each other in the same run: HTTP/1.1 keep-alive requests/s and
+# CPU per request, alternating A and B for N rounds (medians). Absolute figures move by ±15 %
+# between runs on this machine; an A/B in one run is what tells a change from noise.
+#
+#   bench/ab.sh BINARY_A BINARY_B [ROUNDS]
+#
+# bench/run.sh's route (one VirtualService to an nginx backend, 100-byte body), plain HTTP,
+# 2 workers, `wrk -t1 -c64 -d10s` after a 2 s warm-up; CPU = utime+stime of the proxy from
+# /proc over the measured run ÷ requests. ROUNDS defaults to 3.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+A=$(realpath "$1") B=$(realpath "$2") ROUNDS=${3:-3}
+cd "$HERE/.."
+BASE=${BENCH_PORT_BASE:-18100}
+BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
+for tool in wrk nginx curl python3; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx-light curl python3)" >&2; exit 1; }
+done
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+bench_init ab
+W=$WORK
+start_backend "$BACKEND"
+one_route_repo "$W/repo" "$H1" "$BACKEND"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+run_one() { # BINARY LABEL ROUND
+  "$1" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 2 >"$W/$2-$3.log" 2>&1 &
+  local pid=$!
+  wait_ok "http://localhost:$H1/index.html"
+  wrk -t1 -c64 -d2s "http://localhost:$H1/index.html" >/dev/null
+  local t0; t0=$(ticks "$pid")
+  wrk -t1 -c64 -d10s --latency "http://localhost:$H1/index.html" >"$W/$2-$3.wrk"
+  local t1; t1=$(ticks "$pid")
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$W/$2-$3.wrk" "$((t1 - t0))" "$HZ" "$2" >>"$W/rows" <<'PY'
+import re, sys
+text, ticks, hz, label = open(sys.argv[1]).read(), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
+ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+print(label, rps, ms, ticks / hz * 1e6 / reqs)
+PY
+}
+for r in $(seq "$ROUNDS"); do
+  run_one "$A" A "$r"
+  run_one "$B" B "$r"
+done
+python3 - "$W/rows" "$A" "$B" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+def med(label, i):
+    return statistics.median(float(r[i]) for r in rows if r[0] == label)
+print("| build | req/s | p99 ms | CPU µs/req |")
+print("|---|---|---|---|")
+for label, path in (("A", sys.argv[2]), ("B", sys.argv[3])):
+    print(f"| {label}: {path} | {med(label, 1):,.0f} | {med(label, 2):.2f} | {med(label, 3):.1f} |")
+print(f"| B ÷ A | {med('B', 1) / med('A', 1):.3f} | {med('B', 2) / med('A', 2):.3f} | {med('B', 3) / med('A', 3):.3f} |")
+PY

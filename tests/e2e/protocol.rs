@@ -412,6 +412,29 @@ fn pipelined_requests_chunked_bodies_and_http10_on_one_connection() {
     assert_eq!(fx.be.counters.get("web"), 3);
 }
 
+/// A client that closes its connection while its request waits on a slow upstream has
+/// abandoned it: the gateway cancels the upstream request (as Envoy and hyper do) instead of
+/// letting it run to an answer nobody reads.
+#[test]
+fn a_client_that_goes_away_cancels_its_request_upstream() {
+    let fx = fixture();
+    let mut s = connect(fx.plain);
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: web.example.com\r\nx-test-delay-ms: 20000\r\n\r\n")
+        .expect("write");
+    wait_for(
+        "the request to reach the backend",
+        Duration::from_secs(10),
+        || (fx.be.counters.get("web") == 1).then_some(()),
+    );
+    drop(s);
+    wait_for(
+        "the backend's request to be cancelled",
+        Duration::from_secs(10),
+        || (fx.be.counters.get("cancelled:web") == 1).then_some(()),
+    );
+    fx.assert_serving("after a cancelled request");
+}
+
 /// `Expect: 100-continue` (curl sends it for large uploads): the interim 100 comes before the
 /// body is sent, the upload is forwarded whole, and the connection serves on afterwards.
 #[test]

@@ -1,6 +1,9 @@
 //! HTTP/1 request-framing guard: spots a request head carrying both `Content-Length` and
 //! `Transfer-Encoding`, which Envoy refuses with 400.
 //!
+//! It watches only connections hyper serves for HTTP/1 (those `h1` hands over after an
+//! upgrade, CONNECT or `Expect` request); `h1` decides framing from its own parse.
+//!
 //! Why a wrapper over the raw bytes: hyper accepts such a request, drops `Content-Length` and
 //! decodes the body as chunked, so by the time the service sees the request the evidence is
 //! gone. The guard watches the bytes hyper reads, follows the request framing the same way

@@ -39,6 +39,17 @@ impl Counters {
     }
 }
 
+/// Bumps a counter when dropped while still armed.
+struct Unanswered(Option<(Counters, String)>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((c, name)) = self.0.take() {
+            c.bump(&name);
+        }
+    }
+}
+
 /// The test's backends and the runtime they run on.
 pub struct Backends {
     /// The runtime.
@@ -259,6 +270,9 @@ async fn echo(
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     counters.bump(&name);
+    // Counts `cancelled:<name>` if this request is dropped before its answer (the gateway
+    // closed the upstream connection: its client went away).
+    let mut unanswered = Unanswered(Some((counters.clone(), format!("cancelled:{name}"))));
     peers
         .lock()
         .expect("lock")
@@ -316,6 +330,7 @@ async fn echo(
         "body_len": body.len(),
         "body_sum": sum,
     });
+    unanswered.0 = None;
     let mut r = Response::new(Full::new(Bytes::from(doc.to_string())));
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
     r.headers_mut().insert(

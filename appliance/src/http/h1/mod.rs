@@ -8,7 +8,7 @@
 //! a service future in every connection for its whole life, and runs a dispatcher around each
 //! request. Here a connection between requests holds no buffer at all (it waits for bytes
 //! with a read into the stack), and a request costs one parse and, for a small response, one
-//! write. BENCHMARKS.md, "Own HTTP/1 server", has the figures.
+//! write. BENCHMARKS.md, "Own HTTP/1.1 server", has the figures.
 
 mod body;
 mod encode;

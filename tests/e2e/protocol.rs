@@ -27,7 +27,7 @@ struct Fx {
     _repo: Repo,
     dir: tempfile::TempDir,
     be: Backends,
-    _gw: Gateway,
+    gw: Gateway,
     plain: u16,
     tls: u16,
 }
@@ -135,7 +135,7 @@ spec:
         _repo: repo,
         dir,
         be,
-        _gw: gw,
+        gw,
         plain,
         tls,
     }
@@ -432,6 +432,17 @@ fn a_client_that_goes_away_cancels_its_request_upstream() {
         Duration::from_secs(10),
         || (fx.be.counters.get("cancelled:web") == 1).then_some(()),
     );
+    // Counted as Istio counts it: response code 0, flag DC (downstream connection termination).
+    let (_, metrics) = fx.gw.admin_get("/metrics").expect("metrics");
+    let dc = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("response_code=\"0\"")
+                && l.contains("response_flags=\"DC\"")
+        })
+        .unwrap_or_else(|| panic!("no DC series in /metrics:\n{metrics}"));
+    assert!(dc.ends_with(" 1"), "{dc}");
     fx.assert_serving("after a cancelled request");
 }
 

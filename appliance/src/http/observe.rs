@@ -83,6 +83,11 @@ pub struct Finish {
 }
 
 impl Finish {
+    /// Records a request dropped before it had a response (status 0, DC).
+    pub fn abandoned(self) {
+        self.record(0, true, false);
+    }
+
     fn record(mut self, bytes_out: u64, aborted: bool, failed: bool) {
         let e = &mut self.entry;
         e.bytes_out = bytes_out;

@@ -117,7 +117,7 @@ where
     let started = Instant::now();
     let rt = conn.shared.runtime.load_full();
     let group = rt.groups.get(&*conn.group);
-    let mut rec = Record {
+    let rec = Record {
         start: Some(SystemTime::now()),
         method: req.method().as_str().to_string(),
         // `as_str`, not `to_string`: `Display` goes through the formatting machinery.
@@ -144,6 +144,15 @@ where
     let version = req.version();
     // A request without a body (most) needs neither the byte counter nor its wrapper.
     let meter = (!req.body().is_end_stream()).then(|| Arc::new(Meter::default()));
+    let mut unanswered = Unanswered {
+        rec: Some(rec),
+        captured,
+        conn: &conn,
+        started,
+        grpc,
+        meter: meter.clone(),
+    };
+    let rec = unanswered.rec();
     let mut resp =
         if matches!(version, Version::HTTP_10 | Version::HTTP_11) && conn.framing.refuse_next() {
             ambiguous_framing(&req, &conn)
@@ -154,7 +163,7 @@ where
                 Some(m) => body::boxed(Counted::new(b, m.clone())),
                 None => body::empty(),
             });
-            match proxy(req, &conn, &rt, &mut rec).await {
+            match proxy(req, &conn, &rt, rec).await {
                 Ok(r) => r,
                 Err(e) => {
                     let (status, flag, text) = e.parts();
@@ -177,6 +186,7 @@ where
     {
         resp.headers_mut().insert(header::ALT_SVC, v.clone());
     }
+    let (mut rec, captured) = unanswered.answered();
     rec.status = resp.status().as_u16();
     let tenant = rec.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE);
     let policy = group.and_then(|g| g.log_policy(tenant)).cloned();
@@ -195,6 +205,59 @@ where
         bodiless,
     };
     Ok(resp.map(|b| body::boxed(Observed::new(b, finish))))
+}
+
+/// A request without a response yet. Dropped in that state — the client reset the stream or
+/// went away, or the connection was torn down — it still records the request, as Envoy logs it
+/// and Istio's metrics count it: status 0 with DC.
+struct Unanswered<'a> {
+    rec: Option<Record>,
+    captured: Option<http::HeaderMap>,
+    conn: &'a ConnInfo,
+    started: Instant,
+    grpc: bool,
+    meter: Option<Arc<Meter>>,
+}
+
+impl Unanswered<'_> {
+    /// The record the request path fills in.
+    fn rec(&mut self) -> &mut Record {
+        self.rec.get_or_insert_with(Record::default)
+    }
+
+    /// There is a response: the record and captured headers go on with it.
+    fn answered(mut self) -> (Record, Option<http::HeaderMap>) {
+        (self.rec.take().unwrap_or_default(), self.captured.take())
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let Some(rec) = self.rec.take() else {
+            return;
+        };
+        let rt = self.conn.shared.runtime.load();
+        let tenant = rec.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE);
+        let policy = rt
+            .groups
+            .get(&*self.conn.group)
+            .and_then(|g| g.log_policy(tenant))
+            .cloned();
+        let captured = if policy.is_some() {
+            self.captured.take()
+        } else {
+            None
+        };
+        Finish {
+            entry: rec.into_entry(self.conn, self.grpc, captured),
+            started: self.started,
+            meter: self.meter.take(),
+            telemetry: self.conn.shared.telemetry.clone(),
+            policy,
+            bodiless: false,
+        }
+        .abandoned();
+    }
 }
 
 impl Record {

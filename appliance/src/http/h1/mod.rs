@@ -266,12 +266,12 @@ async fn read_head<R: AsyncRead + Unpin>(
     limits: Limits,
 ) -> Result<Option<Head>, Refused> {
     let mut deadline = None;
+    let mut parse = !buf.is_empty();
     loop {
-        if !buf.is_empty()
-            && let Some(h) = head::parse(buf, limits.max_head)?
-        {
+        if parse && let Some(h) = head::parse(buf, limits.max_head)? {
             return Ok(Some(h));
         }
+        let before = buf.len();
         let read = if buf.is_empty() {
             read_some(rd, buf).await
         } else {
@@ -287,6 +287,10 @@ async fn read_head<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }
+        // A head ends with a LF, so bytes without one cannot complete it: parsing waits for
+        // one (or for the size limit). A client dripping a long line byte by byte would
+        // otherwise cost a parse of the whole buffer per byte.
+        parse = memchr::memchr(b'\n', &buf[before..]).is_some() || buf.len() > limits.max_head;
     }
 }
 
@@ -308,4 +312,62 @@ async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> io::
     }
     buf.reserve(FIRST_READ);
     poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Context;
+
+    /// A client that sends one byte per read.
+    struct Drip(&'static [u8]);
+
+    impl AsyncRead for Drip {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some((&b, rest)) = self.0.split_first() {
+                buf.put_slice(&[b]);
+                self.0 = rest;
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        max_head: 8192,
+        header_read: Duration::from_secs(5),
+    };
+
+    #[tokio::test]
+    async fn a_head_dripped_byte_by_byte_is_parsed_when_its_last_lf_arrives() {
+        let mut rd = Drip(b"GET /d HTTP/1.1\r\nHost: a\r\nX-Long: aaaaaaaaaaaaaaaa\r\n\r\nNEXT");
+        let mut buf = BytesMut::new();
+        let head = read_head(&mut rd, &mut buf, LIMITS)
+            .await
+            .expect("ok")
+            .expect("head");
+        assert_eq!(head.req.uri().path(), "/d");
+        assert_eq!(head.req.headers()["x-long"], "aaaaaaaaaaaaaaaa");
+        // Read one byte at a time, nothing past the head was taken.
+        assert_eq!(rd.0, b"NEXT");
+        assert!(buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dripped_head_past_the_limit_is_refused_without_a_lf() {
+        let mut rd =
+            Drip(Box::leak(format!("GET /{}", "a".repeat(300)).into_boxed_str()).as_bytes());
+        let mut buf = BytesMut::new();
+        let limits = Limits {
+            max_head: 128,
+            ..LIMITS
+        };
+        assert_eq!(
+            read_head(&mut rd, &mut buf, limits).await.err(),
+            Some(Refused::TooLarge)
+        );
+    }
 }

@@ -476,6 +476,13 @@ fn expect_100_continue_gets_the_interim_response_and_the_connection_serves_on() 
 /// Sends `raw` over a TLS connection (ALPN http/1.1) and returns everything received until
 /// the gateway closes.
 fn tls_exchange(fx: &Fx, raw: &[u8]) -> Vec<u8> {
+    let mut tls = tls_client(fx, raw);
+    read_until_closed(&mut tls, Duration::from_secs(10))
+}
+
+/// A TLS connection (ALPN http/1.1) to the HTTPS listener that has sent `raw`; reads poll
+/// with 50 ms timeouts.
+fn tls_client(fx: &Fx, raw: &[u8]) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(fx.ca()).expect("ca");
@@ -502,7 +509,37 @@ fn tls_exchange(fx: &Fx, raw: &[u8]) -> Vec<u8> {
     tls.sock
         .set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");
-    read_until_closed(&mut tls, Duration::from_secs(10))
+    tls
+}
+
+/// A response after which the gateway closes the connection ends, over TLS, with
+/// close_notify: the client can tell a whole response from a cut one (which matters most for
+/// an HTTP/1.0 body delimited by the close).
+#[test]
+fn a_tls_connection_the_gateway_closes_ends_with_close_notify() {
+    let fx = fixture();
+    let mut tls = tls_client(&fx, b"GET /last HTTP/1.0\r\nHost: web.example.com\r\n\r\n");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let end = wait_for("the gateway to close", Duration::from_secs(10), || {
+        loop {
+            match tls.read(&mut buf) {
+                Ok(0) => return Some(Ok(())),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // rustls: the peer closed without close_notify.
+                Err(e) => return Some(Err(e.kind())),
+            }
+        }
+    });
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert_eq!(end, Ok(()), "closed without close_notify after: {got}");
+    assert_eq!(statuses(&got), [200], "{got}");
+    assert!(got.contains("connection: close\r\n"), "{got}");
+    assert!(got.contains("\"path\":\"/last\""), "{got}");
 }
 
 /// Opens a connection to `port`, sends `bytes`, stalls, and asserts the gateway closes it by

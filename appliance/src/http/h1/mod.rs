@@ -93,7 +93,7 @@ pub(crate) async fn serve<I>(
         let keep = served.await;
         ctl.busy.store(false, Ordering::Relaxed);
         if !keep {
-            break End::Closed;
+            break End::Done;
         }
         if let Some(mut back) = back {
             // The body hands the read half back when it ends; one still out (unread past what
@@ -109,6 +109,11 @@ pub(crate) async fn serve<I>(
     };
     match end {
         End::Closed => {}
+        // The response said `Connection: close` (or could not be sent): FIN, and on TLS a
+        // close_notify, so the client knows the response ended where it did.
+        End::Done => {
+            let _ = wr.shutdown().await;
+        }
         End::Refused(refused) => {
             tracing::debug!(peer = %info.peer, ?refused, "request head refused");
             let _ = wr.write_all(encode::refusal(refused)).await;
@@ -128,8 +133,10 @@ pub(crate) async fn serve<I>(
 
 /// How a connection's own serving ends.
 enum End {
-    /// Closed by either side.
+    /// Closed by the client, or it failed or stalled.
     Closed,
+    /// This side ends the connection after a response.
+    Done,
     /// A head refused before the service (400, 431).
     Refused(Refused),
     /// A request hyper serves, with the head's bytes to replay.

@@ -19,3 +19,4 @@ mod systemd;
 mod telemetry;
 mod tls;
 mod upstream;
+mod upstream_h1;

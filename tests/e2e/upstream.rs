@@ -12,23 +12,23 @@ use crate::harness::certs::{Ca, write_credential};
 use crate::harness::tools::{Curl, Reply};
 use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant, wait_for};
 
-const HOST: &str = "web.example.com";
+pub(crate) const HOST: &str = "web.example.com";
 
 /// A running gateway with team-a on `web.example.com:80` (listening on `port`).
-struct Fx {
+pub(crate) struct Fx {
     _repo: Repo,
     _creds: tempfile::TempDir,
-    be: Backends,
-    gw: Gateway,
-    port: u16,
+    pub(crate) be: Backends,
+    pub(crate) gw: Gateway,
+    pub(crate) port: u16,
 }
 
 impl Fx {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{HOST}:{}{path}", self.port)
     }
 
-    fn get(&self, path: &str) -> Reply {
+    pub(crate) fn get(&self, path: &str) -> Reply {
         Curl::new(&self.url(path)).run()
     }
 }
@@ -57,7 +57,7 @@ fn dr(name: &str, host: &str, policy: &str) -> String {
 }
 
 /// A STATIC ServiceEntry for `host` with one endpoint per port.
-fn se(name: &str, host: &str, ports: &[u16]) -> String {
+pub(crate) fn se(name: &str, host: &str, ports: &[u16]) -> String {
     let eps: Vec<(u16, &str)> = ports.iter().map(|p| (*p, "")).collect();
     service(name, host, &eps)
 }
@@ -95,7 +95,7 @@ fn start(
 
 /// team-a's `services` (ServiceEntries and DestinationRules) and its `http` rules on
 /// `web.example.com`.
-fn fixture(be: Backends, services: &str, http: &str) -> Fx {
+pub(crate) fn fixture(be: Backends, services: &str, http: &str) -> Fx {
     let port = free_port();
     start(
         be,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use rand::Rng;
 use tenants::model::RetryPolicy;
 use tenants::snapshot::UpstreamProtocol;
@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use super::body::{self, Body};
 use super::errors::{Flag, Flags, ProxyError};
 use crate::upstream::endpoint::Active;
-use crate::upstream::pool::{self, PoolError, PooledBody};
+use crate::upstream::h1::{self, Again};
+use crate::upstream::pool::{self, PoolError};
 use crate::upstream::{ClusterRt, Endpoint, Outcome};
 
 /// The request body as far as retries are concerned.
@@ -79,41 +80,35 @@ fn wants_h2(rt: &ClusterRt, downstream: Version) -> bool {
     }
 }
 
-fn build(h: &Head, h2: bool, tls: bool, b: Body) -> Request<Body> {
+/// The HTTP/2 request (HTTP/1.1 requests are written from the head itself).
+fn build(h: &Head, tls: bool, b: Body) -> Request<Body> {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(h.path.clone());
-    if h2 {
-        parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
-        parts.authority = h.authority.parse().ok();
-    }
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
+    parts.authority = h.authority.parse().ok();
     let uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
     let mut r = Request::new(b);
     *r.method_mut() = h.method.clone();
     *r.uri_mut() = uri;
-    *r.version_mut() = if h2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
+    *r.version_mut() = Version::HTTP_2;
     *r.headers_mut() = h.headers.clone();
-    if h2 {
-        r.headers_mut().remove(http::header::HOST);
-    } else if r
-        .headers()
-        .get(http::header::HOST)
-        .is_none_or(|v| v.as_bytes() != h.authority.as_bytes())
-        && let Ok(v) = HeaderValue::from_str(&h.authority)
-    {
-        // Usually the client's own `Host` already says it: no new value then.
-        r.headers_mut().insert(http::header::HOST, v);
-    }
+    r.headers_mut().remove(http::header::HOST);
     r
+}
+
+fn wire(h: &Head) -> h1::Head<'_> {
+    h1::Head {
+        method: &h.method,
+        target: h.path.as_str(),
+        host: &h.authority,
+        headers: &h.headers,
+    }
 }
 
 /// One attempt's failure.
 enum Fail {
     Pool(PoolError),
-    Send(hyper::Error),
+    Send(body::BoxError),
     Timeout,
 }
 
@@ -194,35 +189,52 @@ async fn connect(
     }
 }
 
+/// Sends the request with a body from `src`. An HTTP/1.1 request that a pooled connection
+/// failed to carry (see [`Again`]) goes once more on a new connection, if `src` can give
+/// the body a second time; that is not an attempt.
 async fn exchange(
     rt: &ClusterRt,
     addr: SocketAddr,
     sni: Option<&str>,
     conn: Conn,
-    req: Request<Body>,
+    head: &Head,
+    src: &mut Source,
 ) -> Result<Response<Body>, Fail> {
+    // The body is handed over only once a connection exists, so a connect failure leaves it
+    // in place for the next attempt, streamed or not.
+    let Some(b) = src.take() else {
+        return Err(Fail::Pool(PoolError::Overflow));
+    };
     match conn {
         Conn::H2(mut tx, busy) => {
-            let resp = tx.send_request(req).await.map_err(Fail::Send)?;
+            let resp = tx
+                .send_request(build(head, rt.tls.is_some(), b))
+                .await
+                .map_err(|e| Fail::Send(e.into()))?;
             Ok(guarded(resp.map(body::boxed), busy))
         }
-        Conn::H1(mut lease) => {
-            let resp = match lease.sender().try_send_request(req).await {
-                Ok(r) => r,
-                Err(mut e) => match e.take_message() {
-                    // The pooled connection closed before the request went out: use a fresh one.
-                    Some(req) => {
-                        let mut fresh =
-                            pool::http1(rt, addr, sni, true).await.map_err(Fail::Pool)?;
-                        let r = fresh.sender().send_request(req).await.map_err(Fail::Send)?;
-                        lease = fresh;
-                        r
-                    }
-                    None => return Err(Fail::Send(e.into_error())),
-                },
+        Conn::H1(lease) => {
+            let f = match h1::send(lease, wire(head), b).await {
+                Ok(resp) => return Ok(resp),
+                Err(f) => f,
             };
-            Ok(resp.map(|b| body::boxed(PooledBody::new(b, Some(lease)))))
+            let Some(b) = again(f.again, &head.method).then(|| src.take()).flatten() else {
+                return Err(Fail::Send(f.error.into()));
+            };
+            let fresh = pool::http1(rt, addr, sni, true).await.map_err(Fail::Pool)?;
+            h1::send(fresh, wire(head), b)
+                .await
+                .map_err(|f| Fail::Send(f.error.into()))
         }
+    }
+}
+
+/// Whether a request whose HTTP/1.1 exchange failed may go to a new connection.
+fn again(a: Again, method: &Method) -> bool {
+    match a {
+        Again::Never => false,
+        Again::Unsent => true,
+        Again::Unanswered => method.is_idempotent(),
     }
 }
 
@@ -297,7 +309,6 @@ pub async fn send(
     let started = Instant::now();
     let deadline = timeout.map(|t| started + t);
     let h2 = wants_h2(rt, head.downstream);
-    let tls = rt.tls.is_some();
     let sni: Option<String> = rt.tls.as_ref().map(|_| {
         rt.config
             .tls
@@ -378,12 +389,7 @@ pub async fn send(
             let conn = connect(rt, ep.addr, sni.as_deref(), h2)
                 .await
                 .map_err(Fail::Pool)?;
-            // The body is handed over only once a connection exists, so a connect failure
-            // leaves it in place for the next attempt, streamed or not.
-            let Some(b) = src.take() else {
-                return Err(Fail::Pool(PoolError::Overflow));
-            };
-            exchange(rt, ep.addr, sni.as_deref(), conn, build(&head, h2, tls, b)).await
+            exchange(rt, ep.addr, sni.as_deref(), conn, &head, &mut src).await
         };
         let result = match limit {
             Some(l) => tokio::time::timeout_at(l, step)

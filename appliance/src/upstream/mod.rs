@@ -6,6 +6,7 @@
 pub mod connect;
 pub mod dns;
 pub mod endpoint;
+pub mod h1;
 pub mod lb;
 pub mod pool;
 

@@ -1,29 +1,30 @@
 //! Upstream connection pools, one per worker thread (no lock, no cross-thread wake-up):
-//! HTTP/1.1 keeps idle senders per endpoint and returns a sender when the response body
-//! ends; HTTP/2 keeps one multiplexed connection per endpoint.
+//! HTTP/1.1 keeps idle connections per endpoint (gatehouse's own client, [`super::h1`]) and
+//! takes a connection back when its response body ends; HTTP/2 keeps one multiplexed hyper
+//! connection per endpoint.
+//!
+//! An idle HTTP/1.1 connection has no task. One sweeper task per worker thread, running
+//! while that thread's pool holds connections, closes those past their idle timeout or closed
+//! by the upstream, and those holding a connection permit that a request is waiting for.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 // FxHash: these maps are read on every request, keyed by configuration (names, listener
 // addresses, label sets), never by anything a client chooses.
 use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::connect::{self, ConnectError};
+use super::h1::Conn;
 use super::{ClusterRt, Pending};
 use crate::clock;
-use crate::http::body::{Body, BoxError};
+use crate::http::body::Body;
 
 /// Identifies a pool of equivalent connections.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,10 +35,8 @@ pub struct Key {
 }
 
 struct Idle {
-    tx: http1::SendRequest<Body>,
+    lease: Lease,
     since_ms: u64,
-    used: u32,
-    state: Arc<ConnState>,
 }
 
 /// What a pooled connection's entry and its connection task share.
@@ -83,6 +82,74 @@ type H2Conn = (http2::SendRequest<Body>, Arc<ConnState>);
 thread_local! {
     static H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::default());
     static H2: RefCell<HashMap<Key, H2Conn>> = RefCell::new(HashMap::default());
+    /// Whether this thread's sweeper runs.
+    static SWEEPING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wakes every thread's sweeper: a request waits for a connection permit.
+static RECLAIM: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// How often a sweeper looks at its idle connections when nothing wakes it.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// Starts this thread's sweeper unless it runs. Only on a worker's current-thread runtime:
+/// the pool is per thread, and a task of a multi-thread runtime could sweep another thread's.
+fn sweeper() {
+    if SWEEPING.get() {
+        return;
+    }
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+        return;
+    }
+    SWEEPING.set(true);
+    rt.spawn(async {
+        loop {
+            // Registered before sweeping, so a waiter arriving meanwhile is not missed.
+            let notified = RECLAIM.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if sweep() == 0 {
+                SWEEPING.set(false);
+                return;
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
+    });
+}
+
+/// Closes this thread's idle connections that must go; returns how many stay.
+fn sweep() -> usize {
+    let now = clock::now_ms();
+    H1.with(|p| {
+        let mut p = p.borrow_mut();
+        let mut left = 0;
+        p.retain(|_, v| {
+            v.retain_mut(|i| {
+                let keep = !(i.expired(now) || i.wanted() || i.lease.conn.is_closed());
+                left += usize::from(keep);
+                keep
+            });
+            !v.is_empty()
+        });
+        left
+    })
+}
+
+impl Idle {
+    fn expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.since_ms) > self.lease.idle_timeout_ms
+    }
+
+    /// Its permit is wanted by a waiting request.
+    fn wanted(&self) -> bool {
+        self.lease.permit.is_some() && self.lease.pending.count.load(Ordering::SeqCst) > 0
+    }
 }
 
 /// Runs a connection. With a connection limit, the connection holds its permit until it
@@ -132,51 +199,67 @@ pub enum PoolError {
     /// Connecting failed (UF).
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The HTTP handshake with the upstream failed (UF).
+    /// The HTTP/2 handshake with the upstream failed (UF).
     #[error("upstream handshake: {0}")]
     Handshake(#[source] hyper::Error),
 }
 
-/// An HTTP/1.1 sender on loan; goes back to the pool when the response body ends.
+/// An HTTP/1.1 connection on loan; goes back to the pool when its response body ends.
 pub struct Lease {
     key: Key,
-    tx: http1::SendRequest<Body>,
+    conn: Conn,
     used: u32,
     max_per_conn: u32,
-    idle_timeout: Duration,
-    busy: Busy,
+    idle_timeout_ms: u64,
+    reused: bool,
+    pending: Arc<Pending>,
+    /// The cluster's connection permit, held for the connection's life.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Lease {
-    /// The sender.
-    pub fn sender(&mut self) -> &mut http1::SendRequest<Body> {
-        &mut self.tx
+    /// The connection.
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
     }
 
-    fn release(mut self) {
+    /// Whether the connection carried a request before.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Puts the connection back in this thread's pool (or closes it: at its request limit,
+    /// the pool full, or its permit wanted by a waiting request).
+    pub fn release(mut self) {
         self.used += 1;
+        self.reused = true;
         if self.max_per_conn != 0 && self.used >= self.max_per_conn {
             return;
         }
-        if self.tx.is_closed() {
+        let idle = Idle {
+            since_ms: clock::now_ms(),
+            lease: self,
+        };
+        if idle.wanted() {
             return;
         }
-        let idle = Idle {
-            tx: self.tx,
-            since_ms: clock::now_ms(),
-            used: self.used,
-            state: self.busy.state.clone(),
-        };
-        let _ = self.idle_timeout;
         H1.with(|p| {
             let mut p = p.borrow_mut();
-            let v = p.entry(self.key).or_default();
+            let v = p.entry(idle.lease.key.clone()).or_default();
             if v.len() < MAX_IDLE {
                 v.push(idle);
             }
         });
-        // Now idle: if requests wait for a permit, the connection task closes it.
-        drop(self.busy);
+        sweeper();
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("key", &self.key)
+            .field("used", &self.used)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,6 +288,7 @@ async fn permit(rt: &ClusterRt) -> Result<Option<OwnedSemaphorePermit>, PoolErro
     }
     // Idle pooled connections (on any thread) give their permits back.
     pending.reclaim.notify_waiters();
+    RECLAIM.notify_waiters();
     let r = sem.clone().acquire_owned().await;
     r.map(Some).map_err(|_| PoolError::Overflow)
 }
@@ -228,7 +312,7 @@ pub async fn transport(
 }
 
 /// A byte stream to an upstream.
-pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static {
     /// Whether ALPN chose HTTP/2 (TLS only).
     fn alpn_h2(&self) -> bool {
         false
@@ -255,58 +339,39 @@ fn key(rt: &ClusterRt, addr: SocketAddr, sni: Option<&str>) -> Key {
     }
 }
 
-/// An HTTP/1.1 sender to `addr`: an idle pooled one, or a new connection.
+/// An HTTP/1.1 connection to `addr`: an idle pooled one, or a new one.
 pub async fn http1(
     rt: &ClusterRt,
     addr: SocketAddr,
     sni: Option<&str>,
     fresh: bool,
 ) -> Result<Lease, PoolError> {
-    let k = key(rt, addr, sni);
+    let key = key(rt, addr, sni);
     if !fresh {
         let now = clock::now_ms();
-        let idle_ms = rt.limits.idle_timeout.as_millis() as u64;
-        while let Some(mut idle) = H1.with(|p| p.borrow_mut().get_mut(&k).and_then(Vec::pop)) {
-            if idle.tx.is_closed() || now.saturating_sub(idle.since_ms) > idle_ms {
-                continue;
-            }
-            // Busy before the first await, so the connection task does not close it.
-            let busy = Busy::new(idle.state, rt.limits.pending.clone());
-            if idle.tx.ready().await.is_ok() {
-                return Ok(Lease {
-                    key: k,
-                    tx: idle.tx,
-                    used: idle.used,
-                    max_per_conn: rt.limits.per_connection,
-                    idle_timeout: rt.limits.idle_timeout,
-                    busy,
-                });
+        while let Some(mut idle) = H1.with(|p| p.borrow_mut().get_mut(&key).and_then(Vec::pop)) {
+            if !(idle.expired(now) || idle.lease.conn.is_closed()) {
+                return Ok(idle.lease);
             }
         }
     }
-    // Boxed: a new connection (TCP, maybe TLS, the handshake) is a large future and a rare
-    // one; inline, it would make every request's future that much larger (see `server::serve`).
-    let (permit, tx, conn) = Box::pin(async {
+    // Boxed: a new connection (TCP, maybe TLS) is a large future and a rare one; inline, it
+    // would make every request's future that much larger (see `server::serve`).
+    let (permit, io) = Box::pin(async {
         let permit = permit(rt).await?;
         let io = transport(rt, addr, sni).await?;
-        let (tx, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(PoolError::Handshake)?;
-        Ok::<_, PoolError>((permit, tx, conn))
+        Ok::<_, PoolError>((permit, io))
     })
     .await?;
-    let state = Arc::new(ConnState::default());
-    let busy = Busy::new(state.clone(), rt.limits.pending.clone());
-    run_conn(conn, permit, state, rt.limits.pending.clone());
     Ok(Lease {
-        key: k,
-        tx,
+        key,
+        conn: Conn::new(io),
         used: 0,
         max_per_conn: rt.limits.per_connection,
-        idle_timeout: rt.limits.idle_timeout,
-        busy,
+        idle_timeout_ms: u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        reused: false,
+        pending: rt.limits.pending.clone(),
+        permit,
     })
 }
 
@@ -375,60 +440,4 @@ async fn http2_connect(
         .await
         .map_err(PoolError::Handshake)?;
     Ok((permit, tx, conn))
-}
-
-/// A response body that returns its HTTP/1.1 connection to the pool when it ends.
-pub struct PooledBody {
-    inner: Incoming,
-    lease: Option<Lease>,
-}
-
-impl PooledBody {
-    /// Wraps `inner`; `lease` goes back to the pool at the end of the body.
-    pub fn new(inner: Incoming, lease: Option<Lease>) -> Self {
-        let mut b = Self { inner, lease };
-        if b.inner.is_end_stream()
-            && let Some(l) = b.lease.take()
-        {
-            l.release();
-        }
-        b
-    }
-}
-
-impl http_body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => {
-                if let Some(l) = self.lease.take() {
-                    l.release();
-                }
-            }
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
-                if let Some(l) = self.lease.take() {
-                    l.release();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                self.lease = None;
-            }
-            _ => {}
-        }
-        r.map(|o| o.map(|r| r.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod git;
 pub mod h3;
 pub mod otlp;
+pub mod scripted;
 pub mod sync;
 pub mod tools;
 

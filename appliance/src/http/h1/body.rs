@@ -6,14 +6,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 
 use super::head::Framing;
 use crate::http::body::BoxError;
-use crate::http::chunk::{self, Chunk, Step};
+use crate::http::decode::{Decoded, Decoder};
 
 /// Bytes asked of the socket per read while a body streams.
 const READ_SIZE: usize = 16 * 1024;
@@ -37,23 +37,8 @@ pub(crate) struct RequestBody<R> {
 struct Reading<R> {
     rd: R,
     buf: BytesMut,
-    state: State,
+    state: Decoder,
     back: oneshot::Sender<Returned<R>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Length(u64),
-    Chunked(Chunk),
-    Done,
-}
-
-/// What the buffered bytes give.
-enum Decoded {
-    Data(Bytes),
-    End,
-    More,
-    Bad,
 }
 
 impl<R> RequestBody<R> {
@@ -71,9 +56,9 @@ impl<R> RequestBody<R> {
     ) -> (Self, oneshot::Receiver<Returned<R>>) {
         let (back, rx) = oneshot::channel();
         let state = match framing {
-            Framing::None => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(chunk::START),
+            Framing::None => Decoder::Done,
+            Framing::Length(n) => Decoder::length(n),
+            Framing::Chunked => Decoder::CHUNKED,
         };
         let reading = Reading {
             rd,
@@ -91,71 +76,12 @@ impl<R> RequestBody<R> {
 
     fn give_back(&mut self) {
         if let Some(r) = self.reading.take() {
-            let whole = r.state == State::Done;
+            let whole = r.state == Decoder::Done;
             let _ = r.back.send(Returned {
                 rd: r.rd,
                 rest: r.buf,
                 whole,
             });
-        }
-    }
-}
-
-impl<R> Reading<R> {
-    /// Decodes from the buffered bytes only.
-    fn decode(&mut self) -> Decoded {
-        loop {
-            match self.state {
-                State::Done => return Decoded::End,
-                State::Length(0) => self.state = State::Done,
-                State::Length(left) => {
-                    if self.buf.is_empty() {
-                        return Decoded::More;
-                    }
-                    let n = left.min(self.buf.len() as u64);
-                    self.state = State::Length(left - n);
-                    if left == n {
-                        self.state = State::Done;
-                    }
-                    return Decoded::Data(self.buf.split_to(n as usize).freeze());
-                }
-                State::Chunked(Chunk::Data(left)) => {
-                    if self.buf.is_empty() {
-                        return Decoded::More;
-                    }
-                    let n = left.min(self.buf.len() as u64);
-                    self.state = State::Chunked(if n == left {
-                        Chunk::DataCr
-                    } else {
-                        Chunk::Data(left - n)
-                    });
-                    return Decoded::Data(self.buf.split_to(n as usize).freeze());
-                }
-                State::Chunked(c) => {
-                    let Some(&b) = self.buf.first() else {
-                        return Decoded::More;
-                    };
-                    self.buf.advance(1);
-                    match chunk::step(c, b) {
-                        Step::Next(n) => self.state = State::Chunked(n),
-                        Step::End => self.state = State::Done,
-                        Step::Bad => return Decoded::Bad,
-                    }
-                }
-            }
-        }
-    }
-
-    /// Skips what is buffered of the body; whether that reached its end. A body the service
-    /// did not read (a 404 for a POST) then costs the connection nothing when it was sent
-    /// whole, as most small bodies are.
-    fn skip_buffered(&mut self) -> bool {
-        loop {
-            match self.decode() {
-                Decoded::Data(_) => {}
-                Decoded::End => return true,
-                Decoded::More | Decoded::Bad => return false,
-            }
         }
     }
 }
@@ -173,9 +99,9 @@ impl<R: AsyncRead + Unpin> http_body::Body for RequestBody<R> {
             return Poll::Ready(None);
         };
         loop {
-            match r.decode() {
+            match r.state.decode(&mut r.buf) {
                 Decoded::Data(data) => {
-                    if r.state == State::Done {
+                    if r.state == Decoder::Done {
                         this.give_back();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -220,24 +146,26 @@ impl<R: AsyncRead + Unpin> http_body::Body for RequestBody<R> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.reading.as_ref().is_none_or(|r| r.state == State::Done)
+        self.reading
+            .as_ref()
+            .is_none_or(|r| r.state == Decoder::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.reading.as_ref().map(|r| r.state) {
-            None | Some(State::Done) => SizeHint::with_exact(0),
-            Some(State::Length(n)) => SizeHint::with_exact(n),
-            Some(State::Chunked(_)) => SizeHint::default(),
-        }
+        self.reading
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |r| r.state.size_hint())
     }
 }
 
 impl<R> Drop for RequestBody<R> {
     fn drop(&mut self) {
+        // A body the service did not read (a 404 for a POST) costs the connection nothing
+        // when it was sent whole, as most small bodies are.
         if let Some(r) = self.reading.as_mut()
-            && r.skip_buffered()
+            && r.state.skip_buffered(&mut r.buf)
         {
-            r.state = State::Done;
+            r.state = Decoder::Done;
         }
         self.give_back();
     }

@@ -12,7 +12,7 @@
 
 mod body;
 mod encode;
-mod head;
+pub(crate) mod head;
 
 use std::future::{Future, poll_fn};
 use std::io;

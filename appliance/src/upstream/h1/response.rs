@@ -1,0 +1,222 @@
+//! Response heads: parsed by `httparse` into `http` types (values share the bytes read), and
+//! the body's length decided as RFC 9112 §6.3 says a client must.
+
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, Version};
+
+use super::Error;
+use crate::http::decode::Decoder;
+use crate::http::h1::head::{content_length, last_is_chunked};
+
+/// Envoy's default limit on upstream header lines.
+const MAX_HEADERS: usize = 100;
+
+/// Largest response head accepted (Envoy's `max_request_headers_kb` default is 60 KiB).
+pub(super) const MAX_HEAD: usize = 60 * 1024;
+
+/// A final response head.
+#[derive(Debug)]
+pub(super) struct Head {
+    /// The response, without its body.
+    pub(super) resp: Response<()>,
+    /// The body's framing.
+    pub(super) body: Decoder,
+    /// Whether the connection can carry another request after this response.
+    pub(super) keep_alive: bool,
+}
+
+/// What the buffered bytes hold.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// A final response head (taken off the buffer).
+    Final(Head),
+    /// An interim 1xx response (taken off the buffer): a final one follows.
+    Interim,
+    /// Not a whole head yet.
+    Partial,
+}
+
+/// Parses the response head at the start of `buf`, for a request that was a HEAD when
+/// `head_request`.
+pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Malformed("response head too large"));
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(Error::Malformed("response head too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err(Error::Malformed("not an HTTP/1 response")),
+    };
+    let status = StatusCode::from_u16(parsed.code.unwrap_or_default())
+        .map_err(|_| Error::Malformed("bad status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // The proxy path never asks for an upgrade (websockets have their own).
+        return Err(Error::Malformed("unrequested protocol switch"));
+    }
+    if status.is_informational() {
+        let _ = buf.split_to(len);
+        return Ok(Parsed::Interim);
+    }
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let base = buf.as_ptr() as usize;
+    let mut names = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Error::Malformed("bad header name"))?;
+        names.push((name, h.value.as_ptr() as usize - base, h.value.len()));
+    }
+    let raw = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(names.len());
+    for (name, off, n) in names {
+        let value = HeaderValue::from_maybe_shared(raw.slice(off..off + n))
+            .map_err(|_| Error::Malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    let (body, mut keep_alive) = framing(&mut headers, status, head_request)?;
+    keep_alive &= match version {
+        Version::HTTP_11 => !has_token(&headers, b"close"),
+        _ => has_token(&headers, b"keep-alive"),
+    };
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    Ok(Parsed::Final(Head {
+        resp,
+        body,
+        keep_alive,
+    }))
+}
+
+/// The body's framing (RFC 9112 §6.3) and whether it leaves the connection reusable.
+fn framing(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    head_request: bool,
+) -> Result<(Decoder, bool), Error> {
+    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Decoder::Done, true));
+    }
+    let chunked = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .map(|te| last_is_chunked(te.as_bytes()));
+    if let Some(chunked) = chunked {
+        // A length beside a coding is ignored, and the connection not reused (§6.3 ¶3):
+        // the two disagree about where the next response starts.
+        let both = headers.remove(header::CONTENT_LENGTH).is_some();
+        return Ok(if chunked {
+            (Decoder::CHUNKED, !both)
+        } else {
+            (Decoder::Eof, false)
+        });
+    }
+    let mut length = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        match content_length(v.as_bytes()) {
+            Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+            _ => return Err(Error::Malformed("invalid Content-Length")),
+        }
+    }
+    Ok(match length {
+        Some(n) => (Decoder::length(n), true),
+        None => (Decoder::Eof, false),
+    })
+}
+
+fn has_token(h: &HeaderMap, token: &[u8]) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn final_head(wire: &str, head_request: bool) -> (Head, BytesMut) {
+        let mut buf = BytesMut::from(wire.as_bytes());
+        match parse(&mut buf, head_request) {
+            Ok(Parsed::Final(h)) => (h, buf),
+            other => panic!("{wire:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_and_reuse_follow_rfc_9112() {
+        let (h, rest) = final_head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false);
+        assert_eq!(h.resp.status(), 200);
+        assert_eq!((h.body, h.keep_alive), (Decoder::Length(3), true));
+        assert_eq!(&rest[..], b"abc");
+        let (h, _) = final_head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            false,
+        );
+        assert_eq!((h.body, h.keep_alive), (Decoder::CHUNKED, false));
+        assert!(h.resp.headers().get("content-length").is_none());
+        let (h, _) = final_head("HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((h.body, h.keep_alive), (Decoder::Eof, false));
+        let (h, _) = final_head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true);
+        assert_eq!((h.body, h.keep_alive), (Decoder::Done, true));
+        let (h, _) = final_head(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.body, Decoder::Done);
+        let (h, _) = final_head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            false,
+        );
+        assert_eq!((h.body, h.keep_alive), (Decoder::Done, false));
+        let (h, _) = final_head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        assert!(!h.keep_alive, "HTTP/1.0 closes unless it says keep-alive");
+        let (h, _) = final_head(
+            "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+            false,
+        );
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_bad_heads_refused() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"[..]);
+        assert!(matches!(parse(&mut buf, false), Ok(Parsed::Interim)));
+        assert!(matches!(parse(&mut buf, false), Ok(Parsed::Final(_))));
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(bad.as_bytes());
+            assert!(parse(&mut buf, false).is_err(), "{bad:?}");
+        }
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: y"[..]);
+        assert!(matches!(parse(&mut buf, false), Ok(Parsed::Partial)));
+        let mut big = String::from("HTTP/1.1 200 OK\r\n");
+        while big.len() <= MAX_HEAD {
+            big.push_str("x-filler: 0123456789012345678901234567890123456789\r\n");
+        }
+        let mut buf = BytesMut::from(big.as_bytes());
+        assert!(parse(&mut buf, false).is_err());
+    }
+}

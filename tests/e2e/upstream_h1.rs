@@ -1,0 +1,203 @@
+//! The HTTP/1.1 upstream client end to end, against a backend that writes exact bytes
+//! (`harness::scripted`): response framings, interim responses, connection reuse, a kept-alive
+//! connection the upstream closed, an upload that goes on while its response streams, and a
+//! malformed response. curl drives each sequence over one client connection, so every
+//! request lands on the same worker and its connection pool.
+
+use std::process::{Command, Stdio};
+
+use crate::harness::{Backends, free_port};
+use crate::upstream::{Fx, HOST, fixture, se};
+
+/// One response of a sequence: status, backend connection and request number, body.
+#[derive(Debug)]
+struct Step {
+    status: u16,
+    conn: String,
+    req: String,
+    body: String,
+}
+
+/// Runs the requests (curl arguments each, URL path last) in order on one client connection.
+fn on_one_connection(fx: &Fx, requests: &[&[&str]]) -> Vec<Step> {
+    let mut c = Command::new("curl");
+    for (i, args) in requests.iter().enumerate() {
+        if i > 0 {
+            c.arg("--next");
+        }
+        c.args(["-s", "--max-time", "30", "--resolve"])
+            .arg(format!("{HOST}:{}:127.0.0.1", fx.port))
+            .args(["-w", "##%{http_code} %header{x-conn} %header{x-req}\\n"]);
+        let (path, rest) = args.split_last().expect("a path");
+        c.args(rest).arg(fx.url(path));
+    }
+    let out = c.stdin(Stdio::null()).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut bodies = text.split("##");
+    let mut body = bodies.next().unwrap_or("").to_string();
+    let mut steps = Vec::new();
+    for part in bodies {
+        let (line, next_body) = part.split_once('\n').unwrap_or((part, ""));
+        let mut f = line.split(' ');
+        steps.push(Step {
+            status: f.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+            conn: f.next().unwrap_or("").to_string(),
+            req: f.next().unwrap_or("").to_string(),
+            body,
+        });
+        body = next_body.to_string();
+    }
+    assert_eq!(
+        steps.len(),
+        requests.len(),
+        "curl output: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    steps
+}
+
+fn scripted_fixture(http: &str) -> Fx {
+    let be = Backends::new();
+    let port = free_port();
+    be.scripted(port);
+    fixture(be, &se("raw", "raw.team-a.internal", &[port]), http)
+}
+
+const ROUTE: &str = "  - route: [{destination: {host: raw.team-a.internal}}]\n";
+
+#[test]
+fn chunked_close_delimited_and_interim_responses_reach_the_client_whole() {
+    let fx = scripted_fixture(ROUTE);
+    let s = on_one_connection(
+        &fx,
+        &[
+            &["/chunked"],
+            &["/chunked"],
+            &["--head", "/chunked"],
+            &["/interim"],
+            &["/eof"],
+            &["/"],
+        ],
+    );
+    let statuses: Vec<u16> = s.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [200; 6], "{s:?}");
+    assert_eq!(
+        s[0].body, "hello world",
+        "chunk extension and trailer dropped"
+    );
+    assert_eq!(s[1].body, "hello world");
+    assert_eq!(
+        s[3].body, "ok",
+        "the 100 and 103 before the 200 are not the response"
+    );
+    assert_eq!(
+        s[4].body, "until the end",
+        "a body delimited by the connection's end"
+    );
+    // One upstream connection carried the first five: a chunked body, a HEAD answered with
+    // a chunked head and no body, and interim responses leave it reusable. The
+    // close-delimited body ended it, so the last request needed a new one.
+    let conns: Vec<&str> = s.iter().map(|s| s.conn.as_str()).collect();
+    let reqs: Vec<&str> = s.iter().map(|s| s.req.as_str()).collect();
+    assert_eq!(conns[..5], [conns[0]; 5], "{s:?}");
+    assert_eq!(reqs[..5], ["0", "1", "2", "3", "4"], "{s:?}");
+    assert_ne!(conns[5], conns[0], "{s:?}");
+    assert_eq!(reqs[5], "0", "{s:?}");
+}
+
+#[test]
+fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
+    let fx = scripted_fixture(
+        "  - retries: {attempts: 0}\n    route: [{destination: {host: raw.team-a.internal}}]\n",
+    );
+    // POSTs, and no retries: a request written to the closed connection would fail, so
+    // only noticing the close before sending lets all of them through.
+    let post: &[&str] = &["-d", "x", "/close-after"];
+    let s = on_one_connection(&fx, &[post, post, post, post, post]);
+    assert!(s.iter().all(|s| s.status == 200 && s.req == "0"), "{s:?}");
+    let mut conns: Vec<&str> = s.iter().map(|s| s.conn.as_str()).collect();
+    conns.dedup();
+    assert_eq!(conns.len(), 5, "each on a new connection: {s:?}");
+}
+
+#[test]
+fn a_kept_alive_connection_closed_unanswered_is_retried_only_for_idempotent_requests() {
+    let fx = scripted_fixture(
+        "  - retries: {attempts: 0}\n    route: [{destination: {host: raw.team-a.internal}}]\n",
+    );
+    let s = on_one_connection(
+        &fx,
+        &[
+            &["/drop-reused"],
+            &["/drop-reused"],
+            &["-d", "x", "/drop-reused"],
+            &["/"],
+        ],
+    );
+    // The second GET went out on the kept-alive connection, which the backend closed
+    // without answering (as a backend whose keep-alive timeout fires at that moment does):
+    // it goes again on a new connection, which is not a retry (retries are off).
+    assert_eq!((s[0].status, s[1].status), (200, 200), "{s:?}");
+    assert_ne!(s[1].conn, s[0].conn, "{s:?}");
+    assert_eq!(s[1].req, "0", "{s:?}");
+    // A POST is not repeated (RFC 9110 §9.2.2): the client learns what happened.
+    assert_eq!(s[2].status, 503, "{s:?}");
+    assert!(
+        s[2].body.contains("connection termination")
+            && s[2]
+                .body
+                .contains("closed the connection before the whole response"),
+        "{s:?}"
+    );
+    assert_eq!(s[3].status, 200, "{s:?}");
+    let (_, m) = fx.gw.admin_get("/metrics").expect("metrics");
+    assert!(
+        m.lines()
+            .any(|l| l.contains("response_code=\"503\"") && l.contains("response_flags=\"UC\"")),
+        "{m}"
+    );
+}
+
+#[test]
+fn an_upload_goes_on_while_its_response_streams() {
+    let fx = scripted_fixture(ROUTE);
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("upload");
+    std::fs::write(&file, vec![b'u'; 2 * 1024 * 1024]).expect("write upload");
+    let data = format!("@{}", file.display());
+    // The backend answers as soon as it has the head, then reads the upload (chunked: a
+    // length the gateway does not know), then ends the response with what it received.
+    let s = on_one_connection(
+        &fx,
+        &[
+            &[
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                &data,
+                "/early",
+            ],
+            &["/"],
+        ],
+    );
+    assert_eq!(s[0].status, 200, "{s:?}");
+    assert_eq!(s[0].body, "early\nreceived 2097152\n");
+    assert_eq!(
+        (s[1].status, s[1].conn.as_str()),
+        (200, s[0].conn.as_str()),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn a_malformed_upstream_response_is_a_503_naming_the_fault() {
+    let fx = scripted_fixture(ROUTE);
+    let s = on_one_connection(&fx, &[&["/malformed"], &["/"]]);
+    assert_eq!(s[0].status, 503, "{s:?}");
+    assert!(
+        s[0].body
+            .contains("malformed upstream response: invalid Content-Length"),
+        "{s:?}"
+    );
+    assert_eq!(s[1].status, 200, "{s:?}");
+}

@@ -82,7 +82,9 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
     let head = buf.split_to(len).freeze();
     let slice = |(off, n): (usize, usize)| head.slice(off..off + n);
     let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| Refused::Bad)?;
-    let mut headers = HeaderMap::with_capacity(names.len());
+    // Room for what the proxy adds (x-forwarded-for, x-forwarded-proto, x-request-id): a
+    // map that grows rehashes every entry.
+    let mut headers = HeaderMap::with_capacity(names.len() + 4);
     for (name, value) in names {
         let value = HeaderValue::from_maybe_shared(slice(value)).map_err(|_| Refused::Bad)?;
         headers.append(name, value);

@@ -81,7 +81,8 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         names.push((name, h.value.as_ptr() as usize - base, h.value.len()));
     }
     let raw = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(names.len());
+    // Room for what the proxy adds (x-envoy-upstream-service-time, a route's headers).
+    let mut headers = HeaderMap::with_capacity(names.len() + 4);
     for (name, off, n) in names {
         let value = HeaderValue::from_maybe_shared(raw.slice(off..off + n))
             .map_err(|_| Error::Malformed("bad header value"))?;

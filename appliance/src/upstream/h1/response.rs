@@ -75,9 +75,22 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
     };
     let base = buf.as_ptr() as usize;
     let mut names = Vec::with_capacity(parsed.headers.len());
+    let (mut close, mut keep) = (false, false);
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| Error::Malformed("bad header name"))?;
+        // Persistence is decided here, and a `Connection` (or `Keep-Alive`) that names no
+        // other header is not kept: the proxy would only remove it again (a hashed removal
+        // per response, for the `Connection: keep-alive` most servers send).
+        if name == header::CONNECTION {
+            let (c, k, others) = connection_tokens(h.value);
+            (close, keep) = (close || c, keep || k);
+            if !others {
+                continue;
+            }
+        } else if name.as_str() == "keep-alive" {
+            continue;
+        }
         names.push((name, h.value.as_ptr() as usize - base, h.value.len()));
     }
     let raw = buf.split_to(len).freeze();
@@ -90,8 +103,8 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
     }
     let (body, mut keep_alive) = framing(&mut headers, status, head_request)?;
     keep_alive &= match version {
-        Version::HTTP_11 => !has_token(&headers, b"close"),
-        _ => has_token(&headers, b"keep-alive"),
+        Version::HTTP_11 => !close,
+        _ => keep,
     };
     let mut resp = Response::new(());
     *resp.status_mut() = status;
@@ -141,12 +154,20 @@ fn framing(
     })
 }
 
-fn has_token(h: &HeaderMap, token: &[u8]) -> bool {
-    h.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
+/// A `Connection` value's tokens: whether it lists `close`, `keep-alive`, and anything else
+/// (names of hop-by-hop headers, which the proxy removes).
+fn connection_tokens(v: &[u8]) -> (bool, bool, bool) {
+    let (mut close, mut keep, mut others) = (false, false, false);
+    for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if t.eq_ignore_ascii_case(b"close") {
+            close = true;
+        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+            keep = true;
+        } else if !t.is_empty() {
+            others = true;
+        }
+    }
+    (close, keep, others)
 }
 
 #[cfg(test)]
@@ -194,6 +215,14 @@ mod tests {
             false,
         );
         assert!(h.keep_alive);
+        assert!(h.resp.headers().get("connection").is_none());
+        let (h, _) = final_head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: Keep-Alive, x-hop\r\nx-hop: 1\r\n\r\n",
+            false,
+        );
+        assert!(h.keep_alive);
+        // Kept: it names a header the proxy must remove.
+        assert_eq!(h.resp.headers()["connection"], "Keep-Alive, x-hop");
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub struct Limits {
 pub struct Pending {
     /// Requests waiting now.
     pub count: AtomicU32,
-    /// Wakes connection tasks to check whether they should give their permit back.
+    /// Wakes HTTP/2 connection tasks to check whether they should give their permit back
+    /// (idle HTTP/1.1 connections have no task: each thread's pool sweeper is woken instead).
     pub reclaim: tokio::sync::Notify,
 }
 

@@ -42,11 +42,11 @@ struct Idle {
 /// What a pooled connection's entry and its connection task share.
 #[derive(Debug, Default)]
 struct ConnState {
-    /// Requests using the connection now (HTTP/1.1: 0 or 1; HTTP/2: streams).
+    /// Streams using the (HTTP/2) connection now.
     busy: AtomicU32,
 }
 
-/// Counts one request on a connection until dropped. When the connection becomes idle while
+/// Counts one stream on an HTTP/2 connection until dropped. When the connection becomes idle while
 /// requests wait for a connection permit, its task is woken to close it and free the permit.
 pub struct Busy {
     state: Arc<ConnState>,

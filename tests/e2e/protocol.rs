@@ -447,7 +447,8 @@ fn a_client_that_goes_away_cancels_its_request_upstream() {
 }
 
 /// `Expect: 100-continue` (curl sends it for large uploads): the interim 100 comes before the
-/// body is sent, the upload is forwarded whole, and the connection serves on afterwards.
+/// body is sent, the upload is forwarded whole (without the expectation), and the connection
+/// serves on afterwards.
 #[test]
 fn expect_100_continue_gets_the_interim_response_and_the_connection_serves_on() {
     let fx = fixture();
@@ -471,6 +472,56 @@ fn expect_100_continue_gets_the_interim_response_and_the_connection_serves_on() 
     assert_eq!(statuses(&got), [100, 200, 200], "{got}");
     assert!(got.contains("\"body_len\":5"), "{got}");
     assert!(got.contains("\"path\":\"/after\""), "{got}");
+    // The gateway answered the expectation; the backend is not asked to.
+    assert!(!got.contains("\"expect\""), "{got}");
+}
+
+/// A response sent before the request's body was read (a 404 for an upload to a host no
+/// route serves) ends the connection without resetting it. The gateway sends its FIN, then
+/// reads and discards what the client still sends until the client closes (at most 1 s), as
+/// Envoy's delayed close and nginx's lingering close do. Closing with the upload unread would
+/// make the kernel send a reset, and a client still sending (curl, for one) can fail on it
+/// before it reads the response.
+#[test]
+fn an_early_answer_to_an_upload_closes_without_a_reset() {
+    let fx = fixture();
+    let mut s = connect(fx.plain);
+    s.write_all(
+        b"POST /up HTTP/1.1\r\nHost: nowhere.example.com\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .expect("write head");
+    let chunk = vec![b'x'; 16 * 1024];
+    s.write_all(&chunk).expect("first body bytes");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    wait_for("the 404", Duration::from_secs(10), || {
+        if let Ok(n) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        (statuses(&String::from_utf8_lossy(&got)) == [404]).then_some(())
+    });
+    // The client goes on sending, as one that has not looked at the answer yet would.
+    for i in 0..32 {
+        if let Err(e) = s.write_all(&chunk) {
+            panic!("write {i} after the answer failed: {e} (the gateway reset the connection)");
+        }
+    }
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let end = wait_for(
+        "the end of the connection",
+        Duration::from_secs(10),
+        || match s.read(&mut buf) {
+            Ok(0) => Some(Ok(())),
+            Ok(_) => None,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => Some(Err(e)),
+        },
+    );
+    assert!(
+        end.is_ok(),
+        "the connection ended with {end:?}, not a clean close"
+    );
+    fx.assert_serving("after an early answer");
 }
 
 /// Sends `raw` over a TLS connection (ALPN http/1.1) and returns everything received until

@@ -6,6 +6,7 @@
 
 use std::process::{Command, Stdio};
 
+use crate::harness::tools::Curl;
 use crate::harness::{Backends, free_port};
 use crate::upstream::{Fx, HOST, fixture, se};
 
@@ -187,6 +188,28 @@ fn an_upload_goes_on_while_its_response_streams() {
         (200, s[0].conn.as_str()),
         "{s:?}"
     );
+}
+
+#[test]
+fn an_answer_before_the_upload_ends_reaches_the_client() {
+    let fx = scripted_fixture(ROUTE);
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("upload");
+    std::fs::write(&file, vec![b'u'; 8 * 1024 * 1024]).expect("write upload");
+    let data = format!("@{}", file.display());
+    // The backend answers 413 to the head and closes with the upload unread, so the gateway's
+    // writes fail (a reset). The 413 is still what the client gets, whole, and the gateway
+    // then ends the client's connection without resetting it (its upload unread).
+    for _ in 0..5 {
+        let r = Curl::new(&fx.url("/early-close"))
+            .header("Transfer-Encoding: chunked")
+            .arg("--data-binary")
+            .arg(&data)
+            .run();
+        assert_eq!((r.status, r.body.as_str()), (413, "too large"), "{r:?}");
+        assert_eq!(r.exit, 0, "curl failed: {r:?}");
+    }
+    assert_eq!(fx.get("/").status, 200);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! `Transfer-Encoding`, which Envoy refuses with 400.
 //!
 //! It watches only connections hyper serves for HTTP/1 (those `h1` hands over after an
-//! upgrade, CONNECT or `Expect` request); `h1` decides framing from its own parse.
+//! upgrade or CONNECT request); `h1` decides framing from its own parse.
 //!
 //! Why a wrapper over the raw bytes: hyper accepts such a request, drops `Content-Length` and
 //! decodes the body as chunked, so by the time the service sees the request the evidence is

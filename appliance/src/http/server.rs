@@ -196,8 +196,8 @@ pub async fn serve<I>(
     }
 }
 
-/// Serves the rest of an HTTP/1 connection with hyper: one whose request (an upgrade, CONNECT,
-/// `Expect`) the own server leaves to it, replayed in `io`'s first bytes.
+/// Serves the rest of an HTTP/1 connection with hyper: one whose request (an upgrade or CONNECT)
+/// the own server leaves to it, replayed in `io`'s first bytes.
 pub(super) async fn hyper_h1<I>(io: I, info: Arc<ConnInfo>, limits: h1::Limits, ctl: Arc<Ctl>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,

@@ -6,7 +6,8 @@
 //! Paths: `/chunked`, `/eof` (no length, then close), `/interim` (100 and 103 first),
 //! `/close-after` (closes after answering, without saying so), `/drop-reused` (closes
 //! without answering any request but a connection's first), `/early` (answers at once, then
-//! reads the upload and reports its length), `/malformed` (two lengths); anything else: `ok`.
+//! reads the upload and reports its length), `/early-close` (413 at the head, then closes with
+//! the upload unread), `/malformed` (two lengths); anything else: `ok`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,6 +139,15 @@ async fn serve(s: TcpStream, conn: u64) -> std::io::Result<()> {
                 .await?;
             continue;
         }
+        if path == "/early-close" {
+            // Refuses the upload at its head and closes with it unread: the kernel then
+            // resets the connection, as a server that will not read a large body does.
+            r.s.write_all(
+                format!("HTTP/1.1 413 Payload Too Large\r\n{ids}content-length: 9\r\nconnection: close\r\n\r\ntoo large").as_bytes(),
+            )
+            .await?;
+            return Ok(());
+        }
         r.body(len, chunked).await?;
         let head_only = method == "HEAD";
         let reply = match path.as_str() {
@@ -156,6 +166,10 @@ async fn serve(s: TcpStream, conn: u64) -> std::io::Result<()> {
                 "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\n{ids}content-length: 2\r\n\r\nok"
             ),
             "/close-after" => {
+                // The answer and the FIN leave in one segment (corked until the shutdown), so
+                // the gateway learns of the close no later than it gets the answer. A gap
+                // between them is a different case, the one `/drop-reused` stands for.
+                socket2::SockRef::from(&r.s).set_tcp_cork(true)?;
                 r.s.write_all(
                     format!("HTTP/1.1 200 OK\r\n{ids}content-length: 2\r\n\r\nok").as_bytes(),
                 )

@@ -39,6 +39,8 @@ struct Reading<R> {
     buf: BytesMut,
     state: Decoder,
     back: oneshot::Sender<Returned<R>>,
+    /// Asks for the interim 100 the first time the body must be read from the client.
+    want: Option<oneshot::Sender<()>>,
 }
 
 impl<R> RequestBody<R> {
@@ -65,6 +67,7 @@ impl<R> RequestBody<R> {
             buf,
             state,
             back,
+            want: None,
         };
         (
             Self {
@@ -72,6 +75,16 @@ impl<R> RequestBody<R> {
             },
             rx,
         )
+    }
+
+    /// For a client that sent `Expect: 100-continue`: the returned receiver fires when the
+    /// body first needs bytes the client has not sent, which is when it should get its 100.
+    /// A body never read (the service answered first) never asks.
+    pub(super) fn expect_continue(&mut self) -> Option<oneshot::Receiver<()>> {
+        let r = self.reading.as_mut()?;
+        let (tx, rx) = oneshot::channel();
+        r.want = Some(tx);
+        Some(rx)
     }
 
     fn give_back(&mut self) {
@@ -119,6 +132,9 @@ impl<R: AsyncRead + Unpin> http_body::Body for RequestBody<R> {
                     .into())));
                 }
                 Decoded::More => {
+                    if let Some(want) = r.want.take() {
+                        let _ = want.send(());
+                    }
                     r.buf.reserve(READ_SIZE);
                     let read = ready!(tokio_util::io::poll_read_buf(
                         Pin::new(&mut r.rd),

@@ -30,9 +30,13 @@ pub(super) struct Head {
     pub(super) framing: Framing,
     /// Whether the client keeps the connection open after this exchange.
     pub(super) keep_alive: bool,
-    /// Something this server leaves to hyper: an upgrade, CONNECT, `Expect` (which wants an
-    /// interim 100 response). The bytes are replayed to hyper, head included.
+    /// Something this server leaves to hyper: an upgrade or CONNECT. The bytes are replayed
+    /// to hyper, head included.
     pub(super) hand_over: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body: the client waits for an
+    /// interim 100 before sending the body (or for a while). HTTP/1.0 expectations are
+    /// ignored (RFC 9110 §10.1.1).
+    pub(super) expects_continue: bool,
     /// Both `Content-Length` and `Transfer-Encoding`: refused with 400 (Envoy's answer, and
     /// the smuggling vector RFC 9112 §6.3 warns of).
     pub(super) ambiguous: bool,
@@ -128,14 +132,17 @@ fn decide(req: Request<()>, version: Version) -> Result<Head, Refused> {
         Version::HTTP_11 => !has_token(h, b"close"),
         _ => has_token(h, b"keep-alive"),
     };
-    let hand_over = req.method() == Method::CONNECT
-        || h.contains_key(header::UPGRADE)
-        || h.contains_key(header::EXPECT);
+    let hand_over = req.method() == Method::CONNECT || h.contains_key(header::UPGRADE);
+    let expects_continue = version == Version::HTTP_11
+        && framing != Framing::None
+        && h.get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     Ok(Head {
         req,
         framing,
         keep_alive,
         hand_over,
+        expects_continue,
         ambiguous,
         raw: None,
     })
@@ -219,7 +226,13 @@ mod tests {
         assert!(h("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
         assert!(h("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").hand_over);
         assert!(h("CONNECT a:443 HTTP/1.1\r\n\r\n").hand_over);
-        assert!(h("PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").hand_over);
+        let put = h("PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(put.expects_continue && !put.hand_over);
+        assert!(
+            !h("PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+                .expects_continue
+        );
+        assert!(!h("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! gatehouse's own HTTP/1.1 server connection, for the requests that are nearly all of an
 //! edge gateway's HTTP/1 traffic: heads parsed by `httparse` into `http` types, bodies framed
-//! by length or chunked, responses written with their head. Anything else — an upgrade
-//! (websocket, h2c), CONNECT, `Expect: 100-continue` — is handed to hyper with the bytes read
-//! so far, and hyper serves the rest of that connection.
+//! by length or chunked (`Expect: 100-continue` included), responses written with their head.
+//! An upgrade (websocket, h2c) or CONNECT is handed to hyper with the bytes read so far, and
+//! hyper serves the rest of that connection.
 //!
 //! Why not hyper for all of it: hyper keeps an 8 KiB read buffer, a write buffer and room for
 //! a service future in every connection for its whole life, and runs a dispatcher around each
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
@@ -92,19 +92,22 @@ pub(crate) async fn serve<I>(
         };
         let keep = served.await;
         ctl.busy.store(false, Ordering::Relaxed);
-        if !keep {
-            break End::Done;
-        }
         if let Some(mut back) = back {
-            // The body hands the read half back when it ends; one still out (unread past what
-            // was buffered, or held by someone) ends the connection.
+            // The body hands the read half back when it ends; one unread past what was
+            // buffered ends the connection, and one still held by someone closes it.
             match back.try_recv() {
-                Ok(r) if r.whole => {
+                Ok(r) if r.whole && keep => {
                     rd = Some(r.rd);
                     buf = r.rest;
                 }
-                _ => break End::Closed,
+                Ok(r) => {
+                    rd = Some(r.rd);
+                    break End::Done;
+                }
+                Err(_) => break End::Closed,
             }
+        } else if !keep {
+            break End::Done;
         }
     };
     match end {
@@ -113,11 +116,17 @@ pub(crate) async fn serve<I>(
         // close_notify, so the client knows the response ended where it did.
         End::Done => {
             let _ = wr.shutdown().await;
+            if let Some(reader) = rd.take() {
+                Box::pin(linger(reader)).await;
+            }
         }
         End::Refused(refused) => {
             tracing::debug!(peer = %info.peer, ?refused, "request head refused");
             let _ = wr.write_all(encode::refusal(refused)).await;
             let _ = wr.shutdown().await;
+            if let Some(reader) = rd.take() {
+                Box::pin(linger(reader)).await;
+            }
         }
         End::HandOver(raw) => {
             let Some(reader) = rd.take() else { return };
@@ -127,6 +136,28 @@ pub(crate) async fn serve<I>(
             let io = Prefixed::new(replay.freeze(), reader.unsplit(wr));
             // Boxed: hyper's connection state would otherwise size every connection's future.
             Box::pin(super::server::hyper_h1(io, info, limits, ctl)).await;
+        }
+    }
+}
+
+/// How long, and how many bytes, a connection this side ended is still read from.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Reads and discards what the client still sends after this side ended the connection
+/// (its FIN is out), until the client closes too, for at most [`LINGER`]. Closing a socket
+/// with unread bytes makes the kernel answer with a reset, which can destroy the response
+/// before the client reads it: an early 413 or 431 while an upload is still coming. Envoy's
+/// delayed close (1 s) and nginx's lingering close do the same. Boxed where it runs: its
+/// buffer is no part of an idle connection.
+async fn linger<R: AsyncRead + Unpin>(mut rd: R) {
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    while total < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, rd.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => total += n,
+            _ => return,
         }
     }
 }
@@ -166,12 +197,17 @@ where
 {
     ctl.busy.store(true, Ordering::Relaxed);
     let Head {
-        req,
+        mut req,
         framing,
         keep_alive,
+        expects_continue,
         ambiguous,
         ..
     } = head;
+    if expects_continue {
+        // Answered here, as Envoy does: the upstream gets the body without waiting.
+        req.headers_mut().remove(http::header::EXPECT);
+    }
     if ambiguous {
         // The service answers it (400, logged and counted like any request).
         info.framing.flag_next();
@@ -181,23 +217,39 @@ where
         version: req.version(),
         keep_alive: keep_alive && !ambiguous,
     };
-    let (req, back, watch) = match (framing, rd.take()) {
+    let (req, back, side) = match (framing, rd.take()) {
         (Framing::None, reader) => {
             *rd = reader;
-            let watch = rd.as_mut().map(|rd| Watch {
-                rd,
-                buf,
-                max: limits.max_head,
-            });
-            (req.map(|()| RequestBody::empty()), None, watch)
+            let side = match rd.as_mut() {
+                Some(rd) => Side::Watch(Watch {
+                    rd,
+                    buf,
+                    max: limits.max_head,
+                }),
+                None => Side::Nothing,
+            };
+            (req.map(|()| RequestBody::empty()), None, side)
         }
         (framing, Some(reader)) => {
-            let (body, back) = RequestBody::new(framing, reader, std::mem::take(buf));
-            (req.map(|()| body), Some(back), None)
+            let (mut body, back) = RequestBody::new(framing, reader, std::mem::take(buf));
+            let side = match expects_continue.then(|| body.expect_continue()).flatten() {
+                Some(want) => Side::Continue(want),
+                None => Side::Nothing,
+            };
+            (req.map(|()| body), Some(back), side)
         }
         (_, None) => return (Box::pin(std::future::ready(false)), None),
     };
-    (Box::pin(exchange(req, info, wr, asked, ctl, watch)), back)
+    (Box::pin(exchange(req, info, wr, asked, ctl, side)), back)
+}
+
+/// What the exchange minds besides the service.
+enum Side<'a, R> {
+    Nothing,
+    /// A request without a body: the client going away.
+    Watch(Watch<'a, R>),
+    /// A request that expects 100-continue: its body asking for it.
+    Continue(oneshot::Receiver<()>),
 }
 
 /// The client side of a connection while its request (without a body) is in flight.
@@ -217,16 +269,31 @@ async fn exchange<R, W>(
     wr: &mut W,
     asked: Asked,
     ctl: &Ctl,
-    watch: Option<Watch<'_, R>>,
+    side: Side<'_, R>,
 ) -> bool
 where
     R: AsyncRead + Unpin + Send + Sync + 'static,
     W: AsyncWrite + Unpin,
 {
     let served = handle(req, info.clone());
-    let resp = match watch {
-        None => served.await,
-        Some(w) => tokio::select! {
+    let resp = match side {
+        Side::Nothing => served.await,
+        Side::Continue(want) => {
+            tokio::pin!(served);
+            tokio::select! {
+                biased;
+                r = &mut served => r,
+                Ok(()) = want => {
+                    if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+                        || wr.flush().await.is_err()
+                    {
+                        return false;
+                    }
+                    served.await
+                }
+            }
+        }
+        Side::Watch(w) => tokio::select! {
             biased;
             r = served => r,
             () = gone(w) => {

@@ -129,10 +129,17 @@ pub async fn send(mut lease: Lease, head: Head<'_>, body: Body) -> Result<Respon
     // cannot complete it.
     let mut parsed_at = None;
     let mut answered = false;
+    // The upstream may answer before the request is in, then close (an early 413): the
+    // write fails, but its answer is there to read, and it is what the client should get.
+    let mut cut: Option<Error> = None;
     let got = poll_fn(|cx| {
         if let Some(p) = pump.as_mut() {
             match p.poll(&mut conn.io, cx) {
                 Poll::Ready(Ok(())) => pump = None,
+                Poll::Ready(Err(e @ Error::Io(_))) if p.wrote() => {
+                    cut = Some(e);
+                    pump = None;
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err((e, p.wrote()))),
                 Poll::Pending => {}
             }
@@ -161,10 +168,16 @@ pub async fn send(mut lease: Lease, head: Head<'_>, body: Body) -> Result<Respon
     match got {
         Ok(h) => {
             let (parts, ()) = h.resp.into_parts();
-            let body = ResponseBody::new(lease, h.body, pump, h.keep_alive);
+            let keep_alive = h.keep_alive && cut.is_none();
+            let body = ResponseBody::new(lease, h.body, pump, keep_alive);
             Ok(Response::from_parts(parts, crate::http::body::boxed(body)))
         }
         Err((error, wrote)) => {
+            // No answer after all: the write's failure is the better account.
+            let error = match (cut, error) {
+                (Some(w), Error::Io(_) | Error::Closed) => w,
+                (_, e) => e,
+            };
             let lost = matches!(error, Error::Io(_) | Error::Closed);
             let again = if !lost {
                 Again::Never

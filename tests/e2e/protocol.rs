@@ -433,15 +433,18 @@ fn a_client_that_goes_away_cancels_its_request_upstream() {
         || (fx.be.counters.get("cancelled:web") == 1).then_some(()),
     );
     // Counted as Istio counts it: response code 0, flag DC (downstream connection termination).
-    let (_, metrics) = fx.gw.admin_get("/metrics").expect("metrics");
-    let dc = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("istio_requests_total{")
-                && l.contains("response_code=\"0\"")
-                && l.contains("response_flags=\"DC\"")
-        })
-        .unwrap_or_else(|| panic!("no DC series in /metrics:\n{metrics}"));
+    // Recorded as the request is dropped, which may finish just after the backend saw it go.
+    let dc = wait_for("a DC series in /metrics", Duration::from_secs(10), || {
+        let (_, metrics) = fx.gw.admin_get("/metrics")?;
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains("response_code=\"0\"")
+                    && l.contains("response_flags=\"DC\"")
+            })
+            .map(str::to_string)
+    });
     assert!(dc.ends_with(" 1"), "{dc}");
     fx.assert_serving("after a cancelled request");
 }

@@ -5,9 +5,10 @@
 //! request lands on the same worker and its connection pool.
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::harness::tools::Curl;
-use crate::harness::{Backends, free_port};
+use crate::harness::{Backends, free_port, wait_for};
 use crate::upstream::{Fx, HOST, fixture, se};
 
 /// One response of a sequence: status, backend connection and request number, body.
@@ -151,11 +152,15 @@ fn a_kept_alive_connection_closed_unanswered_is_retried_only_for_idempotent_requ
         "{s:?}"
     );
     assert_eq!(s[3].status, 200, "{s:?}");
-    let (_, m) = fx.gw.admin_get("/metrics").expect("metrics");
-    assert!(
-        m.lines()
-            .any(|l| l.contains("response_code=\"503\"") && l.contains("response_flags=\"UC\"")),
-        "{m}"
+    wait_for(
+        "a 503 UC series in /metrics",
+        Duration::from_secs(10),
+        || {
+            let (_, m) = fx.gw.admin_get("/metrics")?;
+            m.lines()
+                .any(|l| l.contains("response_code=\"503\"") && l.contains("response_flags=\"UC\""))
+                .then_some(())
+        },
     );
 }
 

@@ -59,10 +59,21 @@ fn on_one_connection(fx: &Fx, requests: &[&[&str]]) -> Vec<Step> {
 }
 
 fn scripted_fixture(http: &str) -> Fx {
+    scripted_with_policy(http, None)
+}
+
+/// The scripted backend as `raw.team-a.internal`, with a DestinationRule `policy` if given.
+fn scripted_with_policy(http: &str, policy: Option<&str>) -> Fx {
     let be = Backends::new();
     let port = free_port();
     be.scripted(port);
-    fixture(be, &se("raw", "raw.team-a.internal", &[port]), http)
+    let mut services = se("raw", "raw.team-a.internal", &[port]);
+    if let Some(p) = policy {
+        services.push_str(&format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: raw}}\nspec:\n  host: raw.team-a.internal\n  trafficPolicy: {p}\n---\n"
+        ));
+    }
+    fixture(be, &services, http)
 }
 
 const ROUTE: &str = "  - route: [{destination: {host: raw.team-a.internal}}]\n";
@@ -105,6 +116,46 @@ fn chunked_close_delimited_and_interim_responses_reach_the_client_whole() {
     assert_eq!(reqs[..5], ["0", "1", "2", "3", "4"], "{s:?}");
     assert_ne!(conns[5], conns[0], "{s:?}");
     assert_eq!(reqs[5], "0", "{s:?}");
+}
+
+#[test]
+fn connections_carry_max_requests_per_connection_and_close_after_the_idle_timeout() {
+    let fx = scripted_with_policy(
+        ROUTE,
+        Some("{connectionPool: {http: {maxRequestsPerConnection: 2, idleTimeout: 1s}}}"),
+    );
+    let s = on_one_connection(&fx, &[&["/"], &["/"], &["/"], &["/"], &["/"]]);
+    assert!(s.iter().all(|s| s.status == 200), "{s:?}");
+    let conns: Vec<&str> = s.iter().map(|s| s.conn.as_str()).collect();
+    let reqs: Vec<&str> = s.iter().map(|s| s.req.as_str()).collect();
+    assert_eq!(
+        reqs,
+        ["0", "1", "0", "1", "0"],
+        "two requests per connection: {s:?}"
+    );
+    assert!(
+        conns[0] == conns[1]
+            && conns[1] != conns[2]
+            && conns[2] == conns[3]
+            && conns[3] != conns[4],
+        "{s:?}"
+    );
+    // The two used-up connections are closed at once; the third idles, and the pool closes
+    // it once it has been idle for a second.
+    let closed = || fx.be.counters.get("scripted:closed");
+    wait_for(
+        "the used-up connections to close",
+        Duration::from_secs(10),
+        || (closed() >= 2).then_some(()),
+    );
+    wait_for(
+        "the idle connection to close after its idle timeout",
+        Duration::from_secs(10),
+        || (closed() == 3).then_some(()),
+    );
+    let s = on_one_connection(&fx, &[&["/"]]);
+    assert_eq!((s[0].status, s[0].req.as_str()), (200, "0"), "{s:?}");
+    assert_ne!(s[0].conn, conns[4], "{s:?}");
 }
 
 #[test]

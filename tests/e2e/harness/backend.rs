@@ -29,7 +29,7 @@ impl Counters {
         self.0.lock().expect("lock").get(name).copied().unwrap_or(0)
     }
 
-    fn bump(&self, name: &str) {
+    pub(crate) fn bump(&self, name: &str) {
         *self
             .0
             .lock()

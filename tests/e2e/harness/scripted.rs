@@ -1,7 +1,8 @@
 //! A backend that writes exact bytes, for what a well-behaved hyper backend never does:
 //! chunked and close-delimited responses, interim 1xx responses, closing a kept-alive
 //! connection, answering before the upload ends, malformed framing. Each response says which
-//! backend connection (`x-conn`, numbered from 0) and which request on it (`x-req`) it is.
+//! backend connection (`x-conn`, numbered from 0) and which request on it (`x-req`) it is;
+//! connections that ended are counted as `scripted:closed`.
 //!
 //! Paths: `/chunked`, `/eof` (no length, then close), `/interim` (100 and 103 first),
 //! `/close-after` (closes after answering, without saying so), `/drop-reused` (closes
@@ -25,14 +26,17 @@ impl Backends {
             .block_on(TcpListener::bind(("127.0.0.1", port)))
             .expect("bind scripted backend");
         let conns = Arc::new(AtomicU64::new(0));
+        let counters = self.counters.clone();
         self.rt.spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
                 let n = conns.fetch_add(1, Ordering::SeqCst);
+                let counters = counters.clone();
                 tokio::spawn(async move {
                     let _ = serve(s, n).await;
+                    counters.bump("scripted:closed");
                 });
             }
         });

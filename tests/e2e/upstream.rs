@@ -16,7 +16,7 @@ pub(crate) const HOST: &str = "web.example.com";
 
 /// A running gateway with team-a on `web.example.com:80` (listening on `port`).
 pub(crate) struct Fx {
-    _repo: Repo,
+    pub(crate) repo: Repo,
     _creds: tempfile::TempDir,
     pub(crate) be: Backends,
     pub(crate) gw: Gateway,
@@ -85,7 +85,7 @@ fn start(
     }
     let gw = Gateway::start(&repo, creds.path());
     Fx {
-        _repo: repo,
+        repo,
         _creds: creds,
         be,
         gw,

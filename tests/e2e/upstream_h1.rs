@@ -159,6 +159,30 @@ fn connections_carry_max_requests_per_connection_and_close_after_the_idle_timeou
 }
 
 #[test]
+fn idle_connections_of_a_cluster_a_reload_replaced_are_closed() {
+    let fx = scripted_fixture(ROUTE);
+    let s = on_one_connection(&fx, &[&["/"]]);
+    assert_eq!(s[0].status, 200, "{s:?}");
+    // The connection idles in the pool (idle timeout: an hour). A new DestinationRule makes
+    // a new cluster runtime; the old one's idle connection goes with it, not an hour later.
+    let port = free_port();
+    fx.be.scripted(port);
+    fx.repo.write(
+        "tenants/team-a/services.yaml",
+        &se("raw", "raw.team-a.internal", &[port]),
+    );
+    let (status, body) = fx.gw.reload();
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        "the replaced cluster's idle connection to close",
+        Duration::from_secs(10),
+        || (fx.be.counters.get("scripted:closed") == 1).then_some(()),
+    );
+    let s = on_one_connection(&fx, &[&["/"]]);
+    assert_eq!((s[0].status, s[0].req.as_str()), (200, "0"), "{s:?}");
+}
+
+#[test]
 fn a_pooled_connection_the_upstream_closed_is_not_used_again() {
     let fx = scripted_fixture(
         "  - retries: {attempts: 0}\n    route: [{destination: {host: raw.team-a.internal}}]\n",

@@ -176,7 +176,7 @@ impl Drop for InFlight {
 }
 
 async fn connect(
-    rt: &ClusterRt,
+    rt: &Arc<ClusterRt>,
     addr: SocketAddr,
     sni: Option<&str>,
     h2: bool,
@@ -193,7 +193,7 @@ async fn connect(
 /// failed to carry (see [`Again`]) goes once more on a new connection, if `src` can give
 /// the body a second time; that is not an attempt.
 async fn exchange(
-    rt: &ClusterRt,
+    rt: &Arc<ClusterRt>,
     addr: SocketAddr,
     sni: Option<&str>,
     conn: Conn,

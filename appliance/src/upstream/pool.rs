@@ -4,16 +4,17 @@
 //! connection per endpoint.
 //!
 //! An idle HTTP/1.1 connection has no task. One sweeper task per worker thread, running
-//! while that thread's pool holds connections, closes those past their idle timeout or closed
-//! by the upstream, and those holding a connection permit that a request is waiting for.
+//! while that thread's pool holds connections, closes those past their idle timeout, closed
+//! by the upstream, of a cluster a reload replaced, or holding a connection permit that a
+//! request is waiting for.
 
 use std::cell::{Cell, RefCell};
 // FxHash: these maps are read on every request, keyed by configuration (names, listener
 // addresses, label sets), never by anything a client chooses.
 use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::http2;
@@ -131,7 +132,8 @@ fn sweep() -> usize {
         let mut left = 0;
         p.retain(|_, v| {
             v.retain_mut(|i| {
-                let keep = !(i.expired(now) || i.wanted() || i.lease.conn.is_closed());
+                let keep =
+                    !(i.expired(now) || i.wanted() || i.orphaned() || i.lease.conn.is_closed());
                 left += usize::from(keep);
                 keep
             });
@@ -144,6 +146,11 @@ fn sweep() -> usize {
 impl Idle {
     fn expired(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.since_ms) > self.lease.idle_timeout_ms
+    }
+
+    /// Its cluster is no more (a reload replaced or removed it).
+    fn orphaned(&self) -> bool {
+        self.lease.cluster.strong_count() == 0
     }
 
     /// Its permit is wanted by a waiting request.
@@ -212,6 +219,9 @@ pub struct Lease {
     max_per_conn: u32,
     idle_timeout_ms: u64,
     reused: bool,
+    /// Gone once a reload replaced the cluster: its idle connections are then closed rather
+    /// than kept to their idle timeout.
+    cluster: Weak<ClusterRt>,
     pending: Arc<Pending>,
     /// The cluster's connection permit, held for the connection's life.
     permit: Option<OwnedSemaphorePermit>,
@@ -240,7 +250,7 @@ impl Lease {
             since_ms: clock::now_ms(),
             lease: self,
         };
-        if idle.wanted() {
+        if idle.wanted() || idle.orphaned() {
             return;
         }
         H1.with(|p| {
@@ -341,7 +351,7 @@ fn key(rt: &ClusterRt, addr: SocketAddr, sni: Option<&str>) -> Key {
 
 /// An HTTP/1.1 connection to `addr`: an idle pooled one, or a new one.
 pub async fn http1(
-    rt: &ClusterRt,
+    rt: &Arc<ClusterRt>,
     addr: SocketAddr,
     sni: Option<&str>,
     fresh: bool,
@@ -370,6 +380,7 @@ pub async fn http1(
         max_per_conn: rt.limits.per_connection,
         idle_timeout_ms: u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
         reused: false,
+        cluster: Arc::downgrade(rt),
         pending: rt.limits.pending.clone(),
         permit,
     })

@@ -303,4 +303,13 @@ fn a_malformed_upstream_response_is_a_503_naming_the_fault() {
         "{s:?}"
     );
     assert_eq!(s[1].status, 200, "{s:?}");
+    // A head that never ends is refused at the size limit (60 KiB), not buffered whole.
+    let s = on_one_connection(&fx, &[&["/endless-head"], &["/"]]);
+    assert_eq!(s[0].status, 503, "{s:?}");
+    assert!(
+        s[0].body
+            .contains("malformed upstream response: response head too large"),
+        "{s:?}"
+    );
+    assert_eq!(s[1].status, 200, "{s:?}");
 }

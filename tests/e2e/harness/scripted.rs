@@ -8,7 +8,8 @@
 //! `/close-after` (closes after answering, without saying so), `/drop-reused` (closes
 //! without answering any request but a connection's first), `/early` (answers at once, then
 //! reads the upload and reports its length), `/early-close` (413 at the head, then closes with
-//! the upload unread), `/malformed` (two lengths); anything else: `ok`.
+//! the upload unread), `/malformed` (two lengths), `/endless-head` (1 MiB of header line
+//! without a line feed); anything else: `ok`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -181,6 +182,10 @@ async fn serve(s: TcpStream, conn: u64) -> std::io::Result<()> {
                 return r.s.shutdown().await;
             }
             "/drop-reused" if req > 0 => return Ok(()),
+            // A head that never ends: 1 MiB without a line feed.
+            "/endless-head" => {
+                format!("HTTP/1.1 200 OK\r\n{ids}x-long: {}", "a".repeat(1 << 20))
+            }
             "/malformed" => {
                 format!("HTTP/1.1 200 OK\r\n{ids}content-length: 3\r\ncontent-length: 4\r\n\r\nabc")
             }

@@ -145,7 +145,10 @@ pub async fn send(mut lease: Lease, head: Head<'_>, body: Body) -> Result<Respon
             }
         }
         loop {
-            let fresh = parsed_at.is_none_or(|at: usize| conn.buf[at..].contains(&b'\n'));
+            // Past the size limit it is parsed regardless, to be refused: an upstream sending
+            // no LF must not grow the buffer without bound.
+            let fresh = parsed_at.is_none_or(|at: usize| conn.buf[at..].contains(&b'\n'))
+                || conn.buf.len() > response::MAX_HEAD;
             if fresh && !conn.buf.is_empty() {
                 match response::parse(&mut conn.buf, head_request) {
                     Ok(response::Parsed::Final(h)) => return Poll::Ready(Ok(h)),

@@ -57,12 +57,13 @@ pub(super) fn encode(head: Head<'_>, body: Body) -> Pump {
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    // A configured authority (a rewrite) is not a checked header value: one that could end
-    // the line early is not written, and the client's own `Host` goes instead.
+    // A configured authority (a rewrite) is not a checked header value: one with a byte a
+    // header value may not hold (controls but tab, DEL; CR and LF would end the line early)
+    // is not written, and the client's own `Host` goes instead.
     let host_ok = !head
         .host
         .bytes()
-        .any(|b| b == b'\r' || b == b'\n' || b == 0);
+        .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
     if host_ok {
         line(&mut out, b"host", head.host.as_bytes());
     }
@@ -277,6 +278,21 @@ mod tests {
             body::empty(),
         );
         assert_eq!(get.await, "GET /a?b=1 HTTP/1.1\r\nhost: x\r\na: 1\r\n\r\n");
+        let mut h = HeaderMap::new();
+        h.insert("host", http::HeaderValue::from_static("client"));
+        let bad = Head {
+            method: &Method::GET,
+            target: "/",
+            host: "x\r\ninjected: 1",
+            headers: &h,
+        };
+        let mut out = Vec::new();
+        let mut p = encode(bad, body::empty());
+        poll_fn(|cx| p.poll(&mut out, cx)).await.expect("request");
+        assert_eq!(
+            out, b"GET / HTTP/1.1\r\nhost: client\r\n\r\n",
+            "the client's Host, not the bad one"
+        );
         let post = wire(Method::POST, &[], body::empty()).await;
         assert_eq!(
             post,

@@ -43,6 +43,13 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
+# A clean clone builds everything once: incremental caches would only add gigabytes to target/.
+export CARGO_INCREMENTAL=0
+avail_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+if ((avail_gb < 12)); then
+  echo "warning: ${avail_gb} GB free here; a clean build and test run needs about 12 GB" >&2
+fi
+
 step "format"
 cargo fmt --all -- --check
 

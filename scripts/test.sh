@@ -46,8 +46,8 @@ fi
 # A clean clone builds everything once: incremental caches would only add gigabytes to target/.
 export CARGO_INCREMENTAL=0
 avail_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
-if ((avail_gb < 12)); then
-  echo "warning: ${avail_gb} GB free here; a clean build and test run needs about 12 GB" >&2
+if ((avail_gb < 6)); then
+  echo "warning: ${avail_gb} GB free here; a clean build and test run needs about 4 GB" >&2
 fi
 
 step "format"

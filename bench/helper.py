@@ -53,13 +53,13 @@ def tree(root: int) -> list[int]:
     return out
 
 
-def cpu_seconds(root: int) -> float:
-    """utime + stime of `root` and its descendants, all threads included."""
+def cpu_seconds(root: int, kernel_only: bool = False) -> float:
+    """utime + stime (or stime alone) of `root` and its descendants, all threads included."""
     total = 0
     for p in tree(root):
         f = _stat_fields(p)
         if f is not None:
-            total += int(f[11]) + int(f[12])  # fields 14 and 15
+            total += (0 if kernel_only else int(f[11])) + int(f[12])  # fields 14 and 15
     return total / CLK_TCK
 
 
@@ -89,6 +89,7 @@ def machine_busy_seconds() -> float:
 def run_measured(cmd: list[str], stdout_path: str, proxy_pid: int, backend_pid: int) -> tuple[int, dict]:
     """Runs `cmd` (the load generator) and measures CPU of the proxy tree, the backend tree,
     the client itself (rusage) and the whole machine over the run."""
+    k0 = cpu_seconds(proxy_pid, kernel_only=True)
     p0, b0, m0, t0 = cpu_seconds(proxy_pid), cpu_seconds(backend_pid), machine_busy_seconds(), time.monotonic()
     with open(stdout_path, "w") as out:
         pid = os.fork()
@@ -102,12 +103,14 @@ def run_measured(cmd: list[str], stdout_path: str, proxy_pid: int, backend_pid: 
         _, status, ru = os.wait4(pid, 0)
     t1 = time.monotonic()
     p1, b1, m1 = cpu_seconds(proxy_pid), cpu_seconds(backend_pid), machine_busy_seconds()
+    k1 = cpu_seconds(proxy_pid, kernel_only=True)
     client = ru.ru_utime + ru.ru_stime
     wall = t1 - t0
     other = (m1 - m0) - (p1 - p0) - (b1 - b0 if backend_pid != proxy_pid else 0) - client
     meas = {
         "cpu0": p0,
         "cpu1": p1,
+        "kernel_cpu_s": k1 - k0,
         "backend_cpu_s": round(b1 - b0, 2),
         "client_cpu_s": round(client, 2),
         "machine_busy_s": round(m1 - m0, 2),
@@ -350,7 +353,7 @@ def report(results_path: str, meta_path: str, load_end: str | None = None) -> st
     out.append("")
     head = ("| proxy | H1 req/s | H1 ÷ nginx | H1 p50 ms | H1 p99 ms | H2 req/s | H2 ÷ nginx | "
             "H2 p50 ms | H2 p99 ms | H3 req/s | H3 p50 ms | H3 p99 ms | TLS handshakes/s | "
-            "TLS ÷ nginx | idle B/conn | CPU µs/req (H1) |")
+            "TLS ÷ nginx | idle B/conn | CPU µs/req (H1) | of it kernel | backend + client µs/req (H1) |")
     out.append(head)
     out.append("|" + "---|" * (head.count("|") - 1))
     for p in order:
@@ -371,9 +374,14 @@ def report(results_path: str, meta_path: str, load_end: str | None = None) -> st
             ratio(p, "tls"),
             _fmt(g(p, "idle", "bytes_per_conn")),
             _fmt(g(p, "h1", "cpu_us_per_req"), 1),
+            _fmt(g(p, "h1", "kernel_us_per_req"), 1),
+            _fmt(g(p, "h1", "rest_us_per_req"), 1),
         ]) + " |")
     out.append("")
-    out.append("Details. CPU = utime+stime of the proxy process tree from /proc over the measured run. "
+    out.append("Details. CPU = utime+stime of the proxy process tree from /proc over the measured run; "
+               "\"of it kernel\" is its stime. Backend + client = the nginx backend's and wrk's CPU "
+               "over the same run ÷ requests: as all share the same cores, H1 requests/s is about "
+               "cores ÷ (proxy CPU + backend + client) per request. "
                "Other CPU % = busy CPU of the whole machine (/proc/stat) minus proxy, backend and client, "
                "as % of all CPUs: more than a few % means something else ran during the measurement.")
     out.append("")
@@ -437,6 +445,12 @@ def _append(args, obj: dict) -> None:
             obj[k] = v
     if "cpu0" in obj and "cpu1" in obj and obj.get("requests"):
         obj["cpu_us_per_req"] = (obj["cpu1"] - obj["cpu0"]) * 1e6 / obj["requests"]
+        if "kernel_cpu_s" in obj:
+            obj["kernel_us_per_req"] = obj["kernel_cpu_s"] * 1e6 / obj["requests"]
+        if "backend_cpu_s" in obj and "client_cpu_s" in obj:
+            # What the backend and the load generator cost per request: with everything on
+            # the same cores, requests/s is about cores / (proxy CPU + this).
+            obj["rest_us_per_req"] = (obj["backend_cpu_s"] + obj["client_cpu_s"]) * 1e6 / obj["requests"]
     line = json.dumps(obj)
     with open(args.out, "a") as f:
         f.write(line + "\n")

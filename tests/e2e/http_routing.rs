@@ -136,6 +136,12 @@ fn matches_uri_headers_method_query_and_falls_back() {
         j["headers"]["x-request-id"].as_str().map(str::len),
         Some(36)
     );
+    // Envoy's upstream service time, in whole milliseconds.
+    let ms = r.header("x-envoy-upstream-service-time");
+    assert!(
+        ms.is_some_and(|v| v.parse::<u64>().is_ok()),
+        "x-envoy-upstream-service-time: {ms:?}"
+    );
     // An incoming request id is kept.
     let j = Curl::new(&fx.url("web.example.com", "/"))
         .header("x-request-id: abc-123")

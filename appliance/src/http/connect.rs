@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tenants::model::{GroupKind, OutboundPolicy};
 
@@ -47,7 +47,7 @@ pub async fn handle(
     else {
         return Err(ProxyError::BadRequest("CONNECT needs host:port"));
     };
-    rec.authority.clone_from(&target);
+    rec.authority = HeaderValue::from_str(&target).ok();
     let on = hyper::upgrade::on(&mut req);
     let Some(t) = snap.connect.get(&target) else {
         if snap.outbound == OutboundPolicy::AllowAny {

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -66,14 +66,15 @@ pub struct ConnInfo {
 pub struct Record {
     /// When it started.
     pub start: Option<SystemTime>,
-    /// Method.
-    pub method: String,
+    /// Method. The request's own types are kept (a shared handle, not a copy) until a log
+    /// line needs their text.
+    pub method: Option<Method>,
     /// Path and query as received.
-    pub path: String,
+    pub path: Option<PathAndQuery>,
     /// `HTTP/1.1`, `HTTP/2`.
     pub protocol: &'static str,
     /// Authority.
-    pub authority: String,
+    pub authority: Option<HeaderValue>,
     /// Status sent.
     pub status: u16,
     /// Response flags.
@@ -119,13 +120,8 @@ where
     let group = rt.groups.get(&*conn.group);
     let rec = Record {
         start: Some(SystemTime::now()),
-        method: req.method().as_str().to_string(),
-        // `as_str`, not `to_string`: `Display` goes through the formatting machinery.
-        path: req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
+        method: Some(req.method().clone()),
+        path: req.uri().path_and_query().cloned(),
         protocol: protocol(req.version()),
         user_agent: req.headers().get(header::USER_AGENT).cloned(),
         xff: req.headers().get(&headers::X_FORWARDED_FOR).cloned(),
@@ -197,7 +193,7 @@ where
         );
     let captured = if policy.is_some() { captured } else { None };
     let finish = Finish {
-        entry: rec.into_entry(&conn, grpc, captured),
+        entry: rec.into_entry(&conn, grpc, captured, policy.is_some()),
         started,
         meter,
         telemetry: conn.shared.telemetry.clone(),
@@ -249,7 +245,7 @@ impl Drop for Unanswered<'_> {
             None
         };
         Finish {
-            entry: rec.into_entry(self.conn, self.grpc, captured),
+            entry: rec.into_entry(self.conn, self.grpc, captured, policy.is_some()),
             started: self.started,
             meter: self.meter.take(),
             telemetry: self.conn.shared.telemetry.clone(),
@@ -262,12 +258,17 @@ impl Drop for Unanswered<'_> {
 
 impl Record {
     /// The access-log entry of this request (byte counts and duration come at the end).
-    fn into_entry(self, conn: &ConnInfo, grpc: bool, headers: Option<http::HeaderMap>) -> Entry {
-        let text = |v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok().map(str::to_string));
-        Entry {
+    /// The entry metrics record and, when `logged`, an access log writes: the texts only a log
+    /// line shows are made only then.
+    fn into_entry(
+        self,
+        conn: &ConnInfo,
+        grpc: bool,
+        headers: Option<http::HeaderMap>,
+        logged: bool,
+    ) -> Entry {
+        let entry = Entry {
             start: self.start,
-            method: self.method,
-            path: self.path,
             protocol: self.protocol,
             status: self.status,
             flags: if self.flags.is_empty() {
@@ -276,19 +277,37 @@ impl Record {
                 self.flags.to_string()
             },
             upstream_time: self.service_time,
-            xff: text(self.xff),
-            user_agent: text(self.user_agent),
-            // Envoy generates one for every request, answered locally or not.
-            request_id: text(self.request_id.or_else(|| Some(headers::request_id()))),
-            authority: self.authority,
             upstream: self.upstream,
             cluster: self.cluster,
             local: Some(conn.listener),
             peer: Some(conn.peer),
-            sni: conn.sni.as_deref().map(str::to_string),
             route: self.route,
             tenant: Arc::from(self.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE)),
             group: conn.group.clone(),
+            grpc,
+            ..Entry::default()
+        };
+        if !logged {
+            return entry;
+        }
+        let text = |v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok().map(str::to_string));
+        Entry {
+            method: self
+                .method
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default(),
+            // `as_str`, not `to_string`: `Display` goes through the formatting machinery.
+            path: self
+                .path
+                .as_ref()
+                .map_or("/", PathAndQuery::as_str)
+                .to_string(),
+            xff: text(self.xff),
+            user_agent: text(self.user_agent),
+            // Envoy generates one for every request, answered locally or not.
+            request_id: text(self.request_id.or_else(|| Some(headers::request_id()))),
+            authority: text(self.authority).unwrap_or_default(),
+            sni: conn.sni.as_deref().map(str::to_string),
             req_headers: headers
                 .map(|h| {
                     h.iter()
@@ -298,8 +317,7 @@ impl Record {
                         .collect()
                 })
                 .unwrap_or_default(),
-            grpc,
-            ..Entry::default()
+            ..entry
         }
     }
 }
@@ -340,18 +358,19 @@ async fn proxy(
         return Box::pin(super::connect::handle(req, conn, rt, rec)).await;
     }
     let scheme = if conn.tls { "https" } else { "http" };
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => match req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
-            Some(h) => h.to_string(),
-            None => return Err(ProxyError::BadRequest("missing Host header")),
-        },
+    // A handle on the Host header's bytes (HTTP/1.1), or a copy of the URI's authority
+    // (HTTP/2, HTTP/3): the record keeps one for the log without another copy.
+    let host = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
     };
-    rec.authority.clone_from(&authority);
+    let Some(host) = host else {
+        return Err(ProxyError::BadRequest("missing Host header"));
+    };
+    let Ok(authority) = host.to_str() else {
+        return Err(ProxyError::BadRequest("missing Host header"));
+    };
+    rec.authority = Some(host.clone());
     let Some((group, table)) = table(rt, conn) else {
         return Err(ProxyError::NoRoute);
     };
@@ -454,7 +473,7 @@ async fn proxy(
     headers::strip_hop_by_hop(&mut h, upgrade);
     let rid = headers::forwarded(&mut h, &conn.peer_ip, scheme);
     rec.request_id = Some(rid.clone());
-    let mut up_authority = authority.clone();
+    let mut up_authority = authority.to_owned();
     let mut up_path = pq.clone();
     if let Some(rw) = &rb.rule.rewrite {
         let p = rewrite::path(path, route.matcher.as_deref(), rw);
@@ -549,10 +568,25 @@ async fn proxy(
     if let Some(t) = report.service_time {
         rh.insert(
             X_ENVOY_UPSTREAM_SERVICE_TIME,
-            HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            millis_value(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         );
     }
     Ok(resp)
+}
+
+/// A count of milliseconds as a header value. Values under 256 (nearly every upstream service
+/// time) are made once and shared: formatting one allocates twice, on every response.
+fn millis_value(ms: u64) -> HeaderValue {
+    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+        (0..256u64)
+            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+            .collect()
+    });
+    usize::try_from(ms)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(ms))
 }
 
 /// Envoy's answer to a request carrying both `Content-Length` and `Transfer-Encoding`: 400,
@@ -665,4 +699,16 @@ fn generated_cookie(lb: Option<&LoadBalancer>, h: &http::HeaderMap) -> Option<(u
     }
     let hv = HeaderValue::from_str(&s).ok()?;
     Some((hash_bytes(format!("\"{value}\"").as_bytes()), hv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_millisecond_values_read_as_formatted_ones() {
+        for ms in [0, 7, 99, 255, 256, 12_345, u64::MAX] {
+            assert_eq!(millis_value(ms), HeaderValue::from(ms), "{ms}");
+        }
+    }
 }

@@ -384,7 +384,7 @@ async fn proxy(
     let view = RequestView {
         method: req.method().as_str(),
         scheme,
-        authority: &authority,
+        authority,
         path,
         headers: req.headers(),
     };
@@ -392,7 +392,7 @@ async fn proxy(
         Decision::Route(vh, r) => (vh, r),
         Decision::HttpsRedirect(vh) => {
             rec.tenant = Some(vh.tenant.clone());
-            let host = rewrite::split_authority(&authority).0;
+            let host = rewrite::split_authority(authority).0;
             return Ok(redirect(301, &format!("https://{host}{path}")));
         }
         Decision::NotFound(vh) => {
@@ -418,7 +418,7 @@ async fn proxy(
                 rd,
                 route.matcher.as_deref(),
                 scheme,
-                &authority,
+                authority,
                 path,
                 conn.listener.port(),
             );

@@ -5,7 +5,6 @@
 //! `sourceAddress` like every other upstream connection of the group, and is accounted to the
 //! registering tenant (connection quota, TCP metrics, access log).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
@@ -59,8 +58,8 @@ pub async fn handle(
             "CONNECT target is not a registered ServiceEntry host",
         ));
     };
-    rec.tenant = Some(Arc::from(t.tenant.as_str()));
-    rec.cluster = Some(Arc::from(t.cluster.as_str()));
+    rec.tenant = Some(t.tenant.clone());
+    rec.cluster = Some(t.cluster.clone());
     let Some(cluster) = group.clusters.get(&t.cluster).cloned() else {
         return Err(ProxyError::NoHealthyUpstream);
     };
@@ -87,7 +86,7 @@ pub async fn handle(
         conn.listener,
         None,
     );
-    let name: Arc<str> = Arc::from(t.cluster.as_str());
+    let name = t.cluster.clone();
     tokio::spawn(async move {
         let _permit = permit;
         match on.await {

@@ -81,12 +81,12 @@ pub struct Record {
     pub flags: Flags,
     /// Request id.
     pub request_id: Option<HeaderValue>,
-    /// Tenant (handles on the route table's names, as the two below).
-    pub tenant: Option<Arc<str>>,
+    /// Tenant.
+    pub tenant: Option<String>,
     /// Route name.
-    pub route: Option<Arc<str>>,
+    pub route: Option<String>,
     /// Upstream cluster.
-    pub cluster: Option<Arc<str>>,
+    pub cluster: Option<String>,
     /// Upstream endpoint.
     pub upstream: Option<SocketAddr>,
     /// Upstream service time.
@@ -282,7 +282,7 @@ impl Record {
             local: Some(conn.listener),
             peer: Some(conn.peer),
             route: self.route,
-            tenant: self.tenant.unwrap_or_else(|| Arc::from(PLATFORM_NAMESPACE)),
+            tenant: Arc::from(self.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE)),
             group: conn.group.clone(),
             grpc,
             ..Entry::default()
@@ -461,7 +461,7 @@ async fn proxy(
         return Err(ProxyError::NoHealthyUpstream);
     };
     rec.cluster = Some(wc.cluster.clone());
-    let Some(cluster) = group.clusters.get(&*wc.cluster) else {
+    let Some(cluster) = group.clusters.get(&wc.cluster) else {
         return Err(ProxyError::NoHealthyUpstream);
     };
 

@@ -7,7 +7,9 @@
 #
 # bench/run.sh's route (one VirtualService to an nginx backend, 100-byte body), plain HTTP,
 # 2 workers, `wrk -t1 -c64 -d10s` after a 2 s warm-up; CPU = utime+stime of the proxy from
-# /proc over the measured run ÷ requests. ROUNDS defaults to 3.
+# /proc over the measured run ÷ requests. ROUNDS defaults to 3; odd rounds run A first, even
+# rounds B first. Two 5-round runs of the same pair differed by 5 % in CPU per request here
+# (an A/A run gave 0.984): smaller differences need bench/instructions.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 A=$(realpath "$1") B=$(realpath "$2") ROUNDS=${3:-3}
@@ -44,18 +46,33 @@ ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
 print(label, rps, ms, ticks / hz * 1e6 / reqs)
 PY
 }
+# A B, then B A: whichever runs second in a round would otherwise always get the machine as
+# the first left it.
 for r in $(seq "$ROUNDS"); do
-  run_one "$A" A "$r"
-  run_one "$B" B "$r"
+  if ((r % 2)); then
+    run_one "$A" A "$r"
+    run_one "$B" B "$r"
+  else
+    run_one "$B" B "$r"
+    run_one "$A" A "$r"
+  fi
 done
 python3 - "$W/rows" "$A" "$B" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 def med(label, i):
     return statistics.median(float(r[i]) for r in rows if r[0] == label)
+def per_round(i):
+    a = [float(r[i]) for r in rows if r[0] == "A"]
+    b = [float(r[i]) for r in rows if r[0] == "B"]
+    return [y / x for x, y in zip(a, b)]
 print("| build | req/s | p99 ms | CPU µs/req |")
 print("|---|---|---|---|")
 for label, path in (("A", sys.argv[2]), ("B", sys.argv[3])):
     print(f"| {label}: {path} | {med(label, 1):,.0f} | {med(label, 2):.2f} | {med(label, 3):.1f} |")
 print(f"| B ÷ A | {med('B', 1) / med('A', 1):.3f} | {med('B', 2) / med('A', 2):.3f} | {med('B', 3) / med('A', 3):.3f} |")
+# The spread of the per-round ratios says how far apart two builds must be for this run to
+# tell them apart: an A/A run (the same binary twice) measures it.
+span = lambda i: f"{min(per_round(i)):.3f}–{max(per_round(i)):.3f}"  # noqa: E731
+print(f"| B ÷ A per round, min–max | {span(1)} | {span(2)} | {span(3)} |")
 PY

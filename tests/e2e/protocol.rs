@@ -174,6 +174,20 @@ fn read_until_closed<S: Read>(s: &mut S, deadline: Duration) -> Vec<u8> {
     got
 }
 
+/// Reads (polling, keeping what arrives) until `ready` holds for the bytes received so far;
+/// panics naming `what` if it does not within 10 s. Returns the bytes received.
+fn read_until(s: &mut TcpStream, what: &str, ready: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    wait_for(what, Duration::from_secs(10), || {
+        if let Ok(n) = s.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        ready(&got).then_some(())
+    });
+    got
+}
+
 /// A TCP connection to the gateway whose reads give up after 50 ms (for polling).
 fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -460,13 +474,8 @@ fn expect_100_continue_gets_the_interim_response_and_the_connection_serves_on() 
         b"PUT /up HTTP/1.1\r\nHost: web.example.com\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
     )
     .expect("write head");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    wait_for("100 Continue", Duration::from_secs(10), || {
-        if let Ok(n) = s.read(&mut buf) {
-            got.extend_from_slice(&buf[..n]);
-        }
-        got.starts_with(b"HTTP/1.1 100 Continue\r\n").then_some(())
+    let mut got = read_until(&mut s, "100 Continue", |got| {
+        got.starts_with(b"HTTP/1.1 100 Continue\r\n")
     });
     s.write_all(b"12345GET /after HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
         .expect("write body");
@@ -495,14 +504,10 @@ fn an_early_answer_to_an_upload_closes_without_a_reset() {
     .expect("write head");
     let chunk = vec![b'x'; 16 * 1024];
     s.write_all(&chunk).expect("first body bytes");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    wait_for("the 404", Duration::from_secs(10), || {
-        if let Ok(n) = s.read(&mut buf) {
-            got.extend_from_slice(&buf[..n]);
-        }
-        (statuses(&String::from_utf8_lossy(&got)) == [404]).then_some(())
+    read_until(&mut s, "the 404", |got| {
+        statuses(&String::from_utf8_lossy(got)) == [404]
     });
+    let mut buf = [0u8; 4096];
     // The client goes on sending, as one that has not looked at the answer yet would.
     for i in 0..32 {
         if let Err(e) = s.write_all(&chunk) {

@@ -24,7 +24,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 // The allocator gatehouse is built with, so the comparison is of request paths only.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: gatehouse_alloc::MiMalloc = gatehouse_alloc::MiMalloc;
 
 thread_local! {
     static POOL: RefCell<Vec<SendRequest<Incoming>>> = const { RefCell::new(Vec::new()) };

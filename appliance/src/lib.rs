@@ -14,6 +14,7 @@ pub mod control_socket;
 pub mod credentials;
 pub mod demo;
 pub mod fdstore;
+pub mod gated;
 pub mod http;
 pub mod idle;
 pub mod io;

@@ -3,10 +3,11 @@
 /// mimalloc: per-thread heaps with cheap cross-thread frees. Access-log entries are built on
 /// the worker threads and dropped on the log writer's; with glibc's arenas every such free
 /// took the worker arena's lock (measured: access logging cost +15.7 % CPU per request with
-/// glibc malloc; see BENCHMARKS.md).
+/// glibc malloc; see BENCHMARKS.md). `gatehouse_alloc` calls mimalloc's unaligned entry points
+/// where the layout allows, which the `mimalloc` crate does not.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: gatehouse_alloc::MiMalloc = gatehouse_alloc::MiMalloc;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -28,18 +28,28 @@ impl TokenBucket {
 
     /// Takes one token; false when the bucket is empty.
     pub fn try_take(&self) -> bool {
-        let now = clock::now_ms() as u32;
+        self.take_at(clock::now_ms() as u32)
+    }
+
+    fn take_at(&self, now: u32) -> bool {
         let cap = self.rate * 1000;
         let mut cur = self.state.load(Ordering::Relaxed);
         loop {
             let (tokens, last) = unpack(cur);
-            let elapsed = u64::from(now.wrapping_sub(last));
+            // Another thread may have refilled at a later reading than ours: that is no time
+            // passing (read as a wrapped difference it would fill the bucket).
+            let behind = now.wrapping_sub(last) > u32::MAX / 2;
+            let (elapsed, stamp) = if behind {
+                (0, last)
+            } else {
+                (u64::from(now.wrapping_sub(last)), now)
+            };
             // rate tokens/s == rate milli-tokens/ms
             let filled = (tokens + elapsed.saturating_mul(self.rate)).min(cap);
             if filled < 1000 {
                 return false;
             }
-            let next = pack(filled - 1000, now);
+            let next = pack(filled - 1000, stamp);
             match self
                 .state
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -155,6 +165,22 @@ mod tests {
         let taken = (0..200).filter(|_| b.try_take()).count();
         // 50 in the bucket, plus whatever refilled during the loop (well under 1 ms here).
         assert!((50..=55).contains(&taken), "took {taken}");
+    }
+
+    /// A thread whose clock reading is older than the last refill (another thread took a
+    /// token at a later one) finds no time passed, not a wrapped 49 days.
+    #[test]
+    fn an_older_clock_reading_does_not_refill_the_bucket() {
+        let b = TokenBucket::new(5);
+        b.state.store(pack(0, 1_000), Ordering::Relaxed);
+        assert!(!b.take_at(999), "a reading 1 ms behind refilled the bucket");
+        assert_eq!(unpack(b.state.load(Ordering::Relaxed)), (0, 1_000));
+        // 200 ms later: one token at 5/s.
+        assert!(b.take_at(1_200));
+        assert!(!b.take_at(1_200));
+        // Across the wrap of the 32-bit millisecond stamp, time still passes.
+        b.state.store(pack(0, u32::MAX - 100), Ordering::Relaxed);
+        assert!(b.take_at(100));
     }
 
     #[test]

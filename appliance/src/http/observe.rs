@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -96,6 +96,10 @@ impl Finish {
             .as_ref()
             .map_or(0, |m| m.bytes_in.load(Ordering::Relaxed));
         e.duration = self.started.elapsed();
+        if self.policy.is_some() {
+            // The wall clock is read only for a log line: metrics need the duration alone.
+            e.start = SystemTime::now().checked_sub(e.duration);
+        }
         // Envoy: DC when the client went away mid-response, UPE/UC when the upstream did.
         let late = if failed {
             Some("UC")

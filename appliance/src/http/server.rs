@@ -23,6 +23,7 @@ use super::body::Body;
 use super::guard::Guard;
 use super::h1::{self, Ctl};
 use super::service::{ConnInfo, handle};
+use crate::gated::Gated;
 use crate::idle::{Activity, Idle};
 use crate::io::Prefixed;
 
@@ -158,6 +159,13 @@ pub async fn serve<I>(
     // `Connection: close`, and shuts down once the connection is quiet.
     let mut shut = false;
     let mut draining = *drain.borrow() || *stop.borrow();
+    // Gated: polled only when a watch changes, not on each of the connection's wakes.
+    let mut signal = std::pin::pin!(Gated::new(async {
+        tokio::select! {
+            () = turned_true(&mut drain) => {}
+            () = turned_true(&mut stop) => {}
+        }
+    }));
     loop {
         if draining && !shut {
             ctl.closing.store(true, Ordering::Relaxed);
@@ -172,13 +180,8 @@ pub async fn serve<I>(
         let quiet = if drain_wait { DRAIN_IDLE } else { idle };
         tokio::select! {
             () = conn.run() => break,
-            r = drain.changed(), if !draining => {
-                draining = r.is_err() || *drain.borrow();
-            }
-            r = stop.changed(), if !draining => {
-                draining = r.is_err() || *stop.borrow();
-            }
-            () = activity.idle_for(quiet) => {
+            () = &mut signal, if !draining => draining = true,
+            () = Gated::new(activity.idle_for(quiet)) => {
                 if !drain_wait {
                     // No bytes in either direction for the idle timeout: close.
                     break;

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -64,8 +64,6 @@ pub struct ConnInfo {
 /// What one request did, for the access log and metrics.
 #[derive(Debug, Default)]
 pub struct Record {
-    /// When it started.
-    pub start: Option<SystemTime>,
     /// Method. The request's own types are kept (a shared handle, not a copy) until a log
     /// line needs their text.
     pub method: Option<Method>,
@@ -119,7 +117,6 @@ where
     let rt = conn.shared.runtime.load_full();
     let group = rt.groups.get(&*conn.group);
     let rec = Record {
-        start: Some(SystemTime::now()),
         method: Some(req.method().clone()),
         path: req.uri().path_and_query().cloned(),
         protocol: protocol(req.version()),
@@ -268,7 +265,6 @@ impl Record {
         logged: bool,
     ) -> Entry {
         let entry = Entry {
-            start: self.start,
             protocol: self.protocol,
             status: self.status,
             flags: if self.flags.is_empty() {

@@ -35,7 +35,12 @@ pub struct Telemetry {
 
 /// The service host of a cluster name `outbound|port|subset|host`.
 pub fn service_of(cluster: &str) -> &str {
-    cluster.rsplit('|').next().unwrap_or(cluster)
+    // A byte search: `rsplit('|')` goes through the char searcher, several times slower on
+    // every request's metrics.
+    match memchr::memrchr(b'|', cluster.as_bytes()) {
+        Some(i) => &cluster[i + 1..],
+        None => cluster,
+    }
 }
 
 impl Telemetry {
@@ -156,5 +161,21 @@ fn unreachable_settings() -> Settings {
         log_batch: 512,
         log_timeout: std::time::Duration::from_secs(30),
         resource: Default::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::service_of;
+
+    #[test]
+    fn the_service_is_the_last_part_of_a_cluster_name() {
+        assert_eq!(
+            service_of("outbound|80|v1|reviews.default.svc"),
+            "reviews.default.svc"
+        );
+        assert_eq!(service_of("outbound|80||web"), "web");
+        assert_eq!(service_of("web"), "web");
+        assert_eq!(service_of("trailing|"), "");
     }
 }

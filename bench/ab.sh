@@ -7,8 +7,9 @@
 #
 # bench/run.sh's route (one VirtualService to an nginx backend, 100-byte body), plain HTTP,
 # 2 workers, `wrk -t1 -c64 -d10s` after a 2 s warm-up; CPU = utime+stime of the proxy from
-# /proc over the measured run ÷ requests. ROUNDS defaults to 3; odd rounds run A first, even
-# rounds B first. Two 5-round runs of the same pair differed by 5 % in CPU per request here
+# /proc over the measured run ÷ requests, and its user-space share alone (utime), which is
+# what a change to gatehouse's code moves: the kernel's share is most of the noise. ROUNDS
+# defaults to 3; odd rounds run A first, even rounds B first. Two 5-round runs of the same pair differed by 5 % in CPU per request here
 # (an A/A run gave 0.984): smaller differences need bench/instructions.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,25 +26,26 @@ bench_init ab
 W=$WORK
 start_backend "$BACKEND"
 one_route_repo "$W/repo" "$H1" "$BACKEND"
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks() { awk '{print $14 + $15, $14}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
 run_one() { # BINARY LABEL ROUND
   "$1" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 2 >"$W/$2-$3.log" 2>&1 &
   local pid=$!
   wait_ok "http://localhost:$H1/index.html"
   wrk -t1 -c64 -d2s "http://localhost:$H1/index.html" >/dev/null
-  local t0; t0=$(ticks "$pid")
+  local t0 u0; read -r t0 u0 < <(ticks "$pid")
   wrk -t1 -c64 -d10s --latency "http://localhost:$H1/index.html" >"$W/$2-$3.wrk"
-  local t1; t1=$(ticks "$pid")
+  local t1 u1; read -r t1 u1 < <(ticks "$pid")
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$W/$2-$3.wrk" "$((t1 - t0))" "$HZ" "$2" >>"$W/rows" <<'PY'
+  python3 - "$W/$2-$3.wrk" "$((t1 - t0))" "$HZ" "$2" "$((u1 - u0))" >>"$W/rows" <<'PY'
 import re, sys
 text, ticks, hz, label = open(sys.argv[1]).read(), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 reqs = int(re.search(r"(\d+) requests in", text).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
 ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
-print(label, rps, ms, ticks / hz * 1e6 / reqs)
+user = int(sys.argv[5])
+print(label, rps, ms, ticks / hz * 1e6 / reqs, user / hz * 1e6 / reqs)
 PY
 }
 # A B, then B A: whichever runs second in a round would otherwise always get the machine as
@@ -66,13 +68,13 @@ def per_round(i):
     a = [float(r[i]) for r in rows if r[0] == "A"]
     b = [float(r[i]) for r in rows if r[0] == "B"]
     return [y / x for x, y in zip(a, b)]
-print("| build | req/s | p99 ms | CPU µs/req |")
-print("|---|---|---|---|")
+print("| build | req/s | p99 ms | CPU µs/req | of it user µs/req |")
+print("|---|---|---|---|---|")
 for label, path in (("A", sys.argv[2]), ("B", sys.argv[3])):
-    print(f"| {label}: {path} | {med(label, 1):,.0f} | {med(label, 2):.2f} | {med(label, 3):.1f} |")
-print(f"| B ÷ A | {med('B', 1) / med('A', 1):.3f} | {med('B', 2) / med('A', 2):.3f} | {med('B', 3) / med('A', 3):.3f} |")
+    print(f"| {label}: {path} | {med(label, 1):,.0f} | {med(label, 2):.2f} | {med(label, 3):.1f} | {med(label, 4):.2f} |")
+print("| B ÷ A | " + " | ".join(f"{med('B', i) / med('A', i):.3f}" for i in (1, 2, 3, 4)) + " |")
 # The spread of the per-round ratios says how far apart two builds must be for this run to
 # tell them apart: an A/A run (the same binary twice) measures it.
 span = lambda i: f"{min(per_round(i)):.3f}–{max(per_round(i)):.3f}"  # noqa: E731
-print(f"| B ÷ A per round, min–max | {span(1)} | {span(2)} | {span(3)} |")
+print(f"| B ÷ A per round, min–max | {span(1)} | {span(2)} | {span(3)} | {span(4)} |")
 PY

@@ -32,22 +32,26 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
-    /// It follows the precise clock to within a few ticks.
+    /// It advances, and never by more than the precise clock around it plus a tick (10 ms at
+    /// the slowest kernel tick rate). Being descheduled only widens the precise interval.
     #[test]
     fn keeps_up_with_the_precise_clock() {
-        let (ms0, t0) = (now_ms(), std::time::Instant::now());
-        let deadline = t0 + std::time::Duration::from_secs(2);
-        while now_ms() < ms0 + 50 {
+        let t0 = std::time::Instant::now();
+        let c0 = now_ms();
+        let deadline = t0 + std::time::Duration::from_secs(5);
+        while now_ms() < c0 + 50 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the coarse clock stood still"
             );
             std::hint::spin_loop();
         }
+        let c1 = now_ms();
         let precise = t0.elapsed().as_millis() as u64;
-        let coarse = now_ms() - ms0;
+        let coarse = c1 - c0;
+        assert!(coarse >= 50);
         assert!(
-            coarse.abs_diff(precise) <= 25,
+            coarse <= precise + 10,
             "coarse {coarse} ms, precise {precise} ms"
         );
     }

@@ -36,9 +36,11 @@ impl TokenBucket {
         let mut cur = self.state.load(Ordering::Relaxed);
         loop {
             let (tokens, last) = unpack(cur);
-            // Another thread may have refilled at a later reading than ours: that is no time
-            // passing (read as a wrapped difference it would fill the bucket).
-            let behind = now.wrapping_sub(last) > u32::MAX / 2;
+            // Another thread may have refilled at a later reading than ours, a few ms at most:
+            // that is no time passing (read as a wrapped difference it would fill the bucket).
+            // A bucket unused for weeks is a long gap forward, not a reading behind.
+            let back = last.wrapping_sub(now);
+            let behind = back != 0 && back < READING_SKEW_MS;
             let (elapsed, stamp) = if behind {
                 (0, last)
             } else {
@@ -60,6 +62,10 @@ impl TokenBucket {
         }
     }
 }
+
+/// How far behind another thread's last refill a clock reading can be: a reading behind it by
+/// less is the race between two takes; by more, the 32-bit millisecond stamp wrapped.
+const READING_SKEW_MS: u32 = 60_000;
 
 fn pack(tokens: u64, ms: u32) -> u64 {
     (tokens.min(u64::from(u32::MAX)) << 32) | u64::from(ms)
@@ -181,6 +187,9 @@ mod tests {
         // Across the wrap of the 32-bit millisecond stamp, time still passes.
         b.state.store(pack(0, u32::MAX - 100), Ordering::Relaxed);
         assert!(b.take_at(100));
+        // A bucket unused for more than 24.9 days (half the stamp's range) refills too.
+        b.state.store(pack(0, 0), Ordering::Relaxed);
+        assert!(b.take_at(u32::MAX / 2 + 10));
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl Fx {
 }
 
 fn fixture() -> Fx {
+    fixture_with(LIMITS)
+}
+
+/// The fixture with the group's `appliance` settings set to `limits`.
+fn fixture_with(limits: &str) -> Fx {
     let (plain, tls) = (free_port(), free_port());
     let (pw, ps, pws) = (free_port(), free_port(), free_port());
     let be = Backends::new();
@@ -85,7 +90,7 @@ fn fixture() -> Fx {
     )
     .replacen(
         "      label: {istio: public-gw}\n",
-        &format!("      label: {{istio: public-gw}}\n      appliance: {LIMITS}\n"),
+        &format!("      label: {{istio: public-gw}}\n      appliance: {limits}\n"),
         1,
     );
     repo.write("gatehouse.yaml", &gatehouse);
@@ -599,6 +604,52 @@ fn a_tls_connection_the_gateway_closes_ends_with_close_notify() {
     assert_eq!(statuses(&got), [200], "{got}");
     assert!(got.contains("connection: close\r\n"), "{got}");
     assert!(got.contains("\"path\":\"/last\""), "{got}");
+}
+
+/// One keep-alive GET of `path` on `s`, answered 200 by the `web` backend.
+fn get_on(s: &mut TcpStream, path: &str) {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: web.example.com\r\n\r\n").expect("write");
+    let got = read_until(s, "a response", |b| {
+        String::from_utf8_lossy(b).contains(&format!("\"path\":\"{path}\""))
+    });
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert_eq!(statuses(&got), [200], "{got}");
+    assert!(!got.contains("connection: close"), "{got}");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    let fx =
+        fixture_with("{limits: {maxRequestHeadersKb: 8, headerReadTimeout: 1s, idleTimeout: 2s}}");
+    let mut idle = connect(fx.plain);
+    get_on(&mut idle, "/idle");
+    let quiet_since = Instant::now();
+    // Another connection stays busy for longer than the idle timeout: the timer counts quiet
+    // time, not the connection's age.
+    let mut busy = connect(fx.plain);
+    let mut n = 0;
+    while quiet_since.elapsed() < Duration::from_secs(3) {
+        n += 1;
+        get_on(&mut busy, &format!("/busy{n}"));
+    }
+    read_until_closed(&mut idle, Duration::from_secs(6));
+    assert!(
+        quiet_since.elapsed() >= Duration::from_millis(1500),
+        "closed before the 2 s idle timeout"
+    );
+    get_on(&mut busy, "/still-open");
+}
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections() {
+    let mut fx = fixture();
+    let mut idle = connect(fx.plain);
+    get_on(&mut idle, "/before");
+    fx.gw.signal(15);
+    // The drain reaches a connection waiting for its next request: closed after a quiet
+    // second, not at the default idle timeout (minutes) or the drain deadline.
+    read_until_closed(&mut idle, Duration::from_secs(5));
+    assert_eq!(fx.gw.wait_exit(Duration::from_secs(15)), Some(0));
 }
 
 /// Opens a connection to `port`, sends `bytes`, stalls, and asserts the gateway closes it by

@@ -58,8 +58,8 @@ pub async fn handle(
             "CONNECT target is not a registered ServiceEntry host",
         ));
     };
-    rec.tenant = Some(t.tenant.clone());
-    rec.cluster = Some(t.cluster.clone());
+    rec.tenant = Some(std::sync::Arc::from(t.tenant.as_str()));
+    rec.cluster = Some(std::sync::Arc::from(t.cluster.as_str()));
     let Some(cluster) = group.clusters.get(&t.cluster).cloned() else {
         return Err(ProxyError::NoHealthyUpstream);
     };
@@ -86,7 +86,7 @@ pub async fn handle(
         conn.listener,
         None,
     );
-    let name = t.cluster.clone();
+    let name: std::sync::Arc<str> = std::sync::Arc::from(t.cluster.as_str());
     tokio::spawn(async move {
         let _permit = permit;
         match on.await {

@@ -151,20 +151,17 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
 /// A random UUIDv4, as Envoy generates for `x-request-id`.
 pub fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where each byte's two digits go in `8-4-4-4-12`: a fixed table, so the loop has no
+    // branch for the dashes.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut s = [0u8; 36];
-    let mut i = 0;
-    for (k, x) in b.iter().enumerate() {
-        if matches!(k, 4 | 6 | 8 | 10) {
-            s[i] = b'-';
-            i += 1;
-        }
-        s[i] = HEX[usize::from(x >> 4)];
-        s[i + 1] = HEX[usize::from(x & 0x0f)];
-        i += 2;
+    let mut s = [b'-'; 36];
+    for (&x, &at) in b.iter().zip(&AT) {
+        s[at] = HEX[usize::from(x >> 4)];
+        s[at + 1] = HEX[usize::from(x & 0x0f)];
     }
     HeaderValue::from_bytes(&s)
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
@@ -216,17 +213,33 @@ mod tests {
 
     #[test]
     fn request_ids_are_uuid_v4() {
-        let a = request_id();
-        let s = a.to_str().expect("ascii");
-        let parts: Vec<&str> = s.split('-').collect();
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [8, 4, 4, 4, 12]
-        );
-        assert!(s.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
-        assert!(parts[2].starts_with('4'), "{s}");
-        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{s}");
-        assert_ne!(a, request_id());
+        let mut seen = std::collections::HashSet::new();
+        // Per position, which characters came up: every random digit must vary.
+        let mut chars = vec![std::collections::HashSet::new(); 36];
+        for _ in 0..1000 {
+            let a = request_id();
+            let s = a.to_str().expect("ascii").to_string();
+            let parts: Vec<&str> = s.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12]
+            );
+            assert!(s.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+            assert!(parts[2].starts_with('4'), "{s}");
+            assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{s}");
+            for (i, c) in s.chars().enumerate() {
+                chars[i].insert(c);
+            }
+            assert!(seen.insert(s));
+        }
+        for (i, c) in chars.iter().enumerate() {
+            let want = match i {
+                8 | 13 | 18 | 23 | 14 => 1,
+                19 => 4,
+                _ => 16,
+            };
+            assert_eq!(c.len(), want, "position {i}: {c:?}");
+        }
     }
 
     #[test]

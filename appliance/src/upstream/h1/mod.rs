@@ -10,6 +10,7 @@
 //! a system call unless the socket became readable, whether the upstream closed it meanwhile.
 
 mod body;
+mod names;
 mod request;
 mod response;
 
@@ -35,6 +36,9 @@ const READ_SIZE: usize = 16 * 1024;
 pub struct Conn {
     io: Box<dyn Io>,
     buf: BytesMut,
+    /// The last response head's header names ([`names`]); boxed, as a lease moves the
+    /// connection around.
+    names: Box<names::Names>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -51,6 +55,7 @@ impl Conn {
         Self {
             io,
             buf: BytesMut::new(),
+            names: Box::default(),
         }
     }
 
@@ -150,7 +155,7 @@ pub async fn send(mut lease: Lease, head: Head<'_>, body: Body) -> Result<Respon
             let fresh = parsed_at.is_none_or(|at: usize| conn.buf[at..].contains(&b'\n'))
                 || conn.buf.len() > response::MAX_HEAD;
             if fresh && !conn.buf.is_empty() {
-                match response::parse(&mut conn.buf, head_request) {
+                match response::parse(&mut conn.buf, head_request, &mut conn.names) {
                     Ok(response::Parsed::Final(h)) => return Poll::Ready(Ok(h)),
                     Ok(response::Parsed::Interim) => {
                         parsed_at = None;

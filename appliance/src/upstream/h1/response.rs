@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::Error;
+use super::names::{Line, Names};
 use crate::http::decode::Decoder;
 use crate::http::h1::head::{content_length, last_is_chunked};
 
@@ -40,8 +41,12 @@ pub(super) enum Parsed {
 }
 
 /// Parses the response head at the start of `buf`, for a request that was a HEAD when
-/// `head_request`.
-pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Error> {
+/// `head_request`. `names` holds the connection's last head's names ([`Names`]).
+pub(super) fn parse(
+    buf: &mut BytesMut,
+    head_request: bool,
+    names: &mut Names,
+) -> Result<Parsed, Error> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -74,7 +79,39 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         _ => Version::HTTP_10,
     };
     let base = buf.as_ptr() as usize;
-    let mut names = Vec::with_capacity(parsed.headers.len());
+    let repeated = names.matches(parsed.headers);
+    if repeated
+        && names.ready()
+        && let Some(r) = replay(names, parsed.headers, base)
+    {
+        let raw = buf.split_to(len).freeze();
+        let mut headers = names.map().unwrap_or_default();
+        for (v, &(off, n)) in headers.values_mut().zip(&names.values) {
+            *v = HeaderValue::from_maybe_shared(raw.slice(off..off + n))
+                .map_err(|_| Error::Malformed("bad header value"))?;
+        }
+        let (body, keep_alive) = if bodiless(status, head_request) {
+            (Decoder::Done, true)
+        } else {
+            match r.length {
+                Some((off, n)) => match content_length(&raw[off..off + n]) {
+                    Some(n) => (Decoder::length(n), true),
+                    None => return Err(Error::Malformed("invalid Content-Length")),
+                },
+                None => (Decoder::Eof, false),
+            }
+        };
+        return Ok(Parsed::Final(head_of(
+            status,
+            version,
+            headers,
+            body,
+            keep_alive && persists(version, r.close, r.keep),
+        )));
+    }
+    names.clear();
+    let mut replayable = true;
+    let mut kept = Vec::with_capacity(parsed.headers.len());
     let (mut close, mut keep) = (false, false);
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -82,39 +119,125 @@ pub(super) fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Er
         // Persistence is decided here, and a `Connection` (or `Keep-Alive`) that names no
         // other header is not kept: the proxy would only remove it again (a hashed removal
         // per response, for the `Connection: keep-alive` most servers send).
-        if name == header::CONNECTION {
+        let line = if name == header::CONNECTION {
             let (c, k, others) = connection_tokens(h.value);
             (close, keep) = (close || c, keep || k);
             if !others {
+                names.push(h.name.as_bytes(), Line::Connection);
                 continue;
             }
+            replayable = false;
+            Line::Kept
         } else if name.as_str() == "keep-alive" {
+            names.push(h.name.as_bytes(), Line::KeepAlive);
             continue;
-        }
-        names.push((name, h.value.as_ptr() as usize - base, h.value.len()));
+        } else if name == header::CONTENT_LENGTH {
+            Line::Length
+        } else {
+            replayable &= name != header::TRANSFER_ENCODING;
+            Line::Kept
+        };
+        names.push(h.name.as_bytes(), line);
+        kept.push((name, h.value.as_ptr() as usize - base, h.value.len()));
     }
     let raw = buf.split_to(len).freeze();
     // Room for what the proxy adds (x-envoy-upstream-service-time, a route's headers).
-    let mut headers = HeaderMap::with_capacity(names.len() + 4);
-    for (name, off, n) in names {
+    let mut headers = HeaderMap::with_capacity(kept.len() + 4);
+    for (name, off, n) in kept {
         let value = HeaderValue::from_maybe_shared(raw.slice(off..off + n))
             .map_err(|_| Error::Malformed("bad header value"))?;
         headers.append(name, value);
     }
-    let (body, mut keep_alive) = framing(&mut headers, status, head_request)?;
-    keep_alive &= match version {
+    if replayable {
+        names.finish(&headers, repeated);
+    } else {
+        names.forget();
+    }
+    let (body, keep_alive) = framing(&mut headers, status, head_request)?;
+    Ok(Parsed::Final(head_of(
+        status,
+        version,
+        headers,
+        body,
+        keep_alive && persists(version, close, keep),
+    )))
+}
+
+/// What the replay read from a head whose names match the last head's.
+struct Replayed {
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection: keep-alive`.
+    keep: bool,
+    /// Where the `Content-Length` value is.
+    length: Option<(usize, usize)>,
+}
+
+/// Reads the lines of a head whose names match the last head's: the kept values' offsets go
+/// to `names.values`. `None`: a `Connection` line names other headers this time, which the
+/// general path handles.
+fn replay(names: &mut Names, lines: &[httparse::Header<'_>], base: usize) -> Option<Replayed> {
+    let at = |v: &[u8]| (v.as_ptr() as usize - base, v.len());
+    let mut r = Replayed {
+        close: false,
+        keep: false,
+        length: None,
+    };
+    let mut values = std::mem::take(&mut names.values);
+    values.clear();
+    let mut whole = true;
+    for (h, kind) in lines.iter().zip(names.kinds()) {
+        match kind {
+            Line::Kept => values.push(at(h.value)),
+            Line::Length => {
+                r.length = Some(at(h.value));
+                values.push(at(h.value));
+            }
+            Line::Connection => {
+                let (c, k, others) = connection_tokens(h.value);
+                if others {
+                    whole = false;
+                    break;
+                }
+                (r.close, r.keep) = (r.close || c, r.keep || k);
+            }
+            Line::KeepAlive => {}
+        }
+    }
+    names.values = values;
+    whole.then_some(r)
+}
+
+/// Whether the connection may carry another request, by what the response's version and
+/// `Connection` say.
+fn persists(version: Version, close: bool, keep: bool) -> bool {
+    match version {
         Version::HTTP_11 => !close,
         _ => keep,
-    };
+    }
+}
+
+/// Whether the response has no body whatever its headers say.
+fn bodiless(status: StatusCode, head_request: bool) -> bool {
+    head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
+fn head_of(
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    body: Decoder,
+    keep_alive: bool,
+) -> Head {
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = version;
     *resp.headers_mut() = headers;
-    Ok(Parsed::Final(Head {
+    Head {
         resp,
         body,
         keep_alive,
-    }))
+    }
 }
 
 /// The body's framing (RFC 9112 §6.3) and whether it leaves the connection reusable.
@@ -123,7 +246,7 @@ fn framing(
     status: StatusCode,
     head_request: bool,
 ) -> Result<(Decoder, bool), Error> {
-    if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+    if bodiless(status, head_request) {
         return Ok((Decoder::Done, true));
     }
     let chunked = headers
@@ -176,7 +299,7 @@ mod tests {
 
     fn final_head(wire: &str, head_request: bool) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(wire.as_bytes());
-        match parse(&mut buf, head_request) {
+        match parse(&mut buf, head_request, &mut Names::default()) {
             Ok(Parsed::Final(h)) => (h, buf),
             other => panic!("{wire:?}: {other:?}"),
         }
@@ -229,8 +352,14 @@ mod tests {
     fn interim_responses_are_skipped_and_bad_heads_refused() {
         let mut buf =
             BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"[..]);
-        assert!(matches!(parse(&mut buf, false), Ok(Parsed::Interim)));
-        assert!(matches!(parse(&mut buf, false), Ok(Parsed::Final(_))));
+        assert!(matches!(
+            parse(&mut buf, false, &mut Names::default()),
+            Ok(Parsed::Interim)
+        ));
+        assert!(matches!(
+            parse(&mut buf, false, &mut Names::default()),
+            Ok(Parsed::Final(_))
+        ));
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
@@ -238,15 +367,106 @@ mod tests {
             "SSH-2.0-OpenSSH\r\n\r\n",
         ] {
             let mut buf = BytesMut::from(bad.as_bytes());
-            assert!(parse(&mut buf, false).is_err(), "{bad:?}");
+            assert!(
+                parse(&mut buf, false, &mut Names::default()).is_err(),
+                "{bad:?}"
+            );
         }
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: y"[..]);
-        assert!(matches!(parse(&mut buf, false), Ok(Parsed::Partial)));
+        assert!(matches!(
+            parse(&mut buf, false, &mut Names::default()),
+            Ok(Parsed::Partial)
+        ));
         let mut big = String::from("HTTP/1.1 200 OK\r\n");
         while big.len() <= MAX_HEAD {
             big.push_str("x-filler: 0123456789012345678901234567890123456789\r\n");
         }
         let mut buf = BytesMut::from(big.as_bytes());
-        assert!(parse(&mut buf, false).is_err());
+        assert!(parse(&mut buf, false, &mut Names::default()).is_err());
+    }
+
+    fn on(names: &mut Names, wire: &str, head_request: bool) -> Head {
+        let mut buf = BytesMut::from(wire.as_bytes());
+        match parse(&mut buf, head_request, names) {
+            Ok(Parsed::Final(h)) => h,
+            other => panic!("{wire:?}: {other:?}"),
+        }
+    }
+
+    fn lines(h: &Head) -> Vec<(String, String)> {
+        h.resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_head_with_the_last_heads_names_is_replayed_into_a_copy_of_its_map() {
+        let mut names = Names::default();
+        let wire = |date: &str, len: usize, conn: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: {date}\r\nContent-Length: {len}\r\nConnection: {conn}\r\nX-Custom: {date}\r\n\r\n"
+            )
+        };
+        on(&mut names, &wire("d1", 1, "keep-alive"), false);
+        assert!(!names.ready(), "kept only once the names came twice");
+        on(&mut names, &wire("d2", 2, "keep-alive"), false);
+        assert!(names.ready());
+        // Replayed: every value is this head's, in line order; Connection is read, not kept.
+        let h = on(&mut names, &wire("third", 3, "keep-alive"), false);
+        assert!(names.ready());
+        assert_eq!(
+            lines(&h),
+            [
+                ("server", "nginx"),
+                ("date", "third"),
+                ("content-length", "3"),
+                ("x-custom", "third"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!((h.body, h.keep_alive), (Decoder::Length(3), true));
+        let h = on(&mut names, &wire("d", 4, "close"), false);
+        assert_eq!((h.body, h.keep_alive), (Decoder::Length(4), false));
+        let h = on(&mut names, &wire("d", 5, "keep-alive"), true);
+        assert_eq!((h.body, h.keep_alive), (Decoder::Done, true));
+        let mut buf = BytesMut::from(wire("d", 0, "keep-alive").replace(": 0", ": x").as_bytes());
+        assert!(
+            parse(&mut buf, false, &mut names).is_err(),
+            "a bad length is refused"
+        );
+        // A Connection naming a header this time: the general path keeps it.
+        let h = on(&mut names, &wire("d", 6, "x-hop"), false);
+        assert_eq!(h.resp.headers()["connection"], "x-hop");
+        assert!(!names.ready());
+        // Other names: the general path, and the new names are recorded.
+        let h = on(
+            &mut names,
+            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nServer: nginx\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.resp.headers()["server"], "nginx");
+        assert_eq!(h.body, Decoder::Length(7));
+    }
+
+    #[test]
+    fn heads_with_repeated_names_or_transfer_codings_are_never_replayed() {
+        let mut names = Names::default();
+        let cookies =
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\nSet-Cookie: b=2\r\n\r\n";
+        for _ in 0..3 {
+            let h = on(&mut names, cookies, false);
+            let c: Vec<_> = h.resp.headers().get_all("set-cookie").iter().collect();
+            assert_eq!(c, ["a=1", "b=2"]);
+            assert!(!names.ready());
+        }
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
+        for _ in 0..3 {
+            let h = on(&mut names, chunked, false);
+            assert_eq!((h.body, h.keep_alive), (Decoder::CHUNKED, false));
+            assert!(h.resp.headers().get("content-length").is_none());
+            assert!(!names.ready());
+        }
     }
 }

@@ -118,6 +118,29 @@ fn chunked_close_delimited_and_interim_responses_reach_the_client_whole() {
     assert_eq!(reqs[5], "0", "{s:?}");
 }
 
+/// From the third response on, a head with the same header names as the one before is
+/// replayed into a copy of its map (`upstream/h1/names.rs`): each must still carry its own
+/// values.
+#[test]
+fn responses_with_repeated_header_names_carry_their_own_values() {
+    let fx = scripted_fixture(ROUTE);
+    let s = on_one_connection(
+        &fx,
+        &[&["/"], &["/"], &["/"], &["/"], &["/chunked"], &["/"]],
+    );
+    assert!(s.iter().all(|s| s.status == 200), "{s:?}");
+    let conns: Vec<&str> = s.iter().map(|s| s.conn.as_str()).collect();
+    let reqs: Vec<&str> = s.iter().map(|s| s.req.as_str()).collect();
+    assert_eq!(conns, [conns[0]; 6], "one upstream connection: {s:?}");
+    assert_eq!(reqs, ["0", "1", "2", "3", "4", "5"], "{s:?}");
+    let bodies: Vec<&str> = s.iter().map(|s| s.body.as_str()).collect();
+    assert_eq!(
+        bodies,
+        ["ok", "ok", "ok", "ok", "hello world", "ok"],
+        "{s:?}"
+    );
+}
+
 #[test]
 fn connections_carry_max_requests_per_connection_and_close_after_the_idle_timeout() {
     let fx = scripted_with_policy(

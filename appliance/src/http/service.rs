@@ -116,14 +116,23 @@ where
     let started = Instant::now();
     let rt = conn.shared.runtime.load_full();
     let group = rt.groups.get(&*conn.group);
-    let rec = Record {
-        method: Some(req.method().clone()),
-        path: req.uri().path_and_query().cloned(),
-        protocol: protocol(req.version()),
-        user_agent: req.headers().get(header::USER_AGENT).cloned(),
-        xff: req.headers().get(&headers::X_FORWARDED_FOR).cloned(),
-        request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
-        ..Record::default()
+    // What only a log line shows is kept only where a tenant of the group logs: three header
+    // lookups per request otherwise.
+    let rec = if group.is_some_and(|g| g.logging) {
+        Record {
+            method: Some(req.method().clone()),
+            path: req.uri().path_and_query().cloned(),
+            protocol: protocol(req.version()),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            xff: req.headers().get(&headers::X_FORWARDED_FOR).cloned(),
+            request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
+            ..Record::default()
+        }
+    } else {
+        Record {
+            protocol: protocol(req.version()),
+            ..Record::default()
+        }
     };
     let grpc = req
         .headers()
@@ -156,7 +165,7 @@ where
                 Some(m) => body::boxed(Counted::new(b, m.clone())),
                 None => body::empty(),
             });
-            match proxy(req, &conn, &rt, rec).await {
+            match proxy(req, &conn, &rt, group, rec, grpc).await {
                 Ok(r) => r,
                 Err(e) => {
                     let (status, flag, text) = e.parts();
@@ -319,8 +328,8 @@ impl Record {
 }
 
 /// The route table serving this connection: the listener's, or the terminating chain's.
-fn table<'r>(rt: &'r Runtime, conn: &ConnInfo) -> Option<(&'r GroupRt, &'r RouteTable)> {
-    let group = rt.groups.get(&*conn.group)?;
+fn table<'r>(group: Option<&'r GroupRt>, conn: &ConnInfo) -> Option<(&'r GroupRt, &'r RouteTable)> {
+    let group = group?;
     let l = group.listeners.get(&conn.listener)?;
     let t = match &l.kind {
         ListenerKind::Http(t) => t,
@@ -342,11 +351,14 @@ fn table<'r>(rt: &'r Runtime, conn: &ConnInfo) -> Option<(&'r GroupRt, &'r Route
     Some((group, t))
 }
 
+/// `group`: the connection's group in `rt`; `grpc`: the request's `Content-Type` says gRPC.
 async fn proxy(
     mut req: Request<Body>,
     conn: &ConnInfo,
     rt: &Runtime,
+    group: Option<&GroupRt>,
     rec: &mut Record,
+    grpc: bool,
 ) -> Result<Response<Body>, ProxyError> {
     if req.method() == Method::CONNECT {
         // Boxed, as the websocket path below: rare, and large futures inline would make every
@@ -367,7 +379,7 @@ async fn proxy(
         return Err(ProxyError::BadRequest("missing Host header"));
     };
     rec.authority = Some(host.clone());
-    let Some((group, table)) = table(rt, conn) else {
+    let Some((group, table)) = table(group, conn) else {
         return Err(ProxyError::NoRoute);
     };
     // A shared handle on the request's bytes, not a copy: forwarded as is unless rewritten.
@@ -399,10 +411,11 @@ async fn proxy(
     let rb = &route.body;
     rec.tenant = Some(rb.tenant.clone());
     rec.route = Some(route.name.clone());
-    if !conn.tls && !conn.tenant.admit(rt.tenant(&rb.tenant)) {
+    let tenant = rt.tenant(&rb.tenant);
+    if !conn.tls && !conn.tenant.admit(tenant) {
         return Err(ProxyError::TenantConnections);
     }
-    if let Some(t) = rt.tenant(&rb.tenant)
+    if let Some(t) = tenant
         && !t.admit_request()
     {
         return Err(ProxyError::RateLimited);
@@ -484,9 +497,14 @@ async fn proxy(
     if let Some(a) = headers::apply(&mut h, &wc.headers.request) {
         up_authority = a;
     }
-    let grpc = h
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // Looked up again only if a header operation may have changed it.
+    let grpc = if changes_headers(&rb.rule.headers.request) || changes_headers(&wc.headers.request)
+    {
+        h.get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    } else {
+        grpc
+    };
     let lb = cluster.config.policy.load_balancer.as_ref();
     let sticky = generated_cookie(lb, &h);
     let hash = match &sticky {
@@ -568,6 +586,10 @@ async fn proxy(
         );
     }
     Ok(resp)
+}
+
+fn changes_headers(op: &tenants::model::HeaderOp) -> bool {
+    !(op.set.is_empty() && op.add.is_empty() && op.remove.is_empty())
 }
 
 /// A count of milliseconds as a header value. Values under 256 (nearly every upstream service

@@ -79,8 +79,10 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
         _ => Version::HTTP_10,
     };
     let mut names = Vec::with_capacity(parsed.headers.len());
+    let mut facts = Facts::default();
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Refused::Bad)?;
+        facts.note(&name, h.value)?;
         names.push((name, at(h.value)));
     }
     let head = buf.split_to(len).freeze();
@@ -98,45 +100,78 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
     *req.uri_mut() = uri;
     *req.version_mut() = version;
     *req.headers_mut() = headers;
-    let mut h = decide(req, version)?;
+    let mut h = decide(req, version, &facts)?;
     if h.hand_over {
         h.raw = Some(head);
     }
     Ok(Some(h))
 }
 
-/// Body framing, persistence and hand-over from the parsed headers.
-fn decide(req: Request<()>, version: Version) -> Result<Head, Refused> {
-    let h = req.headers();
-    let mut length = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
-        // Repeated identical values are one length (RFC 9110 §8.6); anything else is refused.
-        match content_length(v.as_bytes()) {
-            Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-            _ => return Err(Refused::Bad),
+/// What framing, persistence and hand-over depend on, noted line by line as the names are
+/// parsed: comparing a parsed name with a standard one is an integer compare, where looking
+/// each up in the finished map afterwards hashes it (five lookups per request).
+#[derive(Debug, Default)]
+struct Facts {
+    /// The `Content-Length`, when every such line agrees.
+    length: Option<u64>,
+    /// Whether the last `Transfer-Encoding` line ends in `chunked` (`None`: no such line).
+    chunked: Option<bool>,
+    /// `Connection` lists `close`.
+    close: bool,
+    /// `Connection` lists `keep-alive`.
+    keep_alive: bool,
+    /// An `Upgrade` line.
+    upgrade: bool,
+    /// Whether the first `Expect` line is `100-continue`.
+    expect_continue: Option<bool>,
+}
+
+impl Facts {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), Refused> {
+        if *name == header::CONTENT_LENGTH {
+            // Repeated identical values are one length (RFC 9110 §8.6); anything else is
+            // refused.
+            match content_length(value) {
+                Some(n) if self.length.is_none_or(|l| l == n) => self.length = Some(n),
+                _ => return Err(Refused::Bad),
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            // As hyper: only the last coding of the last line counts.
+            self.chunked = Some(last_is_chunked(value));
+        } else if *name == header::CONNECTION {
+            for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if *name == header::UPGRADE {
+            self.upgrade = true;
+        } else if *name == header::EXPECT && self.expect_continue.is_none() {
+            self.expect_continue = Some(value.eq_ignore_ascii_case(b"100-continue"));
         }
+        Ok(())
     }
-    let te = h.get_all(header::TRANSFER_ENCODING).iter().next_back();
-    let ambiguous = te.is_some() && length.is_some();
-    let framing = match te {
-        // As hyper: only the last coding of the last line counts, and it must be chunked;
-        // HTTP/1.0 has no transfer codings.
-        Some(v) if version == Version::HTTP_11 && last_is_chunked(v.as_bytes()) => Framing::Chunked,
+}
+
+/// Body framing, persistence and hand-over from what the header lines said.
+fn decide(req: Request<()>, version: Version, facts: &Facts) -> Result<Head, Refused> {
+    let ambiguous = facts.chunked.is_some() && facts.length.is_some();
+    let framing = match facts.chunked {
+        // It must be chunked; HTTP/1.0 has no transfer codings.
+        Some(true) if version == Version::HTTP_11 => Framing::Chunked,
         Some(_) => return Err(Refused::Bad),
-        None => match length {
+        None => match facts.length {
             Some(0) | None => Framing::None,
             Some(n) => Framing::Length(n),
         },
     };
     let keep_alive = match version {
-        Version::HTTP_11 => !has_token(h, b"close"),
-        _ => has_token(h, b"keep-alive"),
+        Version::HTTP_11 => !facts.close,
+        _ => facts.keep_alive,
     };
-    let hand_over = req.method() == Method::CONNECT || h.contains_key(header::UPGRADE);
+    let hand_over = req.method() == Method::CONNECT || facts.upgrade;
     let expects_continue = version == Version::HTTP_11
         && framing != Framing::None
-        && h.get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        && facts.expect_continue == Some(true);
     Ok(Head {
         req,
         framing,
@@ -145,15 +180,6 @@ fn decide(req: Request<()>, version: Version) -> Result<Head, Refused> {
         expects_continue,
         ambiguous,
         raw: None,
-    })
-}
-
-/// Whether a `Connection` header lists `token`.
-fn has_token(h: &HeaderMap, token: &[u8]) -> bool {
-    h.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
     })
 }
 

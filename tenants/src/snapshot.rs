@@ -177,7 +177,7 @@ pub struct VirtualHost {
     /// The domain (exact, `*.suffix` or `*`).
     pub domain: Host,
     /// The tenant that owns it.
-    pub tenant: Arc<str>,
+    pub tenant: String,
     /// Answer every request with a 301 to https (`httpsRedirect`).
     pub require_tls: bool,
     /// Routes in match order.
@@ -188,7 +188,7 @@ pub struct VirtualHost {
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
     /// The rule's name, or `<vs-name>.<rule-index>`; with a match name appended.
-    pub name: Arc<str>,
+    pub name: String,
     /// `namespace/name` of the VirtualService.
     pub virtual_service: String,
     /// The conditions; `None` matches everything.
@@ -202,7 +202,7 @@ pub struct Route {
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteBody {
     /// The tenant the rule belongs to.
-    pub tenant: Arc<str>,
+    pub tenant: String,
     /// Forward, redirect or answer, with clusters resolved.
     pub action: RouteAction,
     /// Retries (the mesh default when the rule sets none).
@@ -235,7 +235,7 @@ pub enum RouteAction {
 #[derive(Debug, Clone, Serialize)]
 pub struct WeightedCluster {
     /// The cluster name.
-    pub cluster: Arc<str>,
+    pub cluster: String,
     /// Relative weight.
     pub weight: u32,
     /// Per-destination header operations.

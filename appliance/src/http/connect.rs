@@ -58,8 +58,8 @@ pub async fn handle(
             "CONNECT target is not a registered ServiceEntry host",
         ));
     };
-    rec.tenant = Some(std::sync::Arc::from(t.tenant.as_str()));
-    rec.cluster = Some(std::sync::Arc::from(t.cluster.as_str()));
+    rec.tenant = Some(t.tenant.clone());
+    rec.cluster = Some(t.cluster.clone());
     let Some(cluster) = group.clusters.get(&t.cluster).cloned() else {
         return Err(ProxyError::NoHealthyUpstream);
     };
@@ -86,7 +86,7 @@ pub async fn handle(
         conn.listener,
         None,
     );
-    let name: std::sync::Arc<str> = std::sync::Arc::from(t.cluster.as_str());
+    let name = t.cluster.clone();
     tokio::spawn(async move {
         let _permit = permit;
         match on.await {

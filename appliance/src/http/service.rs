@@ -79,12 +79,12 @@ pub struct Record {
     pub flags: Flags,
     /// Request id.
     pub request_id: Option<HeaderValue>,
-    /// Tenant (shared with the snapshot, as are route and cluster: no copy per request).
-    pub tenant: Option<Arc<str>>,
+    /// Tenant.
+    pub tenant: Option<String>,
     /// Route name.
-    pub route: Option<Arc<str>>,
+    pub route: Option<String>,
     /// Upstream cluster.
-    pub cluster: Option<Arc<str>>,
+    pub cluster: Option<String>,
     /// Upstream endpoint.
     pub upstream: Option<SocketAddr>,
     /// Upstream service time.
@@ -287,7 +287,7 @@ impl Record {
             local: Some(conn.listener),
             peer: Some(conn.peer),
             route: self.route,
-            tenant: self.tenant.unwrap_or_else(|| Arc::from(PLATFORM_NAMESPACE)),
+            tenant: Arc::from(self.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE)),
             group: conn.group.clone(),
             grpc,
             ..Entry::default()
@@ -470,7 +470,7 @@ async fn proxy(
         return Err(ProxyError::NoHealthyUpstream);
     };
     rec.cluster = Some(wc.cluster.clone());
-    let Some(cluster) = group.clusters.get(&*wc.cluster) else {
+    let Some(cluster) = group.clusters.get(&wc.cluster) else {
         return Err(ProxyError::NoHealthyUpstream);
     };
 

@@ -24,7 +24,7 @@ use crate::upstream::{ClusterRt, Outcome};
 #[derive(Debug, Default)]
 pub struct TcpReport {
     /// The cluster chosen.
-    pub cluster: Option<Arc<str>>,
+    pub cluster: Option<String>,
     /// The endpoint connected to.
     pub upstream: Option<SocketAddr>,
     /// Bytes from the client to the upstream (including the replayed ClientHello).
@@ -36,12 +36,12 @@ pub struct TcpReport {
 }
 
 /// Picks the weighted cluster of `tcp` and returns its runtime.
-pub fn choose<'g>(tcp: &TcpProxy, group: &'g GroupRt) -> Option<(&'g Arc<ClusterRt>, Arc<str>)> {
+pub fn choose<'g>(tcp: &TcpProxy, group: &'g GroupRt) -> Option<(&'g Arc<ClusterRt>, String)> {
     let r = rand::rng().random_range(0..u64::MAX);
     let wc = tenants::find::pick(&tcp.clusters, r)?;
     group
         .clusters
-        .get(&*wc.cluster)
+        .get(&wc.cluster)
         .map(|c| (c, wc.cluster.clone()))
 }
 

@@ -55,7 +55,7 @@ impl Session {
     }
 
     /// Proxies `down` to `cluster` (named `name`) and records the session.
-    pub async fn run<D>(self, down: D, prefix: Bytes, cluster: &ClusterRt, name: Arc<str>)
+    pub async fn run<D>(self, down: D, prefix: Bytes, cluster: &ClusterRt, name: String)
     where
         D: AsyncRead + AsyncWrite + Unpin,
     {
@@ -77,7 +77,7 @@ impl Session {
         down: D,
         up: proxy::Upstream,
         cluster: &ClusterRt,
-        name: Arc<str>,
+        name: String,
         mut report: TcpReport,
     ) where
         D: AsyncRead + AsyncWrite + Unpin,

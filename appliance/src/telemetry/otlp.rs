@@ -153,10 +153,10 @@ pub fn log_record(e: &Entry, body: String) -> LogRecord {
         a.push(i("upstream.port", i64::from(u.port())));
     }
     if let Some(c) = &e.cluster {
-        a.push(s("gatehouse.upstream_cluster", &**c));
+        a.push(s("gatehouse.upstream_cluster", c.clone()));
     }
     if let Some(r) = &e.route {
-        a.push(s("gatehouse.route", &**r));
+        a.push(s("gatehouse.route", r.clone()));
     }
     if let Some(p) = e.peer {
         a.push(s("client.address", p.ip().to_string()));

@@ -404,9 +404,7 @@ fn passthrough(
                         .route
                         .iter()
                         .map(|d| WeightedCluster {
-                            cluster: clusters
-                                .resolve(cx.world, &ns, &d.destination, srv.port)
-                                .into(),
+                            cluster: clusters.resolve(cx.world, &ns, &d.destination, srv.port),
                             weight: d.weight,
                             headers: Default::default(),
                         })
@@ -495,7 +493,7 @@ fn auto_passthrough(
                 name: cluster.clone(),
                 tenant: ns.clone(),
                 clusters: vec![WeightedCluster {
-                    cluster: cluster.into(),
+                    cluster,
                     weight: 100,
                     headers: Default::default(),
                 }],

@@ -274,7 +274,7 @@ pub(crate) fn table(
                 VirtualHost {
                     name: format!("{}:{port}", v.domain),
                     domain: v.domain,
-                    tenant: v.claimant.namespace.into(),
+                    tenant: v.claimant.namespace,
                     require_tls: v.require_tls,
                     routes: v.routes,
                 }
@@ -315,7 +315,7 @@ fn vs_routes(
                 continue;
             }
             out.push(Route {
-                name: base.into(),
+                name: base,
                 virtual_service: vs_name.clone(),
                 matcher: None,
                 body: get_body(cx, clusters),
@@ -330,8 +330,7 @@ fn vs_routes(
                     name: m
                         .name
                         .as_ref()
-                        .map_or_else(|| base.clone(), |n| format!("{base}.{n}"))
-                        .into(),
+                        .map_or_else(|| base.clone(), |n| format!("{base}.{n}")),
                     virtual_service: vs_name.clone(),
                     matcher: Some(m.clone()),
                     body: get_body(cx, clusters),
@@ -361,7 +360,7 @@ fn route_body(
         HttpAction::Route(ds) => RouteAction::Forward(
             ds.iter()
                 .map(|d| WeightedCluster {
-                    cluster: clusters.resolve(cx.world, ns, &d.destination, port).into(),
+                    cluster: clusters.resolve(cx.world, ns, &d.destination, port),
                     weight: d.weight,
                     headers: d.headers.clone(),
                 })
@@ -374,7 +373,7 @@ fn route_body(
         },
     };
     RouteBody {
-        tenant: ns.into(),
+        tenant: ns.to_string(),
         action,
         retries: rule
             .retries
@@ -423,9 +422,7 @@ pub(crate) fn tcp_proxy(
             .route
             .iter()
             .map(|d| WeightedCluster {
-                cluster: clusters
-                    .resolve(cx.world, ns, &d.destination, srv.port)
-                    .into(),
+                cluster: clusters.resolve(cx.world, ns, &d.destination, srv.port),
                 weight: d.weight,
                 headers: Default::default(),
             })
@@ -433,7 +430,7 @@ pub(crate) fn tcp_proxy(
         return Some((
             TcpProxy {
                 name: format!("{ns}/{}.tcp.{}", vs.meta.name, rule.index),
-                tenant: ns.into(),
+                tenant: ns.to_string(),
                 clusters: clusters_list,
             },
             Claimant {

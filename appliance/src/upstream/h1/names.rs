@@ -14,6 +14,11 @@
 
 use http::header::{HeaderMap, HeaderValue};
 
+/// Heads with more name bytes or lines than this are not kept: a pooled connection's memory
+/// stays small whatever an upstream sends (a head may be 60 KiB).
+const MAX_RAW: usize = 2048;
+const MAX_LINES: usize = 64;
+
 /// What a header line is, for the replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Line {
@@ -74,6 +79,10 @@ impl Names {
 
     /// Starts recording a head read on the general path.
     pub(super) fn clear(&mut self) {
+        if self.raw.capacity() > MAX_RAW || self.lines.capacity() > MAX_LINES {
+            *self = Self::default();
+            return;
+        }
         self.raw.clear();
         self.lines.clear();
         self.map = None;
@@ -89,6 +98,10 @@ impl Names {
     /// touched it). With `repeated`, the names are the same as the head's before, so the map
     /// is kept to replay.
     pub(super) fn finish(&mut self, map: &HeaderMap, repeated: bool) {
+        if self.raw.len() > MAX_RAW || self.lines.len() > MAX_LINES {
+            *self = Self::default();
+            return;
+        }
         if map.len() != map.keys_len() {
             // A repeated name: the replay fills values in map order, which is not line order.
             self.clear();

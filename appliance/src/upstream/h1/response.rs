@@ -451,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn heads_with_repeated_names_or_transfer_codings_are_never_replayed() {
+    fn heads_with_repeated_names_transfer_codings_or_too_many_names_are_never_replayed() {
         let mut names = Names::default();
         let cookies =
             "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nContent-Length: 0\r\nSet-Cookie: b=2\r\n\r\n";
@@ -460,6 +460,16 @@ mod tests {
             let c: Vec<_> = h.resp.headers().get_all("set-cookie").iter().collect();
             assert_eq!(c, ["a=1", "b=2"]);
             assert!(!names.ready());
+        }
+        let mut big = String::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
+        for i in 0..70 {
+            big.push_str(&format!("x-a-rather-long-header-name-{i:03}: v\r\n"));
+        }
+        big.push_str("\r\n");
+        for _ in 0..3 {
+            let h = on(&mut names, &big, false);
+            assert_eq!(h.resp.headers().len(), 71);
+            assert!(!names.ready(), "too many name bytes to keep");
         }
         let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n";
         for _ in 0..3 {

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod guard;
 pub(crate) mod h1;
 pub mod headers;
+pub(crate) mod layout;
 pub mod mirror;
 pub mod observe;
 pub mod rewrite;

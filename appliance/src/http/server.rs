@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::body::Body;
 use super::guard::Guard;
 use super::h1::{self, Ctl};
+use super::layout::pinned;
 use super::service::{ConnInfo, handle};
 use crate::gated::Gated;
 use crate::idle::{Activity, Idle};
@@ -247,7 +248,7 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
 
     fn call(&self, req: Request<Incoming>) -> Served {
         let (info, ctl) = (self.info.clone(), self.ctl.clone());
-        Box::pin(async move {
+        pinned(|| async move {
             let mut resp = handle(req, info).await?;
             if ctl.closing.load(Ordering::Relaxed)
                 && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS

@@ -22,6 +22,7 @@ use super::body::{self, Body, BoxError};
 use super::errors::{Flag, Flags, ProxyError, local};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
+use super::layout::Aligned;
 use super::observe::{Counted, Finish, Meter, Observed};
 use super::{cors, early, fault, headers, mirror, rewrite, websocket};
 use crate::quota::ConnTenant;
@@ -165,7 +166,7 @@ where
                 Some(m) => body::boxed(Counted::new(b, m.clone())),
                 None => body::empty(),
             });
-            match proxy(req, &conn, &rt, group, rec, grpc).await {
+            match proxy(req, &conn, &rt, group, rec, Aligned(grpc)).await {
                 Ok(r) => r,
                 Err(e) => {
                     let (status, flag, text) = e.parts();
@@ -358,7 +359,7 @@ async fn proxy(
     rt: &Runtime,
     group: Option<&GroupRt>,
     rec: &mut Record,
-    grpc: bool,
+    Aligned(grpc): Aligned<bool>,
 ) -> Result<Response<Body>, ProxyError> {
     if req.method() == Method::CONNECT {
         // Boxed, as the websocket path below: rare, and large futures inline would make every

@@ -35,6 +35,7 @@ use encode::Asked;
 use head::{Framing, Head, Refused};
 pub(crate) use head::{content_length, last_is_chunked};
 
+use super::layout::{Aligned, pinned};
 use super::service::{ConnInfo, handle};
 use crate::io::Prefixed;
 
@@ -240,7 +241,10 @@ where
         }
         (_, None) => return (Box::pin(std::future::ready(false)), None),
     };
-    (Box::pin(exchange(req, info, wr, asked, ctl, side)), back)
+    (
+        pinned(|| exchange(req, info, wr, Aligned(asked), ctl, side)),
+        back,
+    )
 }
 
 /// What the exchange minds besides the service.
@@ -267,7 +271,7 @@ async fn exchange<R, W>(
     req: Request<RequestBody<R>>,
     info: &Arc<ConnInfo>,
     wr: &mut W,
-    asked: Asked,
+    Aligned(asked): Aligned<Asked>,
     ctl: &Ctl,
     side: Side<'_, R>,
 ) -> bool
@@ -277,35 +281,39 @@ where
 {
     // Pinned where it is: the service future is large, and moving it into a match arm to
     // await it there copied it per request (10 k instructions of memcpy, `bench/instructions.sh`).
-    let served = handle(req, info.clone());
-    tokio::pin!(served);
-    let resp = match side {
-        Side::Nothing => served.await,
-        Side::Continue(want) => {
-            tokio::select! {
-                biased;
-                r = &mut served => r,
-                Ok(()) = want => {
-                    if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
-                        || wr.flush().await.is_err()
-                    {
-                        return false;
+    let resp = {
+        let served = handle(req, info.clone());
+        tokio::pin!(served);
+        // Scoped: the service future's storage ends here, so the response write below
+        // reuses it instead of adding its own state on top.
+        match side {
+            Side::Nothing => served.await,
+            Side::Continue(want) => {
+                tokio::select! {
+                    biased;
+                    r = &mut served => r,
+                    Ok(()) = want => {
+                        if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+                            || wr.flush().await.is_err()
+                        {
+                            return false;
+                        }
+                        served.await
                     }
-                    served.await
                 }
             }
+            Side::Watch(w) => tokio::select! {
+                biased;
+                r = &mut served => r,
+                () = gone(w) => {
+                    // As hyper (without half-close) and Envoy: a client that closes its side has
+                    // abandoned the request, and dropping the service future cancels the upstream
+                    // request instead of letting it run to an answer nobody reads.
+                    tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
+                    return false;
+                }
+            },
         }
-        Side::Watch(w) => tokio::select! {
-            biased;
-            r = &mut served => r,
-            () = gone(w) => {
-                // As hyper (without half-close) and Envoy: a client that closes its side has
-                // abandoned the request, and dropping the service future cancels the upstream
-                // request instead of letting it run to an answer nobody reads.
-                tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
-                return false;
-            }
-        },
     };
     let resp = match resp {
         Ok(r) => r,

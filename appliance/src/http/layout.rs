@@ -35,8 +35,8 @@ mod tests {
 
     #[test]
     fn a_one_byte_argument_is_aligned_as_a_pointer() {
-        assert_eq!(std::mem::align_of::<Aligned<bool>>(), 8);
-        assert_eq!(std::mem::size_of::<Aligned<bool>>(), 8);
+        assert_eq!(align_of::<Aligned<bool>>(), 8);
+        assert_eq!(size_of::<Aligned<bool>>(), 8);
     }
 
     #[tokio::test]

@@ -17,11 +17,9 @@ A=$(realpath "$1") B=$(realpath "$2") ROUNDS=${3:-3}
 cd "$HERE/.."
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
-for tool in wrk nginx curl python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk nginx-light curl python3)" >&2; exit 1; }
-done
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+bench_need wrk=wrk nginx=nginx-light curl=curl python3=python3
 bench_init ab
 W=$WORK
 start_backend "$BACKEND"

@@ -16,12 +16,10 @@ cd "$HERE/.."
 N=${2:-3000}
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
-for tool in h2load nginx curl python3; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install nghttp2-client nginx-light curl python3)" >&2; exit 1; }
-done
 [ -x "$BIN" ] || cargo build --release -p appliance
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+bench_need h2load=nghttp2-client nginx=nginx-light curl=curl python3=python3
 bench_init idle
 W=$WORK
 [ "$(ulimit -n)" -ge $((N * 2 + 100)) ] || { echo "ulimit -n is $(ulimit -n); needs $((N * 2 + 100))" >&2; exit 1; }

@@ -18,12 +18,10 @@ cd "$HERE/.."
 N=${2:-20000}
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
-for tool in valgrind callgrind_control h2load nginx curl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install valgrind nghttp2-client nginx-light curl)" >&2; exit 1; }
-done
 [ -x "$BIN" ] || cargo build --release -p appliance
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+bench_need valgrind=valgrind callgrind_control=valgrind h2load=nghttp2-client nginx=nginx-light curl=curl
 bench_init instructions
 W=$WORK
 start_backend "$BACKEND"

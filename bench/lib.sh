@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/l4-logs.sh, bench/noisy.sh, bench/instructions.sh and bench/idle.sh (sourced,
+# Shared by bench/l4-logs.sh, bench/noisy.sh, bench/instructions.sh, bench/ab.sh and bench/idle.sh (sourced,
 # not run):
 # the work folder and its cleanup, the nginx backend every proxy sits in front of, and the
 # IstioOperator of a one-group gatehouse on 127.0.0.1.
@@ -25,6 +25,19 @@ bench_cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+
+# bench_need TOOL=PACKAGE...: installs the Debian packages of the tools that are missing (from
+# PATH and /usr/sbin), as bench/run.sh does; RUNLEVEL=1 keeps their services from starting.
+bench_need() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null || [ -x "/usr/sbin/${pair%%=*}" ] || missing+=("${pair#*=}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq
+  RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
 log() { printf '[%s %s] %s\n' "$BENCH_NAME" "$(date +%T)" "$*" >&2; }

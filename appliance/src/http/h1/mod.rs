@@ -281,39 +281,35 @@ where
 {
     // Pinned where it is: the service future is large, and moving it into a match arm to
     // await it there copied it per request (10 k instructions of memcpy, `bench/instructions.sh`).
-    let resp = {
-        let served = handle(req, info.clone());
-        tokio::pin!(served);
-        // Scoped: the service future's storage ends here, so the response write below
-        // reuses it instead of adding its own state on top.
-        match side {
-            Side::Nothing => served.await,
-            Side::Continue(want) => {
-                tokio::select! {
-                    biased;
-                    r = &mut served => r,
-                    Ok(()) = want => {
-                        if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
-                            || wr.flush().await.is_err()
-                        {
-                            return false;
-                        }
-                        served.await
-                    }
-                }
-            }
-            Side::Watch(w) => tokio::select! {
+    let served = handle(req, info.clone());
+    tokio::pin!(served);
+    let resp = match side {
+        Side::Nothing => served.await,
+        Side::Continue(want) => {
+            tokio::select! {
                 biased;
                 r = &mut served => r,
-                () = gone(w) => {
-                    // As hyper (without half-close) and Envoy: a client that closes its side has
-                    // abandoned the request, and dropping the service future cancels the upstream
-                    // request instead of letting it run to an answer nobody reads.
-                    tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
-                    return false;
+                Ok(()) = want => {
+                    if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+                        || wr.flush().await.is_err()
+                    {
+                        return false;
+                    }
+                    served.await
                 }
-            },
+            }
         }
+        Side::Watch(w) => tokio::select! {
+            biased;
+            r = &mut served => r,
+            () = gone(w) => {
+                // As hyper (without half-close) and Envoy: a client that closes its side has
+                // abandoned the request, and dropping the service future cancels the upstream
+                // request instead of letting it run to an answer nobody reads.
+                tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
+                return false;
+            }
+        },
     };
     let resp = match resp {
         Ok(r) => r,

@@ -12,9 +12,10 @@
 //! stretches the first state to almost the whole future (the exchange's `Asked` sat at byte
 //! 5,400). Wrapped in `Aligned`, it sits with the other arguments at the front.
 //!
-//! Measured with `gdb` (a breakpoint on `memcpy` for sizes over 300 bytes) and
+//! Measured with `gdb` (a breakpoint on `memcpy` for sizes over 100 bytes) and
 //! `bench/instructions.sh`: the exchange's copy went from 6,464 bytes to 336, and the
-//! instructions per request from 28,738 to 28,193.
+//! instructions per request from 28,738 to 28,242 (BENCHMARKS.md, stop 19). Either change
+//! alone left the copy at 5,403 or 6,464 bytes.
 
 use std::pin::Pin;
 

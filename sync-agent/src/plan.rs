@@ -16,7 +16,7 @@ pub type Inventory = BTreeMap<String, BTreeMap<String, String>>;
 fn table(inv: &mut Inventory, group: &str, addr: &str, t: &RouteTable) {
     for vh in &t.vhosts {
         for r in &vh.routes {
-            inv.entry(vh.tenant.clone()).or_default().insert(
+            inv.entry(vh.tenant.to_string()).or_default().insert(
                 format!("{group} {addr} http {} {}", vh.name, r.name),
                 serde_json::to_string(r).unwrap_or_default(),
             );

@@ -177,7 +177,7 @@ pub struct VirtualHost {
     /// The domain (exact, `*.suffix` or `*`).
     pub domain: Host,
     /// The tenant that owns it.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Answer every request with a 301 to https (`httpsRedirect`).
     pub require_tls: bool,
     /// Routes in match order.
@@ -187,8 +187,9 @@ pub struct VirtualHost {
 /// One route: a single match block and a shared rule body.
 #[derive(Debug, Clone, Serialize)]
 pub struct Route {
-    /// The rule's name, or `<vs-name>.<rule-index>`; with a match name appended.
-    pub name: String,
+    /// The rule's name, or `<vs-name>.<rule-index>`; with a match name appended. Shared: every
+    /// request's record holds it.
+    pub name: Arc<str>,
     /// `namespace/name` of the VirtualService.
     pub virtual_service: String,
     /// The conditions; `None` matches everything.
@@ -202,7 +203,7 @@ pub struct Route {
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteBody {
     /// The tenant the rule belongs to.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Forward, redirect or answer, with clusters resolved.
     pub action: RouteAction,
     /// Retries (the mesh default when the rule sets none).
@@ -235,7 +236,7 @@ pub enum RouteAction {
 #[derive(Debug, Clone, Serialize)]
 pub struct WeightedCluster {
     /// The cluster name.
-    pub cluster: String,
+    pub cluster: Arc<str>,
     /// Relative weight.
     pub weight: u32,
     /// Per-destination header operations.

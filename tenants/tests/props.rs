@@ -468,10 +468,10 @@ proptest! {
         prop_assert_eq!(vh.domain.as_str(), "web.example.com");
         let by_name: HashMap<&str, &Expected> =
             generated.iter().map(|e| (e.name.as_str(), e)).collect();
-        let names: Vec<&str> = vh.routes.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = vh.routes.iter().map(|r| &*r.name).collect();
         let mut routes = Vec::new();
         for r in &vh.routes {
-            let e = by_name.get(r.name.as_str()).copied();
+            let e = by_name.get(&*r.name).copied();
             prop_assert!(e.is_some(), "unexpected route {} in {:?}", r.name, names);
             let e = e.expect("checked");
             // The model's notion of a catch-all is Istio's (IsCatchAllRoute).
@@ -504,7 +504,7 @@ proptest! {
             match find(&table, &request(p, &headers)) {
                 Decision::Route(v, r) => {
                     prop_assert_eq!(v.domain.as_str(), "web.example.com");
-                    prop_assert_eq!(&r.name, &want.name, "path {}", p);
+                    prop_assert_eq!(&*r.name, want.name.as_str(), "path {}", p);
                 }
                 other => prop_assert!(false, "path {}: {:?}", p, other),
             }

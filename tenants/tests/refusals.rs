@@ -217,7 +217,7 @@ fn http_cluster(out: &Output, authority: &str) -> String {
     };
     match tenants::find::find_on(l, None, &req) {
         Some(Decision::Route(_, r)) => match &r.body.action {
-            RouteAction::Forward(cs) if cs.len() == 1 => cs[0].cluster.clone(),
+            RouteAction::Forward(cs) if cs.len() == 1 => cs[0].cluster.to_string(),
             other => format!("{other:?}"),
         },
         Some(Decision::NotFound(None)) => "404 no vhost".into(),
@@ -232,7 +232,7 @@ fn tcp_cluster(out: &Output, addr: &str) -> String {
         Some(ListenerKind::Tcp(p)) => p
             .clusters
             .iter()
-            .map(|c| c.cluster.as_str())
+            .map(|c| &*c.cluster)
             .collect::<Vec<_>>()
             .join(","),
         Some(_) => "not TCP".into(),

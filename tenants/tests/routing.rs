@@ -370,7 +370,9 @@ fn listener<'s>(snap: &'s Snapshot, addr: &str) -> Option<&'s Arc<Listener>> {
 }
 
 fn weighted(cs: &[WeightedCluster]) -> Vec<(String, u32)> {
-    cs.iter().map(|c| (c.cluster.clone(), c.weight)).collect()
+    cs.iter()
+        .map(|c| (c.cluster.to_string(), c.weight))
+        .collect()
 }
 
 fn owned(v: &[(&str, u32)]) -> Vec<(String, u32)> {
@@ -479,14 +481,14 @@ fn run(c: &Case) -> Result<(), String> {
     let ok = match &c.want {
         Cluster(want) => forward.is_some_and(|cs| weighted(cs) == owned(&[(want, 100)])),
         ClusterSplit(want) => forward.is_some_and(|cs| weighted(cs) == owned(want)),
-        Route(want) => matches!(d, Decision::Route(_, r) if r.name == *want),
+        Route(want) => matches!(d, Decision::Route(_, r) if &*r.name == *want),
         Status(want) => d.local_status() == Some(*want),
         NoVhost => matches!(d, Decision::NotFound(None)) && d.local_status() == Some(404),
         NoRoute => matches!(d, Decision::NotFound(Some(_))) && d.local_status() == Some(404),
         HttpsRedirect => matches!(d, Decision::HttpsRedirect(_)) && d.local_status() == Some(301),
         Picks(want) => forward.is_some_and(|cs| {
             want.iter()
-                .all(|(r, name)| find::pick(cs, *r).is_some_and(|p| p.cluster == *name))
+                .all(|(r, name)| find::pick(cs, *r).is_some_and(|p| &*p.cluster == *name))
         }),
         Passthrough(_) | Tcp(_) | NoChain | NoListener => false,
     };
@@ -1406,17 +1408,14 @@ fn pick_boundaries() {
     };
     let three = [wc("x", 1), wc("y", 2), wc("z", 3)];
     let picks: Vec<&str> = (0..7)
-        .map(|r| find::pick(&three, r).map_or("-", |c| c.cluster.as_str()))
+        .map(|r| find::pick(&three, r).map_or("-", |c| &*c.cluster))
         .collect();
     assert_eq!(picks, ["x", "y", "y", "z", "z", "z", "x"]);
     // No overflow at the top of the range: u64::MAX % 6 == 3.
-    assert_eq!(
-        find::pick(&three, u64::MAX).map(|c| c.cluster.as_str()),
-        Some("z")
-    );
+    assert_eq!(find::pick(&three, u64::MAX).map(|c| &*c.cluster), Some("z"));
     // All weights 0: the first; nothing: nothing.
     let zero = [wc("x", 0), wc("y", 0)];
-    assert_eq!(find::pick(&zero, 5).map(|c| c.cluster.as_str()), Some("x"));
+    assert_eq!(find::pick(&zero, 5).map(|c| &*c.cluster), Some("x"));
     assert!(find::pick(&[], 0).is_none());
 }
 

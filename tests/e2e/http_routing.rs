@@ -222,7 +222,7 @@ fn rewrite_redirect_and_header_operations() {
         remove: [x-remove-me]
       response:
         set: {x-resp: gatehouse}
-        remove: [x-backend-secret]
+        remove: [x-backend-secret, x-envoy-upstream-service-time]
     route:
     - destination: {host: default.team-a.internal}
       headers:
@@ -247,6 +247,16 @@ fn rewrite_redirect_and_header_operations() {
     assert_eq!(j["headers"]["x-dest"], "v");
     assert!(j["headers"].get("x-remove-me").is_none());
     assert_eq!(r.header("x-resp"), Some("gatehouse"));
+    // Set before the route's response operations, as Envoy's router sets it: removable.
+    assert_eq!(r.header("x-envoy-upstream-service-time"), None);
+    let r = Curl::new(&fx.url("web.example.com", "/other")).run();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("x-envoy-upstream-service-time")
+            .is_some_and(|v| v.parse::<u64>().is_ok()),
+        "other routes keep it: {:?}",
+        r.header("x-envoy-upstream-service-time")
+    );
     let r = Curl::new(&fx.url("web.example.com", "/moved/x")).run();
     assert_eq!(r.status, 308);
     assert_eq!(

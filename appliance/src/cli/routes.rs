@@ -196,7 +196,7 @@ fn clusters(cs: &[WeightedCluster]) -> String {
     cs.iter()
         .map(|c| {
             if cs.len() == 1 || total == 0 {
-                c.cluster.clone()
+                c.cluster.to_string()
             } else {
                 format!("{}% {}", u64::from(c.weight) * 100 / total, c.cluster)
             }

@@ -58,8 +58,8 @@ pub async fn handle(
             "CONNECT target is not a registered ServiceEntry host",
         ));
     };
-    rec.tenant = Some(t.tenant.clone());
-    rec.cluster = Some(t.cluster.clone());
+    rec.tenant = Some(t.tenant.as_str().into());
+    rec.cluster = Some(t.cluster.as_str().into());
     let Some(cluster) = group.clusters.get(&t.cluster).cloned() else {
         return Err(ProxyError::NoHealthyUpstream);
     };

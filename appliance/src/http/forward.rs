@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::body::{self, Body};
 use super::errors::{Flag, Flags, ProxyError};
+use super::headers;
 use crate::upstream::endpoint::Active;
 use crate::upstream::h1::{self, Again};
 use crate::upstream::pool::{self, PoolError};
@@ -398,7 +399,7 @@ pub async fn send(
             None => step.await,
         };
         match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 rt.record(&ep, outcome(status));
                 let retriable = retriable_status(policy, status, resp.headers(), head.grpc);
@@ -408,7 +409,12 @@ pub async fn send(
                 if retriable && n > 0 {
                     flags.add(Flag::RetryLimitExceeded);
                 }
-                report.service_time = Some(started.elapsed());
+                let took = started.elapsed();
+                report.service_time = Some(took);
+                resp.headers_mut().insert(
+                    headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
+                    headers::millis_value(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+                );
                 if retrying {
                     rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
                 }

@@ -2,6 +2,7 @@
 //! `x-forwarded-for`/`-proto` and `x-request-id`, and the VirtualService header operations.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
@@ -26,6 +27,11 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `x-request-id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Set on every response from an upstream: milliseconds from sending the request to its
+/// response head, as Envoy's router sets it (before the route's response header operations,
+/// which may remove it).
+pub const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
 
 /// Which of [`HOP`] `name` is. A `match` on the name's text compiles to a switch on its
 /// length and one comparison, where comparing against each `HeaderName` in turn costs eight.
@@ -167,6 +173,21 @@ pub fn request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
+/// A count of milliseconds as a header value. Values under 256 (nearly every upstream service
+/// time) are made once and shared: formatting one allocates twice, on every response.
+pub fn millis_value(ms: u64) -> HeaderValue {
+    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+        (0..256u64)
+            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+            .collect()
+    });
+    usize::try_from(ms)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(ms))
+}
+
 /// Applies set/add/remove. Returns an authority override (`set`/`add` of `:authority` or
 /// `host`), which the caller applies to the request target.
 pub fn apply(h: &mut HeaderMap, op: &HeaderOp) -> Option<String> {
@@ -210,6 +231,13 @@ fn unescape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_millisecond_values_read_as_formatted_ones() {
+        for ms in [0, 7, 99, 255, 256, 12_345, u64::MAX] {
+            assert_eq!(millis_value(ms), HeaderValue::from(ms), "{ms}");
+        }
+    }
 
     #[test]
     fn request_ids_are_uuid_v4() {

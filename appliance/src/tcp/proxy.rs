@@ -41,8 +41,8 @@ pub fn choose<'g>(tcp: &TcpProxy, group: &'g GroupRt) -> Option<(&'g Arc<Cluster
     let wc = tenants::find::pick(&tcp.clusters, r)?;
     group
         .clusters
-        .get(&wc.cluster)
-        .map(|c| (c, wc.cluster.clone()))
+        .get(&*wc.cluster)
+        .map(|c| (c, wc.cluster.to_string()))
 }
 
 /// Proxies `down` to the cluster: connects (from the egress source address when set),

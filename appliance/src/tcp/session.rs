@@ -104,7 +104,7 @@ impl Session {
             bytes_out: report.received,
             duration: started.elapsed(),
             upstream: report.upstream,
-            cluster: report.cluster,
+            cluster: report.cluster.map(Arc::from),
             local: Some(self.local),
             peer: Some(self.peer),
             sni: self.sni,

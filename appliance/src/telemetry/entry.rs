@@ -77,7 +77,7 @@ pub struct Entry {
     /// The upstream endpoint.
     pub upstream: Option<SocketAddr>,
     /// The upstream cluster.
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<str>>,
     /// The listener address.
     pub local: Option<SocketAddr>,
     /// The client address.
@@ -85,7 +85,7 @@ pub struct Entry {
     /// SNI.
     pub sni: Option<String>,
     /// Route name.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// Tenant.
     pub tenant: Arc<str>,
     /// Gateway group.
@@ -190,8 +190,8 @@ impl Attributes for Entry {
             ["connection", "requested_server_name"] => Value::Str(self.sni.clone()?),
             ["upstream", "address"] => Value::Str(self.upstream?.to_string()),
             ["source", "address"] => Value::Str(self.peer?.ip().to_string()),
-            ["xds", "route_name"] => Value::Str(self.route.clone()?),
-            ["xds", "cluster_name"] => Value::Str(self.cluster.clone()?),
+            ["xds", "route_name"] => Value::Str(self.route.as_deref()?.to_string()),
+            ["xds", "cluster_name"] => Value::Str(self.cluster.as_deref()?.to_string()),
             _ => return None,
         })
     }

@@ -153,10 +153,10 @@ pub fn log_record(e: &Entry, body: String) -> LogRecord {
         a.push(i("upstream.port", i64::from(u.port())));
     }
     if let Some(c) = &e.cluster {
-        a.push(s("gatehouse.upstream_cluster", c.clone()));
+        a.push(s("gatehouse.upstream_cluster", &**c));
     }
     if let Some(r) = &e.route {
-        a.push(s("gatehouse.route", r.clone()));
+        a.push(s("gatehouse.route", &**r));
     }
     if let Some(p) = e.peer {
         a.push(s("client.address", p.ip().to_string()));

@@ -71,8 +71,8 @@ fn routes_of(c: &Composition, tenant: &str) -> Vec<String> {
             _ => None,
         })
         .flat_map(|t| t.vhosts.clone())
-        .filter(|v| v.tenant == tenant)
-        .flat_map(|v| v.routes.into_iter().map(|r| r.name))
+        .filter(|v| &*v.tenant == tenant)
+        .flat_map(|v| v.routes.into_iter().map(|r| r.name.to_string()))
         .collect()
 }
 

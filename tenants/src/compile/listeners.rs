@@ -404,7 +404,9 @@ fn passthrough(
                         .route
                         .iter()
                         .map(|d| WeightedCluster {
-                            cluster: clusters.resolve(cx.world, &ns, &d.destination, srv.port),
+                            cluster: clusters
+                                .resolve(cx.world, &ns, &d.destination, srv.port)
+                                .into(),
                             weight: d.weight,
                             headers: Default::default(),
                         })
@@ -493,7 +495,7 @@ fn auto_passthrough(
                 name: cluster.clone(),
                 tenant: ns.clone(),
                 clusters: vec![WeightedCluster {
-                    cluster,
+                    cluster: cluster.into(),
                     weight: 100,
                     headers: Default::default(),
                 }],

@@ -274,7 +274,7 @@ pub(crate) fn table(
                 VirtualHost {
                     name: format!("{}:{port}", v.domain),
                     domain: v.domain,
-                    tenant: v.claimant.namespace,
+                    tenant: v.claimant.namespace.into(),
                     require_tls: v.require_tls,
                     routes: v.routes,
                 }
@@ -315,7 +315,7 @@ fn vs_routes(
                 continue;
             }
             out.push(Route {
-                name: base,
+                name: base.into(),
                 virtual_service: vs_name.clone(),
                 matcher: None,
                 body: get_body(cx, clusters),
@@ -330,7 +330,8 @@ fn vs_routes(
                     name: m
                         .name
                         .as_ref()
-                        .map_or_else(|| base.clone(), |n| format!("{base}.{n}")),
+                        .map_or_else(|| base.clone(), |n| format!("{base}.{n}"))
+                        .into(),
                     virtual_service: vs_name.clone(),
                     matcher: Some(m.clone()),
                     body: get_body(cx, clusters),
@@ -360,7 +361,7 @@ fn route_body(
         HttpAction::Route(ds) => RouteAction::Forward(
             ds.iter()
                 .map(|d| WeightedCluster {
-                    cluster: clusters.resolve(cx.world, ns, &d.destination, port),
+                    cluster: clusters.resolve(cx.world, ns, &d.destination, port).into(),
                     weight: d.weight,
                     headers: d.headers.clone(),
                 })
@@ -373,7 +374,7 @@ fn route_body(
         },
     };
     RouteBody {
-        tenant: ns.to_string(),
+        tenant: ns.into(),
         action,
         retries: rule
             .retries
@@ -422,7 +423,9 @@ pub(crate) fn tcp_proxy(
             .route
             .iter()
             .map(|d| WeightedCluster {
-                cluster: clusters.resolve(cx.world, ns, &d.destination, srv.port),
+                cluster: clusters
+                    .resolve(cx.world, ns, &d.destination, srv.port)
+                    .into(),
                 weight: d.weight,
                 headers: Default::default(),
             })

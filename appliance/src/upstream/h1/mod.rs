@@ -125,6 +125,9 @@ pub struct Failure {
 
 /// Sends the request on the leased connection and reads the response head. The response
 /// body reads the rest and returns the connection to the pool when it ends.
+///
+/// The headers may end with an empty `x-envoy-upstream-service-time`: the slot the caller
+/// sets, as forwarding does on every response ([`names`]).
 pub async fn send(mut lease: Lease, head: Head<'_>, body: Body) -> Result<Response<Body>, Failure> {
     let head_request = head.method == Method::HEAD;
     let reused = lease.reused();

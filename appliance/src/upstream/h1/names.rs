@@ -7,12 +7,20 @@
 //! names match, byte for byte, those of the head before it, the map built for that head is
 //! cloned (names and hashes in place) and only the values are replaced.
 //!
+//! Such a head is not parsed line by line either: [`Names::scan`] checks that each line starts
+//! with the expected name and a colon, and finds its end with `memchr` (about 1,500
+//! instructions a response less than `httparse`, `bench/instructions.sh`). Anything it does not
+//! read exactly as `httparse` would — a bare LF, a partial head, another name — goes to the
+//! general path, which reads it with `httparse`.
+//!
 //! The map is kept only once the same names came twice in a row, so a connection whose
 //! responses alternate between header sets never pays for the copy; and only for heads the
 //! replay reads exactly as the general path does: no repeated name (the map would order them
 //! by name, not by line), no `Transfer-Encoding`, and no `Connection` naming other headers.
 
 use http::header::{HeaderMap, HeaderValue};
+
+use crate::http::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 
 /// Heads with more name bytes or lines than this are not kept: a pooled connection's memory
 /// stays small whatever an upstream sends (a head may be 60 KiB).
@@ -32,6 +40,85 @@ pub(super) enum Line {
     KeepAlive,
 }
 
+/// What [`Names::scan`] read besides the kept values.
+#[derive(Debug)]
+pub(super) struct Scanned {
+    /// The head's length, through its blank line.
+    pub(super) len: usize,
+    /// `Connection: close`.
+    pub(super) close: bool,
+    /// `Connection: keep-alive`.
+    pub(super) keep: bool,
+    /// Where the `Content-Length` value is.
+    pub(super) length: Option<(usize, usize)>,
+}
+
+/// Where the first LF in `b` is, eight bytes at a time. A head's lines are short: `memchr`'s
+/// setup cost as much as its search, about 80 instructions a line (`bench/instructions.sh`).
+pub(super) fn find_lf(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const LFS: u64 = u64::from_le_bytes([b'\n'; 8]);
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        let x = u64::from_le_bytes(w.try_into().ok()?) ^ LFS;
+        // A byte of `x` is zero where `w` has an LF. The lowest set bit marks the first such
+        // byte (a borrow can only mark bytes above a zero one).
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|i| at + i)
+}
+
+/// How many bytes of optional whitespace (SP, HTAB: RFC 9110 §5.5) lead and trail a field
+/// value, which `httparse` trims too. Other controls stay in the value and are refused.
+fn ows(v: &[u8]) -> (usize, usize) {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let lead = v.iter().position(|b| !is_ows(b)).unwrap_or(v.len());
+    let trail = v
+        .iter()
+        .rev()
+        .take(v.len() - lead)
+        .take_while(|b| is_ows(b))
+        .count();
+    (lead, trail)
+}
+
+/// Whether a field value has only the bytes `httparse` and `HeaderValue` accept: HTAB, SP,
+/// visible ASCII and obs-text.
+fn visible(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_lf;
+
+    #[test]
+    fn the_first_lf_is_found_wherever_it_is() {
+        for len in 0..40 {
+            for lf in 0..len {
+                // Bytes that look like an LF to a careless bit trick: 0x0b, 0x8a, 0x09.
+                let mut b: Vec<u8> = (0..len).map(|i| [0x0b, 0x8a, 0x09, b'a'][i % 4]).collect();
+                assert_eq!(find_lf(&b), None, "{len}");
+                b[lf] = b'\n';
+                if lf + 1 < len {
+                    b[lf + 1] = b'\n';
+                }
+                assert_eq!(find_lf(&b), Some(lf), "{len} {lf}");
+            }
+        }
+    }
+}
+
 /// The last head's header names, and the map to replay them into.
 #[derive(Debug, Default)]
 pub(super) struct Names {
@@ -47,6 +134,67 @@ pub(super) struct Names {
 }
 
 impl Names {
+    /// Reads the header lines of `buf` from `at` (where the status line ends) when they are the
+    /// last head's names in the same order, each line `name:` OWS value OWS CRLF, and the
+    /// blank line follows. The kept lines' value offsets go to `values`, unchecked: making them
+    /// `HeaderValue`s checks them, and a bad one refuses the response as `httparse` would.
+    /// `None` for anything else, which the general path reads.
+    pub(super) fn scan(&mut self, buf: &[u8], mut at: usize) -> Option<Scanned> {
+        if self.map.is_none() {
+            return None;
+        }
+        let mut s = Scanned {
+            len: 0,
+            close: false,
+            keep: false,
+            length: None,
+        };
+        self.values.clear();
+        let mut start = 0;
+        for &(end, line) in &self.lines {
+            let name = self.raw.get(start..end)?;
+            start = end;
+            let rest = buf.get(at..)?;
+            if !rest.starts_with(name) || rest.get(name.len()) != Some(&b':') {
+                return None;
+            }
+            let from = at + name.len() + 1;
+            let nl = from + find_lf(buf.get(from..)?)?;
+            // `from` is past the colon, so a CR before the LF is at `from` or later.
+            if nl == from || buf.get(nl - 1) != Some(&b'\r') {
+                return None;
+            }
+            let (lead, trail) = ows(buf.get(from..nl - 1)?);
+            let value = buf.get(from + lead..nl - 1 - trail)?;
+            let v = (from + lead, value.len());
+            match line {
+                Line::Kept => self.values.push(v),
+                Line::Length => {
+                    s.length = Some(v);
+                    self.values.push(v);
+                }
+                Line::Connection => {
+                    if !visible(value) {
+                        return None;
+                    }
+                    let (c, k, others) = super::response::connection_tokens(value);
+                    if others {
+                        return None;
+                    }
+                    (s.close, s.keep) = (s.close || c, s.keep || k);
+                }
+                Line::KeepAlive if !visible(value) => return None,
+                Line::KeepAlive => {}
+            }
+            at = nl + 1;
+        }
+        if buf.get(at..at + 2)? != b"\r\n" {
+            return None;
+        }
+        s.len = at + 2;
+        Some(s)
+    }
+
     /// Whether `lines` have the last head's names, in the same order, byte for byte.
     pub(super) fn matches(&self, lines: &[httparse::Header<'_>]) -> bool {
         if lines.len() != self.lines.len() || lines.is_empty() {
@@ -62,17 +210,14 @@ impl Names {
         true
     }
 
-    /// What each line of a matching head is.
-    pub(super) fn kinds(&self) -> impl Iterator<Item = Line> + '_ {
-        self.lines.iter().map(|&(_, l)| l)
-    }
-
-    /// A copy of the kept map, when there is one.
+    /// A copy of the kept map, when there is one: the names of the last head's kept lines, in
+    /// order, each value to be replaced by the `values` [`scan`](Self::scan) found.
     pub(super) fn map(&self) -> Option<HeaderMap> {
         self.map.clone()
     }
 
     /// Whether there is a map to replay into.
+    #[cfg(test)]
     pub(super) fn ready(&self) -> bool {
         self.map.is_some()
     }
@@ -113,6 +258,10 @@ impl Names {
             for v in m.values_mut() {
                 *v = HeaderValue::from_static("");
             }
+            // The slot of the header forwarding sets on every response: set in place, it does
+            // not grow the copy (a clone has no spare room), which cost 660 instructions a
+            // response (`bench/instructions.sh`). Last, so the values still go in line order.
+            m.insert(X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from_static(""));
             self.map = Some(m);
         }
     }

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::Error;
-use super::names::{Line, Names};
+use super::names::{Line, Names, Scanned, find_lf};
 use crate::http::decode::Decoder;
 use crate::http::h1::head::{content_length, last_is_chunked};
 
@@ -47,6 +47,12 @@ pub(super) fn parse(
     head_request: bool,
     names: &mut Names,
 ) -> Result<Parsed, Error> {
+    if let Some((status, version, at)) = status_line(buf)
+        && let Some(s) = names.scan(buf, at)
+        && s.len <= MAX_HEAD
+    {
+        return replayed(buf, names, (status, version), &s, head_request).map(Parsed::Final);
+    }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -80,35 +86,6 @@ pub(super) fn parse(
     };
     let base = buf.as_ptr() as usize;
     let repeated = names.matches(parsed.headers);
-    if repeated
-        && names.ready()
-        && let Some(r) = replay(names, parsed.headers, base)
-    {
-        let raw = buf.split_to(len).freeze();
-        let mut headers = names.map().unwrap_or_default();
-        for (v, &(off, n)) in headers.values_mut().zip(&names.values) {
-            *v = HeaderValue::from_maybe_shared(raw.slice(off..off + n))
-                .map_err(|_| Error::Malformed("bad header value"))?;
-        }
-        let (body, keep_alive) = if bodiless(status, head_request) {
-            (Decoder::Done, true)
-        } else {
-            match r.length {
-                Some((off, n)) => match content_length(&raw[off..off + n]) {
-                    Some(n) => (Decoder::length(n), true),
-                    None => return Err(Error::Malformed("invalid Content-Length")),
-                },
-                None => (Decoder::Eof, false),
-            }
-        };
-        return Ok(Parsed::Final(head_of(
-            status,
-            version,
-            headers,
-            body,
-            keep_alive && persists(version, r.close, r.keep),
-        )));
-    }
     names.clear();
     let mut replayable = true;
     let mut kept = Vec::with_capacity(parsed.headers.len());
@@ -163,49 +140,67 @@ pub(super) fn parse(
     )))
 }
 
-/// What the replay read from a head whose names match the last head's.
-struct Replayed {
-    /// `Connection: close`.
-    close: bool,
-    /// `Connection: keep-alive`.
-    keep: bool,
-    /// Where the `Content-Length` value is.
-    length: Option<(usize, usize)>,
+/// The status line of a final response when it is the plain `HTTP/1.x DDD reason CRLF`, and
+/// where it ends. `None` for anything else (1xx, no reason phrase, a bare LF), which `httparse`
+/// reads.
+fn status_line(buf: &[u8]) -> Option<(StatusCode, Version, usize)> {
+    let version = match buf.get(..9)? {
+        b"HTTP/1.1 " => Version::HTTP_11,
+        b"HTTP/1.0 " => Version::HTTP_10,
+        _ => return None,
+    };
+    let code = buf.get(9..13)?;
+    if code.get(3) != Some(&b' ') {
+        return None;
+    }
+    let status = StatusCode::from_bytes(code.get(..3)?).ok()?;
+    if status.as_u16() < 200 {
+        return None;
+    }
+    let nl = 13 + find_lf(buf.get(13..)?)?;
+    if buf.get(nl.checked_sub(1)?) != Some(&b'\r') {
+        return None;
+    }
+    // What `httparse` accepts in a reason phrase: HTAB, SP, visible ASCII, obs-text.
+    let reason = buf.get(13..nl - 1)?;
+    reason
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+        .then_some((status, version, nl + 1))
 }
 
-/// Reads the lines of a head whose names match the last head's: the kept values' offsets go
-/// to `names.values`. `None`: a `Connection` line names other headers this time, which the
-/// general path handles.
-fn replay(names: &mut Names, lines: &[httparse::Header<'_>], base: usize) -> Option<Replayed> {
-    let at = |v: &[u8]| (v.as_ptr() as usize - base, v.len());
-    let mut r = Replayed {
-        close: false,
-        keep: false,
-        length: None,
-    };
-    let mut values = std::mem::take(&mut names.values);
-    values.clear();
-    let mut whole = true;
-    for (h, kind) in lines.iter().zip(names.kinds()) {
-        match kind {
-            Line::Kept => values.push(at(h.value)),
-            Line::Length => {
-                r.length = Some(at(h.value));
-                values.push(at(h.value));
-            }
-            Line::Connection => {
-                let (c, k, others) = connection_tokens(h.value);
-                if others {
-                    whole = false;
-                    break;
-                }
-                (r.close, r.keep) = (r.close || c, r.keep || k);
-            }
-            Line::KeepAlive => {}
-        }
+/// A head [`Names::scan`] read: the kept map's copy with this head's values.
+fn replayed(
+    buf: &mut BytesMut,
+    names: &Names,
+    (status, version): (StatusCode, Version),
+    s: &Scanned,
+    head_request: bool,
+) -> Result<Head, Error> {
+    let raw = buf.split_to(s.len).freeze();
+    let mut headers = names.map().unwrap_or_default();
+    for (v, &(off, n)) in headers.values_mut().zip(&names.values) {
+        *v = HeaderValue::from_maybe_shared(raw.slice(off..off + n))
+            .map_err(|_| Error::Malformed("bad header value"))?;
     }
-    names.values = values;
-    whole.then_some(r)
+    let (body, keep_alive) = if bodiless(status, head_request) {
+        (Decoder::Done, true)
+    } else {
+        match s.length {
+            Some((off, n)) => match raw.get(off..off + n).and_then(content_length) {
+                Some(n) => (Decoder::length(n), true),
+                None => return Err(Error::Malformed("invalid Content-Length")),
+            },
+            None => (Decoder::Eof, false),
+        }
+    };
+    Ok(head_of(
+        status,
+        version,
+        headers,
+        body,
+        keep_alive && persists(version, s.close, s.keep),
+    ))
 }
 
 /// Whether the connection may carry another request, by what the response's version and
@@ -279,7 +274,15 @@ fn framing(
 
 /// A `Connection` value's tokens: whether it lists `close`, `keep-alive`, and anything else
 /// (names of hop-by-hop headers, which the proxy removes).
-fn connection_tokens(v: &[u8]) -> (bool, bool, bool) {
+pub(super) fn connection_tokens(v: &[u8]) -> (bool, bool, bool) {
+    // What nearly every server sends, without splitting (and most in lower case: an exact
+    // compare is a tenth of a case-insensitive one).
+    if v == b"keep-alive" || v.eq_ignore_ascii_case(b"keep-alive") {
+        return (false, true, false);
+    }
+    if v.eq_ignore_ascii_case(b"close") {
+        return (true, false, false);
+    }
     let (mut close, mut keep, mut others) = (false, false, false);
     for t in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
         if t.eq_ignore_ascii_case(b"close") {
@@ -393,10 +396,15 @@ mod tests {
         }
     }
 
+    /// The header lines, without the service-time slot a replayed map ends with.
     fn lines(h: &Head) -> Vec<(String, String)> {
+        let slot = |k: &HeaderName, v: &HeaderValue| {
+            k == crate::http::headers::X_ENVOY_UPSTREAM_SERVICE_TIME && v.is_empty()
+        };
         h.resp
             .headers()
             .iter()
+            .filter(|(k, v)| !slot(k, v))
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
             .collect()
     }
@@ -416,6 +424,17 @@ mod tests {
         // Replayed: every value is this head's, in line order; Connection is read, not kept.
         let h = on(&mut names, &wire("third", 3, "keep-alive"), false);
         assert!(names.ready());
+        let last = h
+            .resp
+            .headers()
+            .iter()
+            .last()
+            .map(|(k, v)| (k.as_str(), v.is_empty()));
+        assert_eq!(
+            last,
+            Some(("x-envoy-upstream-service-time", true)),
+            "the slot forwarding sets"
+        );
         assert_eq!(
             lines(&h),
             [
@@ -448,6 +467,134 @@ mod tests {
         );
         assert_eq!(h.resp.headers()["server"], "nginx");
         assert_eq!(h.body, Decoder::Length(7));
+    }
+
+    /// A connection whose last two heads had `Server`, `Date`, `Content-Length`, `Connection`.
+    fn primed() -> Names {
+        let mut names = Names::default();
+        for _ in 0..2 {
+            on(
+                &mut names,
+                "HTTP/1.1 200 OK\r\nServer: a\r\nDate: b\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            );
+        }
+        assert!(names.ready());
+        names
+    }
+
+    /// Status, version, header lines, framing, reuse and what is left in the buffer; or the error.
+    fn outcome(wire: &[u8], names: &mut Names, head_request: bool) -> String {
+        let mut buf = BytesMut::from(wire);
+        match parse(&mut buf, head_request, names) {
+            Ok(Parsed::Final(h)) => format!(
+                "{} {:?} {:?} {:?} {} rest={:?}",
+                h.resp.status(),
+                h.resp.version(),
+                lines(&h),
+                h.body,
+                h.keep_alive,
+                &buf[..]
+            ),
+            Ok(Parsed::Interim) => "interim".into(),
+            Ok(Parsed::Partial) => "partial".into(),
+            Err(_) => "error".into(),
+        }
+    }
+
+    #[test]
+    fn a_scanned_head_reads_as_httparse_reads_it() {
+        const N: &str =
+            "Server: nginx\r\nDate: d\r\nContent-Length: 3\r\nConnection: keep-alive\r\n";
+        // (wire, whether the scan reads it rather than httparse)
+        let cases: Vec<(String, bool)> = vec![
+            (format!("HTTP/1.1 200 OK\r\n{N}\r\nabcNEXT"), true),
+            (
+                format!("HTTP/1.0 503 Service Unavailable\r\n{N}\r\nabc"),
+                true,
+            ),
+            (
+                format!("HTTP/1.1 404 Nicht gef\u{fc}nden\r\n{N}\r\nabc"),
+                true,
+            ),
+            (
+                N.replace("d\r", " \t d e \t \r")
+                    .replace(": nginx", ":nginx"),
+                true,
+            ),
+            (
+                N.replace("nginx", "")
+                    .replace("3", "  3 ")
+                    .replace(": keep-alive", ":keep-alive , close"),
+                true,
+            ),
+            (N.replace("nginx", "caf\u{e9}"), true),
+            (N.replace("keep-alive", "close"), true),
+            (N.replace("keep-alive", "Keep-Alive"), true),
+            // Kept by the scan, refused when made a `HeaderValue`, as httparse refuses them.
+            (N.replace("nginx", "ng\x01inx"), true),
+            (N.replace("nginx", "ng\rinx"), true),
+            (N.replace("nginx", "nginx\x7f"), true),
+            (N.replace("3\r", "3x\r"), true),
+            (N.replace("3\r", "\r"), true),
+            // Read by httparse.
+            (N.replace("keep-alive", "keep-alive\x7f"), false),
+            (N.replace("keep-alive", "x-hop"), false),
+            (
+                N.replace("Server: nginx\r\n", "Server: nginx\r\n folded\r\n"),
+                false,
+            ),
+            (N.replace("Server:", "Server :"), false),
+            (N.replace("Server:", "server:"), false),
+            (N.replace("Date: d\r\n", ""), false),
+            (format!("{N}X-Extra: 1\r\n"), false),
+            (N.replace("\r\n", "\n"), false),
+            (N.replace("d\r\n", "d\n"), false),
+        ]
+        .into_iter()
+        .map(|(w, scanned)| {
+            if w.starts_with("HTTP/") {
+                (w, scanned)
+            } else {
+                (format!("HTTP/1.1 200 OK\r\n{w}\r\nabc"), scanned)
+            }
+        })
+        .chain(
+            [
+                "HTTP/1.1 200\r\n",
+                "HTTP/1.1 200 O\x7fK\r\n",
+                "HTTP/1.1 2000 OK\r\n",
+                "HTTP/1.1 099 OK\r\n",
+                "HTTP/1.1 100 Continue\r\n",
+                "HTTP/1.1 101 Switching Protocols\r\n",
+                "HTTP/2.0 200 OK\r\n",
+                "HTTP/1.1 200 OK\n",
+            ]
+            .map(|s| (format!("{s}{N}\r\nabc"), false)),
+        )
+        .collect();
+        for (wire, scanned) in &cases {
+            let w = wire.as_bytes();
+            let mut names = primed();
+            let read = status_line(w)
+                .and_then(|(_, _, at)| names.scan(w, at))
+                .is_some();
+            assert_eq!(read, *scanned, "{wire:?}");
+            for head_request in [false, true] {
+                let general = outcome(w, &mut Names::default(), head_request);
+                assert_eq!(outcome(w, &mut primed(), head_request), general, "{wire:?}");
+            }
+            // Every cut of the head is partial on both paths.
+            let end = wire.find("\r\n\r\n").map_or(0, |i| i + 3);
+            for cut in 0..end.min(w.len()) {
+                let general = outcome(&w[..cut], &mut Names::default(), false);
+                assert_eq!(
+                    outcome(&w[..cut], &mut primed(), false),
+                    general,
+                    "{wire:?} cut {cut}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The request path, phase by phase (docs/request-lifecycle.md):
+//! The request path, phase by phase (ARCHITECTURE.md, `http/`):
 //! route → tenant limits → local answers (redirect, direct, CORS preflight, faults) →
 //! upstream request (rewrites, headers) → forward with retries → response headers → log.
 

@@ -8,7 +8,7 @@
 //! cloned (names and hashes in place) and only the values are replaced.
 //!
 //! Such a head is not parsed by `httparse` either: [`Names::scan`] checks that each line starts
-//! with the expected name and a colon, and finds its end eight bytes at a time ([`find_lf`]):
+//! with the expected name and a colon, and finds its end eight bytes at a time (`head::find_lf`):
 //! about 1,100 instructions a response less, `bench/instructions.sh`. Anything it does not read
 //! exactly as `httparse` would — a bare LF, a partial head, another name, a 1xx — goes to the
 //! general path, which reads it with `httparse`.
@@ -20,6 +20,7 @@
 
 use http::header::{HeaderMap, HeaderValue};
 
+use crate::http::h1::head::{find_lf, ows};
 use crate::http::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 
 /// Heads with more name bytes or lines than this are not kept: a pooled connection's memory
@@ -53,70 +54,10 @@ pub(super) struct Scanned {
     pub(super) length: Option<(usize, usize)>,
 }
 
-/// Where the first LF in `b` is, eight bytes at a time. A head's lines are short: `memchr`'s
-/// setup cost as much as its search, about 80 instructions a line (`bench/instructions.sh`).
-pub(super) fn find_lf(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
-    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
-    const LFS: u64 = u64::from_le_bytes([b'\n'; 8]);
-    let mut words = b.chunks_exact(8);
-    let mut at = 0;
-    for w in &mut words {
-        let x = u64::from_le_bytes(w.try_into().ok()?) ^ LFS;
-        // A byte of `x` is zero where `w` has an LF. The lowest set bit marks the first such
-        // byte (a borrow can only mark bytes above a zero one).
-        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
-        if zero != 0 {
-            return Some(at + (zero.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    words
-        .remainder()
-        .iter()
-        .position(|&c| c == b'\n')
-        .map(|i| at + i)
-}
-
-/// How many bytes of optional whitespace (SP, HTAB: RFC 9110 §5.5) lead and trail a field
-/// value, which `httparse` trims too. Other controls stay in the value and are refused.
-fn ows(v: &[u8]) -> (usize, usize) {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let lead = v.iter().position(|b| !is_ows(b)).unwrap_or(v.len());
-    let trail = v
-        .iter()
-        .rev()
-        .take(v.len() - lead)
-        .take_while(|b| is_ows(b))
-        .count();
-    (lead, trail)
-}
-
 /// Whether a field value has only the bytes `httparse` and `HeaderValue` accept: HTAB, SP,
 /// visible ASCII and obs-text.
 fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::find_lf;
-
-    #[test]
-    fn the_first_lf_is_found_wherever_it_is() {
-        for len in 0..40 {
-            for lf in 0..len {
-                // Bytes that look like an LF to a careless bit trick: 0x0b, 0x8a, 0x09.
-                let mut b: Vec<u8> = (0..len).map(|i| [0x0b, 0x8a, 0x09, b'a'][i % 4]).collect();
-                assert_eq!(find_lf(&b), None, "{len}");
-                b[lf] = b'\n';
-                if lf + 1 < len {
-                    b[lf + 1] = b'\n';
-                }
-                assert_eq!(find_lf(&b), Some(lf), "{len} {lf}");
-            }
-        }
-    }
 }
 
 /// The last head's header names, and the map to replay them into.

@@ -8,9 +8,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::Error;
-use super::names::{Line, Names, Scanned, find_lf};
+use super::names::{Line, Names, Scanned};
 use crate::http::decode::Decoder;
-use crate::http::h1::head::{content_length, last_is_chunked};
+use crate::http::h1::head::{content_length, find_lf, last_is_chunked};
 
 /// Envoy's default limit on upstream header lines.
 const MAX_HEADERS: usize = 100;

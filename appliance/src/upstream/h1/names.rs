@@ -8,8 +8,9 @@
 //! cloned (names and hashes in place) and only the values are replaced.
 //!
 //! Such a head is not parsed by `httparse` either: [`Names::scan`] checks that each line starts
-//! with the expected name and a colon, and finds its end eight bytes at a time (`head::find_lf`):
-//! about 1,100 instructions a response less, `bench/instructions.sh`. Anything it does not read
+//! with the expected name and a colon, and finds its end eight bytes at a time (`head::find_lf`;
+//! with `memchr`, the scan saved 688 instructions a response, `bench/instructions.sh`, and the
+//! eight-byte search a part of another 421). Anything it does not read
 //! exactly as `httparse` would — a bare LF, a partial head, another name, a 1xx — goes to the
 //! general path, which reads it with `httparse`.
 //!

@@ -6,7 +6,7 @@
 #   bench/idle.sh [BINARY] [N]
 #
 # BINARY defaults to target/release/gatehouse (built if missing); target/release/examples/floor
-# (`cargo build --release -p appliance --example floor`) is the bare hyper proxy, the floor.
+# (`scripts/release-build.sh -p appliance --example floor`) is the bare hyper proxy, the floor.
 # N defaults to 3,000. bench/run.sh's route (one VirtualService to an nginx backend), plain
 # HTTP; 20,000 requests of warm-up first. Prints a Markdown row.
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$HERE/.."
 N=${2:-3000}
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
-[ -x "$BIN" ] || cargo build --release -p appliance
+[ -x "$BIN" ] || scripts/release-build.sh -p appliance
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
 bench_need h2load=nghttp2-client nginx=nginx-light curl=curl python3=python3

@@ -6,38 +6,89 @@
 #   bench/instructions.sh [BINARY] [REQUESTS]
 #
 # BINARY defaults to target/release/gatehouse (built if missing); target/release/examples/floor
-# (`cargo build --release -p appliance --example floor`) is the bare hyper proxy, the floor. The setup is bench/run.sh's
+# (`scripts/release-build.sh -p appliance --example floor`) is the bare hyper proxy, the floor;
+# `nginx` and `haproxy` count Debian's nginx (one worker, no master process) and HAProxy (one
+# thread) with bench/run.sh's configurations of them instead. The setup is bench/run.sh's
 # route (one VirtualService to an nginx backend, 100-byte body), plain HTTP, one worker.
 # 2,000 warm-up requests are not counted; then REQUESTS (default 20,000) with
 # `h2load --h1 -c8`. Prints Ir/request; the callgrind dump is kept in bench/out/ for
 # `callgrind_annotate --inclusive=yes`.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-BIN=$(realpath -m "${1:-$HERE/../target/release/gatehouse}")
+case "${1:-}" in
+  nginx | haproxy) BIN=$1 ;;
+  *) BIN=$(realpath -m "${1:-$HERE/../target/release/gatehouse}") ;;
+esac
 cd "$HERE/.."
 N=${2:-20000}
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
-[ -x "$BIN" ] || cargo build --release -p appliance
+if [ ! -x "$BIN" ] && [ "$BIN" != nginx ] && [ "$BIN" != haproxy ]; then
+  scripts/release-build.sh -p appliance
+fi
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
 bench_need valgrind=valgrind callgrind_control=valgrind h2load=nghttp2-client nginx=nginx-light curl=curl
+[ "$BIN" != haproxy ] || bench_need haproxy=haproxy
 bench_init instructions
 W=$WORK
 start_backend "$BACKEND"
-one_route_repo "$W/repo" "$H1" "$BACKEND"
-proxy_args "$BIN" "$W/repo" "$H1" "$BACKEND" "$ADMIN"
+case "$BIN" in
+  nginx)
+    mkdir -p "$W/nginx"
+    { nginx_head "$W/nginx" 1
+      cat <<EOF
+master_process off;
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path $W/nginx;
+  proxy_temp_path $W/nginx;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$H1;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+    } >"$W/nginx/nginx.conf"
+    CMD=("$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" -g 'daemon off;')
+    READY="http://localhost:$H1/index.html" ;;
+  haproxy)
+    cat >"$W/haproxy.cfg" <<EOF
+global
+  nbthread 1
+defaults
+  mode http
+  # bench/run.sh's timeouts; the keep-alive one defaults to the client's.
+  timeout client 120s
+  timeout server 120s
+  timeout connect 5s
+frontend fe
+  bind 127.0.0.1:$H1
+  default_backend be
+backend be
+  server s1 127.0.0.1:$BACKEND
+EOF
+    CMD=(haproxy -f "$W/haproxy.cfg" -db)
+    READY="http://localhost:$H1/index.html" ;;
+  *)
+    one_route_repo "$W/repo" "$H1" "$BACKEND"
+    proxy_args "$BIN" "$W/repo" "$H1" "$BACKEND" "$ADMIN"
+    CMD=("$BIN" "${ARGS[@]}")
+    READY="http://127.0.0.1:$ADMIN/ready" ;;
+esac
 valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" \
-  "$BIN" "${ARGS[@]}" >"$W/gatehouse.log" 2>&1 &
+  "${CMD[@]}" >"$W/proxy.log" 2>&1 &
 VG=$!
 PIDS+=("$VG")
 up=0
 for _ in $(seq 600); do
-  if curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/ready" &&
+  if curl -sf -o /dev/null "$READY" &&
      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://localhost:$H1/index.html")" = 200 ]; then up=1; break; fi
   sleep 0.2
 done
-[ "$up" = 1 ] || { echo "gatehouse did not come up: route answered $(curl -s -w "%{http_code}" "http://localhost:$H1/index.html"); $(tail -5 "$W/gatehouse.log")" >&2; exit 1; }
+[ "$up" = 1 ] || { echo "$BIN did not come up: route answered $(curl -s -w "%{http_code}" "http://localhost:$H1/index.html"); $(tail -5 "$W/proxy.log")" >&2; exit 1; }
 h2load --h1 -n 2000 -c 8 "http://localhost:$H1/index.html" >/dev/null
 callgrind_control -z "$VG" >/dev/null
 out=$(h2load --h1 -n "$N" -c 8 "http://localhost:$H1/index.html")
@@ -45,7 +96,7 @@ callgrind_control -d "$VG" >/dev/null
 ok=$(echo "$out" | awk '/^requests:/{print $8}')
 [ "$ok" = "$N" ] || { echo "only $ok of $N requests succeeded" >&2; exit 1; }
 mkdir -p bench/out
-dump=bench/out/instructions-$(date +%Y%m%d-%H%M%S).callgrind
+dump=bench/out/instructions-$(basename "$BIN")-$(date +%Y%m%d-%H%M%S).callgrind
 cp "$W"/callgrind.out.1 "$dump"
 ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1; exit}')
 printf '| binary | requests | user-space instructions per request |\n|---|---|---|\n'

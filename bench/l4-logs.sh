@@ -46,8 +46,8 @@ bench_init l4
 for t in wrk "$NGINX" "$HAPROXY"; do
   command -v "$t" >/dev/null || { echo "missing $t (apt-get install wrk nginx-light haproxy)" >&2; exit 1; }
 done
-log "building gatehouse (cargo build --release -p appliance)"
-(cd "$ROOT" && cargo build --release -p appliance >/dev/null 2>&1)
+log "building gatehouse (scripts/release-build.sh -p appliance)"
+(cd "$ROOT" && scripts/release-build.sh -p appliance >/dev/null 2>&1)
 
 # ---------------------------------------------------------------- backend
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \

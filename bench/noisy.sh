@@ -34,8 +34,8 @@ GATEHOUSE="$ROOT/target/release/gatehouse"
 . "$HERE/lib.sh"
 bench_init noisy
 
-log "building gatehouse (cargo build --release -p appliance)"
-(cd "$ROOT" && cargo build --release -p appliance >/dev/null 2>&1)
+log "building gatehouse (scripts/release-build.sh -p appliance)"
+(cd "$ROOT" && scripts/release-build.sh -p appliance >/dev/null 2>&1)
 
 start_backend "$BE"
 

@@ -140,11 +140,12 @@ EOF
 fi
 
 if [[ ",$ONLY," == *",gatehouse,"* ]]; then
-  log "building gatehouse (cargo build --release -p appliance)"
-  (cd "$ROOT" && cargo build --release -p appliance)
+  log "building gatehouse (scripts/release-build.sh -p appliance: cargo build --release with the PGO profile)"
+  (cd "$ROOT" && scripts/release-build.sh -p appliance)
   # The HTTP/3 load client (quinn + h3; outside the workspace, so tests never build it).
   log "building bench/h3load"
-  (cd "$ROOT" && cargo build -q --release --manifest-path bench/h3load/Cargo.toml --target-dir target)
+  # Through the same script, so that the crates both share are not rebuilt for each.
+  (cd "$ROOT" && scripts/release-build.sh -q --manifest-path bench/h3load/Cargo.toml --target-dir target)
 fi
 GATEHOUSE="$ROOT/target/release/gatehouse"
 H3LOAD="$ROOT/target/release/h3load"

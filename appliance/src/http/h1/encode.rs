@@ -7,7 +7,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Version};
@@ -223,11 +223,10 @@ struct Date {
 
 impl Date {
     fn now(&mut self) -> &[u8] {
-        let now = SystemTime::now();
-        let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let second = crate::clock::unix_seconds();
         if second != self.second || self.text.is_empty() {
             self.second = second;
-            self.text = httpdate::fmt_http_date(now);
+            self.text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(second));
         }
         self.text.as_bytes()
     }

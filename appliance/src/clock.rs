@@ -39,8 +39,6 @@ pub fn unix_seconds() -> u64 {
 mod tests {
     use super::*;
 
-    /// It advances, and never by more than the precise clock around it plus a tick (10 ms at
-    /// the slowest kernel tick rate). Being descheduled only widens the precise interval.
     /// Within a tick of the precise wall clock read around it.
     #[test]
     fn wall_seconds_match_the_system_clock() {
@@ -59,6 +57,8 @@ mod tests {
         );
     }
 
+    /// It advances, and never by more than the precise clock around it plus a tick (10 ms at
+    /// the slowest kernel tick rate). Being descheduled only widens the precise interval.
     #[test]
     fn keeps_up_with_the_precise_clock() {
         let t0 = std::time::Instant::now();

@@ -11,13 +11,13 @@ pgo_rustflags() {
   local root profile
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   profile=$root/packaging/pgo/gatehouse.profdata
-  case "$profile" in *[[:space:]]*)
-    # RUSTFLAGS splits on whitespace.
-    echo "the checkout's path has a space; set GATEHOUSE_PGO=0 or move it: $root" >&2
-    return 1 ;;
-  esac
   printf '%s' "${RUSTFLAGS:-}"
   if [ "${GATEHOUSE_PGO:-1}" != 0 ] && [ -f "$profile" ]; then
+    case "$profile" in *[[:space:]]*)
+      # RUSTFLAGS splits on whitespace.
+      echo "the checkout's path has a space; set GATEHOUSE_PGO=0 or move it: $root" >&2
+      return 1 ;;
+    esac
     printf -- '%s-Cprofile-use=%s -Cllvm-args=-no-pgo-warn-mismatch' "${RUSTFLAGS:+ }" "$profile"
   fi
 }

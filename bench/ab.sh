@@ -5,6 +5,12 @@
 #
 #   bench/ab.sh BINARY_A BINARY_B [ROUNDS]
 #
+# A side may also be `nginx` or `haproxy` (Debian's, as bench/run.sh configures them: 2
+# workers, upstream keep-alive): gatehouse against them with both sides adjacent in time.
+# This machine's speed drifts by ±20 % within minutes (bench/run.sh's rounds, where the
+# proxies run a minute apart, move that much); a ratio taken per round of two 10 s runs side
+# by side is what resolves a few per cent.
+#
 # bench/run.sh's route (one VirtualService to an nginx backend, 100-byte body), plain HTTP,
 # 2 workers, `wrk -t1 -c64 -d10s` after a 2 s warm-up; CPU = utime+stime of the proxy from
 # /proc over the measured run ÷ requests, and its user-space share alone (utime), which is
@@ -13,22 +19,85 @@
 # (an A/A run gave 0.984): smaller differences need bench/instructions.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-A=$(realpath "$1") B=$(realpath "$2") ROUNDS=${3:-3}
+side() { case "$1" in nginx | haproxy) echo "$1" ;; *) realpath "$1" ;; esac; }
+A=$(side "$1") B=$(side "$2") ROUNDS=${3:-3}
 cd "$HERE/.."
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+# shellcheck source=bench/haproxy-cfg.sh
+. "$HERE/haproxy-cfg.sh"
 bench_need wrk=wrk nginx=nginx-light curl=curl python3=python3
+[ "$A" != haproxy ] && [ "$B" != haproxy ] || bench_need haproxy=haproxy
 bench_init ab
 W=$WORK
 start_backend "$BACKEND"
 one_route_repo "$W/repo" "$H1" "$BACKEND"
-ticks() { awk '{print $14 + $15, $14}' "/proc/$1/stat"; }
+# utime+stime and utime in ticks of the process and its children (nginx's workers).
+ticks() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+kids = {}
+for d in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    kids.setdefault(int(f[1]), []).append((int(d), int(f[11]), int(f[12])))
+total = user = 0
+try:
+    f = open(f"/proc/{root}/stat").read().rsplit(")", 1)[1].split()
+    total, user = int(f[11]) + int(f[12]), int(f[11])
+except OSError:
+    pass
+todo = [root]
+while todo:
+    for pid, u, s in kids.get(todo.pop(), []):
+        total, user = total + u + s, user + u
+        todo.append(pid)
+print(total, user)
+PY
+}
 HZ=$(getconf CLK_TCK)
-run_one() { # BINARY LABEL ROUND
-  "$1" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 2 >"$W/$2-$3.log" 2>&1 &
-  local pid=$!
+# The other proxies as bench/run.sh configures them (plain HTTP/1.1 only).
+NGINX_BIN=$(command -v nginx)
+start_proxy() { # SIDE LABEL ROUND; sets pid
+  case "$1" in
+    nginx)
+      mkdir -p "$W/nginx-$2"
+      { nginx_head "$W/nginx-$2" 2
+        cat <<EOF
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path $W/nginx-$2;
+  proxy_temp_path $W/nginx-$2;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$H1 reuseport;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+      } >"$W/nginx-$2/nginx.conf"
+      "$NGINX_BIN" -p "$W/nginx-$2" -c "$W/nginx-$2/nginx.conf" -e "$W/nginx-$2/error.log" \
+        -g 'daemon off;' >"$W/$2-$3.log" 2>&1 &
+      pid=$! ;;
+    haproxy)
+      haproxy_cfg 2 4000 "$BACKEND" "127.0.0.1:$H1" >"$W/haproxy.cfg"
+      haproxy -f "$W/haproxy.cfg" -db >"$W/$2-$3.log" 2>&1 &
+      pid=$! ;;
+    *)
+      "$1" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 2 >"$W/$2-$3.log" 2>&1 &
+      pid=$! ;;
+  esac
+  PIDS+=("$pid")
+}
+run_one() { # SIDE LABEL ROUND
+  local pid
+  start_proxy "$@"
   wait_ok "http://localhost:$H1/index.html"
   wrk -t1 -c64 -d2s "http://localhost:$H1/index.html" >/dev/null
   local t0 u0; read -r t0 u0 < <(ticks "$pid")
@@ -66,7 +135,7 @@ def per_round(i):
     a = [float(r[i]) for r in rows if r[0] == "A"]
     b = [float(r[i]) for r in rows if r[0] == "B"]
     return [y / x for x, y in zip(a, b)]
-print("| build | req/s | p99 ms | CPU µs/req | of it user µs/req |")
+print("| side | req/s | p99 ms | CPU µs/req | of it user µs/req |")
 print("|---|---|---|---|---|")
 for label, path in (("A", sys.argv[2]), ("B", sys.argv[3])):
     print(f"| {label}: {path} | {med(label, 1):,.0f} | {med(label, 2):.2f} | {med(label, 3):.1f} | {med(label, 4):.2f} |")

@@ -12,7 +12,8 @@
 # route (one VirtualService to an nginx backend, 100-byte body), plain HTTP, one worker.
 # 2,000 warm-up requests are not counted; then REQUESTS (default 20,000) with
 # `h2load --h1 -c8`. Prints Ir/request; the callgrind dump is kept in bench/out/ for
-# `callgrind_annotate --inclusive=yes`.
+# `callgrind_annotate --inclusive=yes`. CACHE_SIM=1 adds valgrind's cache and branch-predictor
+# simulation and prints every event per request (L1/last-level misses, mispredicted branches).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 case "${1:-}" in
@@ -28,6 +29,8 @@ if [ ! -x "$BIN" ] && [ "$BIN" != nginx ] && [ "$BIN" != haproxy ]; then
 fi
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
+# shellcheck source=bench/haproxy-cfg.sh
+. "$HERE/haproxy-cfg.sh"
 bench_need valgrind=valgrind callgrind_control=valgrind h2load=nghttp2-client nginx=nginx-light curl=curl
 [ "$BIN" != haproxy ] || bench_need haproxy=haproxy
 bench_init instructions
@@ -55,21 +58,7 @@ EOF
     CMD=("$NGINX" -p "$W/nginx" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" -g 'daemon off;')
     READY="http://localhost:$H1/index.html" ;;
   haproxy)
-    cat >"$W/haproxy.cfg" <<EOF
-global
-  nbthread 1
-defaults
-  mode http
-  # bench/run.sh's timeouts; the keep-alive one defaults to the client's.
-  timeout client 120s
-  timeout server 120s
-  timeout connect 5s
-frontend fe
-  bind 127.0.0.1:$H1
-  default_backend be
-backend be
-  server s1 127.0.0.1:$BACKEND
-EOF
+    haproxy_cfg 1 4000 "$BACKEND" "127.0.0.1:$H1" >"$W/haproxy.cfg"
     CMD=(haproxy -f "$W/haproxy.cfg" -db)
     READY="http://localhost:$H1/index.html" ;;
   *)
@@ -78,7 +67,9 @@ EOF
     CMD=("$BIN" "${ARGS[@]}")
     READY="http://127.0.0.1:$ADMIN/ready" ;;
 esac
-valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out" \
+SIM=()
+[ "${CACHE_SIM:-0}" = 0 ] || SIM=(--cache-sim=yes --branch-sim=yes)
+valgrind --tool=callgrind "${SIM[@]}" --callgrind-out-file="$W/callgrind.out" \
   "${CMD[@]}" >"$W/proxy.log" 2>&1 &
 VG=$!
 PIDS+=("$VG")
@@ -101,4 +92,14 @@ cp "$W"/callgrind.out.1 "$dump"
 ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1; exit}')
 printf '| binary | requests | user-space instructions per request |\n|---|---|---|\n'
 printf '| %s | %s | %s |\n' "$BIN" "$N" "$((ir / N))"
+if [ "${CACHE_SIM:-0}" != 0 ]; then
+  # Simulated caches (valgrind's model of this CPU's L1 and last level) and branch
+  # predictors: what an instruction count cannot show about time per request.
+  callgrind_annotate "$dump" 2>/dev/null | awk -v n="$N" '
+    /^Events shown:/ { for (i = 3; i <= NF; i++) ev[i - 2] = $i; ne = NF - 2 }
+    /PROGRAM TOTALS/ { printf "| event |"; for (i = 1; i <= ne; i++) printf " %s |", ev[i]; printf "\n|---|"
+                       for (i = 1; i <= ne; i++) printf "---|"; printf "\n| per request |"
+                       for (i = 1; i <= ne; i++) { v = $(2 * i - 1); gsub(",", "", v); printf " %.1f |", v / n }
+                       printf "\n"; exit }'
+fi
 echo "callgrind dump: $dump"

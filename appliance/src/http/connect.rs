@@ -13,7 +13,8 @@ use tenants::model::{GroupKind, OutboundPolicy};
 
 use super::body::Body;
 use super::errors::{ProxyError, local};
-use super::service::{ConnInfo, Record};
+use super::record::Record;
+use super::service::ConnInfo;
 use crate::quota::ConnPermit;
 use crate::runtime::Runtime;
 use crate::tcp::proxy::{self, TcpReport};
@@ -47,7 +48,9 @@ pub async fn handle(
     else {
         return Err(ProxyError::BadRequest("CONNECT needs host:port"));
     };
-    rec.authority = HeaderValue::from_str(&target).ok();
+    if let Some(l) = rec.log() {
+        l.authority = HeaderValue::from_str(&target).ok();
+    }
     let on = hyper::upgrade::on(&mut req);
     let Some(t) = snap.connect.get(&target) else {
         if snap.outbound == OutboundPolicy::AllowAny {

@@ -15,6 +15,7 @@ pub mod headers;
 pub(crate) mod layout;
 pub mod mirror;
 pub mod observe;
+pub mod record;
 pub mod rewrite;
 pub mod server;
 pub mod service;

@@ -13,8 +13,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tenants::snapshot::AccessLogPolicy;
 
 use super::body::{Body, BoxError};
-use crate::telemetry::Telemetry;
-use crate::telemetry::entry::Entry;
+use super::record::Record;
+use super::service::ConnInfo;
 
 /// Request body bytes seen so far, shared by the request and response wrappers.
 #[derive(Debug, Default)]
@@ -68,14 +68,14 @@ where
 
 /// What is needed to record the request once its response is done.
 pub struct Finish {
-    /// The entry, complete but for byte counts, duration and late flags.
-    pub entry: Entry,
+    /// What the request did; the entry is made from it at the end.
+    pub rec: Record,
+    /// The connection (its addresses, group and SNI, and the process's telemetry).
+    pub conn: Arc<ConnInfo>,
     /// When the request arrived.
     pub started: Instant,
     /// Request bytes (`None`: the request had no body).
     pub meter: Option<Arc<Meter>>,
-    /// Where it goes.
-    pub telemetry: Arc<Telemetry>,
     /// The tenant's access-log policy in this group.
     pub policy: Option<Arc<AccessLogPolicy>>,
     /// Whether no body is expected (HEAD, 204, 304): dropping it unread is no client abort.
@@ -88,15 +88,23 @@ impl Finish {
         self.record(0, true, false);
     }
 
-    fn record(mut self, bytes_out: u64, aborted: bool, failed: bool) {
-        let e = &mut self.entry;
+    fn record(self, bytes_out: u64, aborted: bool, failed: bool) {
+        let Self {
+            rec,
+            conn,
+            started,
+            meter,
+            policy,
+            ..
+        } = self;
+        // Made here, on the stack, not carried with the response body.
+        let mut e = rec.into_entry(&conn, policy.is_some());
         e.bytes_out = bytes_out;
-        e.bytes_in = self
-            .meter
+        e.bytes_in = meter
             .as_ref()
             .map_or(0, |m| m.bytes_in.load(Ordering::Relaxed));
-        e.duration = self.started.elapsed();
-        if self.policy.is_some() {
+        e.duration = started.elapsed();
+        if policy.is_some() {
             // The wall clock is read only for a log line: metrics need the duration alone.
             e.start = SystemTime::now().checked_sub(e.duration);
         }
@@ -116,9 +124,10 @@ impl Finish {
                 e.flags = codes.join(",");
             }
         }
-        self.telemetry.http(&self.entry);
-        if let Some(p) = &self.policy {
-            self.telemetry.log(self.entry, p);
+        let telemetry = &conn.shared.telemetry;
+        telemetry.http(&e);
+        if let Some(p) = &policy {
+            telemetry.log(e, p);
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -19,16 +19,16 @@ use tenants::model::{Abort, HashKey, LoadBalancer, PLATFORM_NAMESPACE};
 use tenants::snapshot::{ChainAction, ListenerKind, Route, RouteAction, RouteTable, VirtualHost};
 
 use super::body::{self, Body, BoxError};
-use super::errors::{Flag, Flags, ProxyError, local};
+use super::errors::{Flag, ProxyError, local};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
 use super::layout::Aligned;
 use super::observe::{Counted, Finish, Meter, Observed};
+use super::record::{LogFields, Record, Unanswered};
 use super::{cors, early, fault, headers, mirror, rewrite, websocket};
 use crate::quota::ConnTenant;
 use crate::runtime::{GroupRt, Runtime};
 use crate::shared::Shared;
-use crate::telemetry::entry::Entry;
 use crate::upstream::lb::hash_bytes;
 
 /// Bodies up to this size are buffered so that a retry or a mirror can resend them.
@@ -59,40 +59,6 @@ pub struct ConnInfo {
     pub tenant: ConnTenant,
 }
 
-/// What one request did, for the access log and metrics.
-#[derive(Debug, Default)]
-pub struct Record {
-    /// Method. The request's own types are kept (a shared handle, not a copy) until a log
-    /// line needs their text.
-    pub method: Option<Method>,
-    /// Path and query as received.
-    pub path: Option<PathAndQuery>,
-    /// `HTTP/1.1`, `HTTP/2`.
-    pub protocol: &'static str,
-    /// Authority.
-    pub authority: Option<HeaderValue>,
-    /// Status sent.
-    pub status: u16,
-    /// Response flags.
-    pub flags: Flags,
-    /// Request id.
-    pub request_id: Option<HeaderValue>,
-    /// Tenant. The snapshot's names are shared, not copied: three allocations a request less.
-    pub tenant: Option<Arc<str>>,
-    /// Route name.
-    pub route: Option<Arc<str>>,
-    /// Upstream cluster.
-    pub cluster: Option<Arc<str>>,
-    /// Upstream endpoint.
-    pub upstream: Option<SocketAddr>,
-    /// Upstream service time.
-    pub service_time: Option<Duration>,
-    /// User agent.
-    pub user_agent: Option<HeaderValue>,
-    /// x-forwarded-for as received.
-    pub xff: Option<HeaderValue>,
-}
-
 fn protocol(v: Version) -> &'static str {
     match v {
         Version::HTTP_10 => "HTTP/1.0",
@@ -114,44 +80,39 @@ where
     let started = Instant::now();
     let rt = conn.shared.runtime.load_full();
     let group = rt.groups.get(&*conn.group);
-    // What only a log line shows is kept only where a tenant of the group logs: three header
-    // lookups per request otherwise.
-    let rec = if group.is_some_and(|g| g.logging) {
-        Record {
-            method: Some(req.method().clone()),
-            path: req.uri().path_and_query().cloned(),
-            protocol: protocol(req.version()),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            xff: req.headers().get(&headers::X_FORWARDED_FOR).cloned(),
-            request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
-            ..Record::default()
-        }
-    } else {
-        Record {
-            protocol: protocol(req.version()),
-            ..Record::default()
-        }
-    };
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    // Custom log formats may name any request header; keep them only where someone logs.
-    let captured = group
-        .is_some_and(|g| g.log_headers)
-        .then(|| req.headers().clone());
+    // What only a log line shows is kept only where a tenant of the group logs: three header
+    // lookups and a box per request otherwise.
+    let log = group.filter(|g| g.logging).map(|g| {
+        Box::new(LogFields {
+            method: Some(req.method().clone()),
+            path: req.uri().path_and_query().cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            xff: req.headers().get(&headers::X_FORWARDED_FOR).cloned(),
+            request_id: req.headers().get(&headers::X_REQUEST_ID).cloned(),
+            // Custom log formats may name any request header.
+            captured: g.log_headers.then(|| req.headers().clone()),
+            authority: None,
+        })
+    });
     let head = req.method() == Method::HEAD;
     let version = req.version();
     // A request without a body (most) needs neither the byte counter nor its wrapper.
     let meter = (!req.body().is_end_stream()).then(|| Arc::new(Meter::default()));
-    let mut unanswered = Unanswered {
-        rec: Some(rec),
-        captured,
-        conn: &conn,
+    let mut unanswered = Unanswered::new(
+        Record {
+            protocol: protocol(version),
+            grpc,
+            log,
+            ..Record::default()
+        },
+        &conn,
         started,
-        grpc,
-        meter: meter.clone(),
-    };
+        meter.clone(),
+    );
     let rec = unanswered.rec();
     let mut resp =
         if matches!(version, Version::HTTP_10 | Version::HTTP_11) && conn.framing.refuse_next() {
@@ -186,7 +147,7 @@ where
     {
         resp.headers_mut().insert(header::ALT_SVC, v.clone());
     }
-    let (mut rec, captured) = unanswered.answered();
+    let mut rec = unanswered.answered();
     rec.status = resp.status().as_u16();
     let tenant = rec.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE);
     let policy = group.and_then(|g| g.log_policy(tenant)).cloned();
@@ -195,134 +156,15 @@ where
             resp.status(),
             StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED | StatusCode::SWITCHING_PROTOCOLS
         );
-    let captured = if policy.is_some() { captured } else { None };
     let finish = Finish {
-        entry: rec.into_entry(&conn, grpc, captured, policy.is_some()),
+        rec,
+        conn,
         started,
         meter,
-        telemetry: conn.shared.telemetry.clone(),
         policy,
         bodiless,
     };
     Ok(resp.map(|b| body::boxed(Observed::new(b, finish))))
-}
-
-/// A request without a response yet. Dropped in that state — the client reset the stream or
-/// went away, or the connection was torn down — it still records the request, as Envoy logs it
-/// and Istio's metrics count it: status 0 with DC.
-struct Unanswered<'a> {
-    rec: Option<Record>,
-    captured: Option<http::HeaderMap>,
-    conn: &'a ConnInfo,
-    started: Instant,
-    grpc: bool,
-    meter: Option<Arc<Meter>>,
-}
-
-impl Unanswered<'_> {
-    /// The record the request path fills in.
-    fn rec(&mut self) -> &mut Record {
-        self.rec.get_or_insert_with(Record::default)
-    }
-
-    /// There is a response: the record and captured headers go on with it.
-    fn answered(mut self) -> (Record, Option<http::HeaderMap>) {
-        (self.rec.take().unwrap_or_default(), self.captured.take())
-    }
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        let Some(rec) = self.rec.take() else {
-            return;
-        };
-        let rt = self.conn.shared.runtime.load();
-        let tenant = rec.tenant.as_deref().unwrap_or(PLATFORM_NAMESPACE);
-        let policy = rt
-            .groups
-            .get(&*self.conn.group)
-            .and_then(|g| g.log_policy(tenant))
-            .cloned();
-        let captured = if policy.is_some() {
-            self.captured.take()
-        } else {
-            None
-        };
-        Finish {
-            entry: rec.into_entry(self.conn, self.grpc, captured, policy.is_some()),
-            started: self.started,
-            meter: self.meter.take(),
-            telemetry: self.conn.shared.telemetry.clone(),
-            policy,
-            bodiless: false,
-        }
-        .abandoned();
-    }
-}
-
-impl Record {
-    /// The access-log entry of this request (byte counts and duration come at the end).
-    /// The entry metrics record and, when `logged`, an access log writes: the texts only a log
-    /// line shows are made only then.
-    fn into_entry(
-        self,
-        conn: &ConnInfo,
-        grpc: bool,
-        headers: Option<http::HeaderMap>,
-        logged: bool,
-    ) -> Entry {
-        let entry = Entry {
-            protocol: self.protocol,
-            status: self.status,
-            flags: if self.flags.is_empty() {
-                String::new()
-            } else {
-                self.flags.to_string()
-            },
-            upstream_time: self.service_time,
-            upstream: self.upstream,
-            cluster: self.cluster,
-            local: Some(conn.listener),
-            peer: Some(conn.peer),
-            route: self.route,
-            tenant: self.tenant.unwrap_or_else(|| Arc::from(PLATFORM_NAMESPACE)),
-            group: conn.group.clone(),
-            grpc,
-            ..Entry::default()
-        };
-        if !logged {
-            return entry;
-        }
-        let text = |v: Option<HeaderValue>| v.and_then(|v| v.to_str().ok().map(str::to_string));
-        Entry {
-            method: self
-                .method
-                .map(|m| m.as_str().to_string())
-                .unwrap_or_default(),
-            // `as_str`, not `to_string`: `Display` goes through the formatting machinery.
-            path: self
-                .path
-                .as_ref()
-                .map_or("/", PathAndQuery::as_str)
-                .to_string(),
-            xff: text(self.xff),
-            user_agent: text(self.user_agent),
-            // Envoy generates one for every request, answered locally or not.
-            request_id: text(self.request_id.or_else(|| Some(headers::request_id()))),
-            authority: text(self.authority).unwrap_or_default(),
-            sni: conn.sni.as_deref().map(str::to_string),
-            req_headers: headers
-                .map(|h| {
-                    h.iter()
-                        .filter_map(|(k, v)| {
-                            Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            ..entry
-        }
-    }
 }
 
 /// The route table serving this connection: the listener's, or the terminating chain's.
@@ -376,7 +218,9 @@ async fn proxy(
     let Ok(authority) = host.to_str() else {
         return Err(ProxyError::BadRequest("missing Host header"));
     };
-    rec.authority = Some(host.clone());
+    if let Some(l) = rec.log() {
+        l.authority = Some(host.clone());
+    }
     let Some((group, table)) = table(group, conn) else {
         return Err(ProxyError::NoRoute);
     };
@@ -479,7 +323,9 @@ async fn proxy(
     let mut h = parts.headers;
     headers::strip_hop_by_hop(&mut h, upgrade);
     let rid = headers::forwarded(&mut h, &conn.peer_ip, scheme);
-    rec.request_id = Some(rid.clone());
+    if let Some(l) = rec.log() {
+        l.request_id = Some(rid.clone());
+    }
     let mut up_authority = authority.to_owned();
     let mut up_path = pq.clone();
     if let Some(rw) = &rb.rule.rewrite {

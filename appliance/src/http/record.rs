@@ -204,7 +204,15 @@ mod tests {
     /// 232 after). A field only a log line shows goes into `LogFields`.
     #[test]
     fn the_record_that_rides_with_every_response_stays_small() {
-        assert!(size_of::<Record>() <= 160, "Record: {} bytes", size_of::<Record>());
-        assert!(size_of::<Observed>() <= 240, "Observed: {} bytes", size_of::<Observed>());
+        assert!(
+            size_of::<Record>() <= 160,
+            "Record: {} bytes",
+            size_of::<Record>()
+        );
+        assert!(
+            size_of::<Observed>() <= 240,
+            "Observed: {} bytes",
+            size_of::<Observed>()
+        );
     }
 }

@@ -65,6 +65,7 @@ pub fn start(n: usize, shared: Arc<Shared>, grace: Duration) -> Vec<std::thread:
 }
 
 fn worker(id: usize, shared: Arc<Shared>, grace: Duration) {
+    crate::telemetry::registry::pin_shard(id);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

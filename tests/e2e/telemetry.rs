@@ -655,6 +655,15 @@ fn prometheus_scrapes_metrics_and_counts_requests_per_tenant() {
             .map(|n| n > 0.0),
         Some(true)
     );
+    // Each worker records into its own shard of a series; the scrape sums them.
+    assert_eq!(
+        prom.query("sum(istio_request_duration_milliseconds_count{tenant=\"team-a\"})"),
+        Some(8.0)
+    );
+    assert_eq!(
+        prom.query("sum(istio_response_bytes_count{tenant=\"team-b\"})"),
+        Some(3.0)
+    );
     assert_eq!(prom.query("up{job=\"gatehouse\"}"), Some(1.0));
     // The appliance's own series sit beside Istio's: reload state and the tokio runtimes.
     assert_eq!(prom.query("gatehouse_config_generation"), Some(1.0));

@@ -109,10 +109,7 @@ impl Telemetry {
         self.registry
             .http
             .with(&labels, HttpLabelsRef::to_owned, |s| {
-                s.requests.fetch_add(1, Ordering::Relaxed);
-                s.duration.observe(e.duration.as_secs_f64() * 1000.0);
-                s.request_bytes.observe(e.bytes_in as f64);
-                s.response_bytes.observe(e.bytes_out as f64);
+                s.record(e.duration.as_secs_f64() * 1000.0, e.bytes_in, e.bytes_out);
             });
     }
 

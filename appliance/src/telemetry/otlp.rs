@@ -281,6 +281,7 @@ pub fn metrics_request(
     let now = now_nanos();
     let (mut req, mut dur, mut reqb, mut respb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (l, series) in reg.http.all().iter() {
+        let series = series.totals();
         let a = || {
             vec![
                 s("reporter", "source"),
@@ -292,12 +293,7 @@ pub fn metrics_request(
                 s("request_protocol", l.request_protocol),
             ]
         };
-        req.push(point(
-            a(),
-            series.requests.load(Ordering::Relaxed),
-            start,
-            now,
-        ));
+        req.push(point(a(), series.requests, start, now));
         dur.push(hist_point(a(), &series.duration, start, now));
         reqb.push(hist_point(a(), &series.request_bytes, start, now));
         respb.push(hist_point(a(), &series.response_bytes, start, now));

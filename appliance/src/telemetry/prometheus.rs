@@ -46,7 +46,7 @@ pub fn render(reg: &Registry, out: &mut String) {
         out,
         "# HELP istio_requests_total Requests through the gateway.\n# TYPE istio_requests_total counter"
     );
-    let label_sets: Vec<(String, &std::sync::Arc<super::registry::HttpSeries>)> = http
+    let label_sets: Vec<(String, super::registry::HttpTotals)> = http
         .iter()
         .map(|(k, s)| {
             let code = k.response_code.to_string();
@@ -60,16 +60,12 @@ pub fn render(reg: &Registry, out: &mut String) {
                     ("response_flags", &k.response_flags),
                     ("request_protocol", k.request_protocol),
                 ]),
-                s,
+                s.totals(),
             )
         })
         .collect();
     for (l, s) in &label_sets {
-        let _ = writeln!(
-            out,
-            "istio_requests_total{l} {}",
-            s.requests.load(Ordering::Relaxed)
-        );
+        let _ = writeln!(out, "istio_requests_total{l} {}", s.requests);
     }
     for (name, help, pick) in [
         (

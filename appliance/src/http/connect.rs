@@ -26,7 +26,7 @@ const ANY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Answers a CONNECT request: 200 and a spliced tunnel, or why not.
 pub async fn handle(
-    mut req: Request<Body>,
+    req: &mut Request<Body>,
     conn: &ConnInfo,
     rt: &Runtime,
     rec: &mut Record,
@@ -51,7 +51,7 @@ pub async fn handle(
     if let Some(l) = rec.log() {
         l.authority = HeaderValue::from_str(&target).ok();
     }
-    let on = hyper::upgrade::on(&mut req);
+    let on = hyper::upgrade::on(req);
     let Some(t) = snap.connect.get(&target) else {
         if snap.outbound == OutboundPolicy::AllowAny {
             return any(on, snap.group.source_address, &target, rec).await;

@@ -289,7 +289,7 @@ fn response_retries(p: &RetryPolicy, grpc: bool) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
     rt: &Arc<ClusterRt>,
-    head: Head,
+    head: &Head,
     mut src: Source,
     policy: &RetryPolicy,
     timeout: Option<Duration>,
@@ -390,7 +390,7 @@ pub async fn send(
             let conn = connect(rt, ep.addr, sni.as_deref(), h2)
                 .await
                 .map_err(Fail::Pool)?;
-            exchange(rt, ep.addr, sni.as_deref(), conn, &head, &mut src).await
+            exchange(rt, ep.addr, sni.as_deref(), conn, head, &mut src).await
         };
         let result = match limit {
             Some(l) => tokio::time::timeout_at(l, step)

@@ -44,7 +44,7 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
         };
         let r = forward::send(
             &cluster,
-            copy,
+            &copy,
             body,
             &no_retries,
             Some(std::time::Duration::from_secs(30)),

@@ -249,7 +249,8 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
     fn call(&self, req: Request<Incoming>) -> Served {
         let (info, ctl) = (self.info.clone(), self.ctl.clone());
         pinned(|| async move {
-            let mut resp = handle(req, info).await?;
+            let mut req = req.map(crate::http::body::boxed);
+            let mut resp = handle(&mut req, info).await?;
             if ctl.closing.load(Ordering::Relaxed)
                 && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
             {

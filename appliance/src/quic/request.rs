@@ -34,11 +34,11 @@ pub(super) async fn serve(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let body = H3Body::new(recv, declared).await;
-    let mut req = req.map(|()| body);
+    let mut req = req.map(|()| crate::http::body::boxed(body));
     if !confirmed.load(Ordering::Acquire) {
         early::mark(&mut req);
     }
-    let Ok(resp) = handle(req, info).await;
+    let Ok(resp) = handle(&mut req, info).await;
     let (parts, mut body) = resp.into_parts();
     if send
         .send_response(Response::from_parts(parts, ()))

@@ -44,11 +44,6 @@ struct Reading<R> {
 }
 
 impl<R> RequestBody<R> {
-    /// A request without a body.
-    pub(super) fn empty() -> Self {
-        Self { reading: None }
-    }
-
     /// A body framed by `framing`, read from `rd` after the bytes already in `buf`; the read
     /// half comes back through the returned receiver.
     pub(super) fn new(

@@ -229,7 +229,7 @@ where
                 }),
                 None => Side::Nothing,
             };
-            (req.map(|()| RequestBody::empty()), None, side)
+            (req.map(|()| super::body::empty()), None, side)
         }
         (framing, Some(reader)) => {
             let (mut body, back) = RequestBody::new(framing, reader, std::mem::take(buf));
@@ -237,7 +237,7 @@ where
                 Some(want) => Side::Continue(want),
                 None => Side::Nothing,
             };
-            (req.map(|()| body), Some(back), side)
+            (req.map(|()| super::body::boxed(body)), Some(back), side)
         }
         (_, None) => return (Box::pin(std::future::ready(false)), None),
     };
@@ -268,7 +268,7 @@ struct Watch<'a, R> {
 /// One request through the service, and its response onto the wire; whether the connection
 /// can carry another.
 async fn exchange<R, W>(
-    req: Request<RequestBody<R>>,
+    mut req: Request<super::body::Body>,
     info: &Arc<ConnInfo>,
     wr: &mut W,
     Aligned(asked): Aligned<Asked>,
@@ -281,7 +281,7 @@ where
 {
     // Pinned where it is: the service future is large, and moving it into a match arm to
     // await it there copied it per request (10 k instructions of memcpy, `bench/instructions.sh`).
-    let served = handle(req, info.clone());
+    let served = handle(&mut req, info.clone());
     tokio::pin!(served);
     let resp = match side {
         Side::Nothing => served.await,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use rand::Rng;
 use tenants::model::RetryPolicy;
 use tenants::snapshot::UpstreamProtocol;
@@ -52,14 +52,22 @@ pub struct Head {
     pub method: Method,
     /// Path and query (shares the request's bytes unless rewritten).
     pub path: PathAndQuery,
-    /// Authority sent upstream.
-    pub authority: String,
+    /// Authority sent upstream: a handle on the client's `Host` bytes unless rewritten.
+    pub authority: HeaderValue,
     /// Headers (hop-by-hop already removed).
     pub headers: HeaderMap,
     /// The downstream protocol version (for `useClientProtocol`).
     pub downstream: Version,
     /// Whether the request is gRPC.
     pub grpc: bool,
+}
+
+impl Head {
+    /// The authority as text. The client's was checked when the head was made; a configured
+    /// one came from a string.
+    pub fn authority(&self) -> &str {
+        std::str::from_utf8(self.authority.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// What the attempt loop reports besides the response.
@@ -86,7 +94,7 @@ fn build(h: &Head, tls: bool, b: Body) -> Request<Body> {
     let mut parts = http::uri::Parts::default();
     parts.path_and_query = Some(h.path.clone());
     parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
-    parts.authority = h.authority.parse().ok();
+    parts.authority = h.authority().parse().ok();
     let uri = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
     let mut r = Request::new(b);
     *r.method_mut() = h.method.clone();
@@ -101,7 +109,7 @@ fn wire(h: &Head) -> h1::Head<'_> {
     h1::Head {
         method: &h.method,
         target: h.path.as_str(),
-        host: &h.authority,
+        host: h.authority(),
         headers: &h.headers,
     }
 }
@@ -316,7 +324,7 @@ pub async fn send(
             .as_ref()
             .and_then(|t| t.sni.clone())
             .unwrap_or_else(|| {
-                crate::http::rewrite::split_authority(&head.authority)
+                crate::http::rewrite::split_authority(head.authority())
                     .0
                     .to_string()
             })

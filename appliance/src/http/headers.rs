@@ -111,7 +111,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto`, and makes sure
 /// `x-request-id` is set (returned for the access log). Each name is hashed once (`entry`),
 /// not once to look and again to store.
-pub fn forwarded(h: &mut HeaderMap, client: &HeaderValue, scheme: &str) -> HeaderValue {
+pub fn forwarded<'h>(h: &'h mut HeaderMap, client: &HeaderValue, scheme: &str) -> &'h HeaderValue {
     use http::header::Entry;
     match h.entry(X_FORWARDED_FOR) {
         Entry::Occupied(mut e) => {
@@ -137,14 +137,15 @@ pub fn forwarded(h: &mut HeaderMap, client: &HeaderValue, scheme: &str) -> Heade
         X_FORWARDED_PROTO,
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
+    // Borrowed: only a request that is logged keeps a handle on it.
     match h.entry(X_REQUEST_ID) {
-        Entry::Occupied(e) if !e.get().is_empty() => e.get().clone(),
         Entry::Occupied(mut e) => {
-            let id = request_id();
-            e.insert(id.clone());
-            id
+            if e.get().is_empty() {
+                e.insert(request_id());
+            }
+            e.into_mut()
         }
-        Entry::Vacant(e) => e.insert(request_id()).clone(),
+        Entry::Vacant(e) => e.insert(request_id()),
     }
 }
 
@@ -279,13 +280,14 @@ mod tests {
             &mut h,
             &ip_value("::ffff:127.0.0.9".parse().expect("ip")),
             "https",
-        );
+        )
+        .clone();
         assert_eq!(id, "abc");
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
 
         let mut h = HeaderMap::new();
-        let id = forwarded(&mut h, &ip_value("::1".parse().expect("ip")), "http");
+        let id = forwarded(&mut h, &ip_value("::1".parse().expect("ip")), "http").clone();
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-request-id"], id);
     }

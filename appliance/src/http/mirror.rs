@@ -21,10 +21,13 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
         Source::Buffered(b) => Source::Buffered(b.clone()),
         Source::Stream(_) => return,
     };
-    let (host, port) = super::rewrite::split_authority(&head.authority);
+    let (host, port) = super::rewrite::split_authority(head.authority());
     let authority = match port {
         Some(p) => format!("{host}-shadow:{p}"),
         None => format!("{host}-shadow"),
+    };
+    let Ok(authority) = http::HeaderValue::from_str(&authority) else {
+        return;
     };
     let copy = Head {
         method: head.method.clone(),

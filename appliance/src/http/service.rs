@@ -330,19 +330,29 @@ async fn proxy(
     if let Some(l) = rec.log() {
         l.request_id = Some(rid.clone());
     }
-    let mut up_authority = authority.to_owned();
+    // The client's Host as the request holds it, unless a rewrite or header operation sets
+    // another (one that is no header value leaves the client's, as Envoy's does).
+    let mut up_authority = host;
     let mut up_path = pq.clone();
     if let Some(rw) = &rb.rule.rewrite {
         let p = rewrite::path(path, route.matcher.as_deref(), rw);
         up_path = PathAndQuery::try_from(p).map_err(|_| ProxyError::BadRequest("bad path"))?;
-        if let Some(a) = &rw.authority {
-            up_authority.clone_from(a);
+        if let Some(a) = rw
+            .authority
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
+            up_authority = a;
         }
     }
-    if let Some(a) = headers::apply(&mut h, &rb.rule.headers.request) {
+    if let Some(a) =
+        headers::apply(&mut h, &rb.rule.headers.request).and_then(|a| HeaderValue::try_from(a).ok())
+    {
         up_authority = a;
     }
-    if let Some(a) = headers::apply(&mut h, &wc.headers.request) {
+    if let Some(a) =
+        headers::apply(&mut h, &wc.headers.request).and_then(|a| HeaderValue::try_from(a).ok())
+    {
         up_authority = a;
     }
     // Looked up again only if a header operation may have changed it.

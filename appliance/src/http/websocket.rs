@@ -34,7 +34,7 @@ pub async fn forward(
     drop(eps);
     report.upstream = Some(ep.addr);
     report.attempts = 1;
-    let sni = super::rewrite::split_authority(&head.authority)
+    let sni = super::rewrite::split_authority(head.authority())
         .0
         .to_string();
     let io = pool::transport(rt, ep.addr, Some(&sni))
@@ -50,9 +50,7 @@ pub async fn forward(
     *req.method_mut() = head.method;
     *req.uri_mut() = Uri::from(head.path);
     *req.headers_mut() = head.headers;
-    if let Ok(v) = http::HeaderValue::from_str(&head.authority) {
-        req.headers_mut().insert(http::header::HOST, v);
-    }
+    req.headers_mut().insert(http::header::HOST, head.authority);
     let mut resp = tx
         .send_request(req)
         .await

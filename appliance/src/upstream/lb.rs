@@ -1,6 +1,7 @@
 //! Endpoint choice: LEAST_REQUEST (Istio's default), ROUND_ROBIN, RANDOM and consistent
 //! hashing, skipping endpoints outlier detection ejected.
 
+use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,68 +46,75 @@ impl Balancer {
         if eps.is_empty() {
             return None;
         }
-        let healthy: Vec<&Arc<Endpoint>> = if od.is_some() {
-            eps.iter().filter(|e| !e.is_ejected(now_ms)).collect()
-        } else {
-            eps.iter().collect()
-        };
-        let min_pct = od.map_or(0, |o| o.min_health_percent) as usize;
-        let set: Vec<&Arc<Endpoint>> =
-            if healthy.is_empty() || healthy.len() * 100 < eps.len() * min_pct {
-                eps.iter().collect()
-            } else {
-                healthy
-            };
-        if set.len() == 1 {
-            return Some(set[0].clone());
+        // Nearly always nothing is ejected: choose among the endpoints as they are, without
+        // collecting the healthy ones (an allocation per request).
+        let ejected = |e: &Arc<Endpoint>| e.is_ejected(now_ms);
+        if od.is_none() || !eps.iter().any(ejected) {
+            return self.choose(eps, policy, hash).cloned();
         }
-        let chosen = match policy {
+        let healthy: Vec<&Arc<Endpoint>> = eps.iter().filter(|e| !ejected(e)).collect();
+        let min_pct = od.map_or(0, |o| o.min_health_percent) as usize;
+        if healthy.is_empty() || healthy.len() * 100 < eps.len() * min_pct {
+            self.choose(eps, policy, hash).cloned()
+        } else {
+            self.choose(&healthy, policy, hash).cloned()
+        }
+    }
+
+    fn choose<'a, E: Borrow<Arc<Endpoint>>>(
+        &self,
+        set: &'a [E],
+        policy: Option<&LoadBalancer>,
+        hash: Option<u64>,
+    ) -> Option<&'a Arc<Endpoint>> {
+        let at = |i: usize| set.get(i).map(Borrow::borrow);
+        if set.len() == 1 {
+            return at(0);
+        }
+        match policy {
             Some(LoadBalancer::ConsistentHash(_)) => match hash {
                 // Rendezvous hashing: stable per key, minimal movement when endpoints change.
-                Some(k) => set.iter().max_by_key(|e| mix(k, e)).copied(),
-                None => random(&set),
+                Some(k) => set.iter().map(Borrow::borrow).max_by_key(|e| mix(k, e)),
+                None => random(set),
             },
             Some(LoadBalancer::RoundRobin) => {
-                let total: u64 = set.iter().map(|e| u64::from(e.weight)).sum();
+                let total: u64 = set.iter().map(|e| u64::from(e.borrow().weight)).sum();
                 let mut n = (self.rr.fetch_add(1, Ordering::Relaxed) as u64) % total.max(1);
-                let mut out = set[0];
-                for e in &set {
-                    let w = u64::from(e.weight);
+                for e in set {
+                    let w = u64::from(e.borrow().weight);
                     if n < w {
-                        out = e;
-                        break;
+                        return Some(e.borrow());
                     }
                     n -= w;
                 }
-                Some(out)
+                at(0)
             }
-            Some(LoadBalancer::Random) => random(&set),
+            Some(LoadBalancer::Random) => random(set),
             // LEAST_REQUEST: power of two random choices, weighted by active/weight.
             _ => {
                 let mut rng = rand::rng();
-                let a = set[rng.random_range(0..set.len())];
-                let b = set[rng.random_range(0..set.len())];
+                let a = at(rng.random_range(0..set.len()))?;
+                let b = at(rng.random_range(0..set.len()))?;
                 let load = |e: &Endpoint| {
                     (u64::from(e.active.load(Ordering::Relaxed)) + 1) * 1000 / u64::from(e.weight)
                 };
                 Some(if load(b) < load(a) { b } else { a })
             }
-        };
-        chosen.cloned()
+        }
     }
 }
 
-fn random<'a>(set: &[&'a Arc<Endpoint>]) -> Option<&'a Arc<Endpoint>> {
-    let total: u64 = set.iter().map(|e| u64::from(e.weight)).sum();
+fn random<E: Borrow<Arc<Endpoint>>>(set: &[E]) -> Option<&Arc<Endpoint>> {
+    let total: u64 = set.iter().map(|e| u64::from(e.borrow().weight)).sum();
     let mut n = rand::rng().random_range(0..total.max(1));
     for e in set {
-        let w = u64::from(e.weight);
+        let w = u64::from(e.borrow().weight);
         if n < w {
-            return Some(e);
+            return Some(e.borrow());
         }
         n -= w;
     }
-    set.last().copied()
+    set.last().map(Borrow::borrow)
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ pub(super) fn encode(head: Head<'_>, body: Body) -> Pump {
         body: frame.map(|f| (body, f)),
         sent: 0,
         head: Some(out),
-        out: Bytes::new(),
+        out: Out::Frame(Bytes::new()),
         next: None,
         wrote: false,
     }
@@ -110,6 +110,34 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Bytes to write: this side's buffer (the head, and frames gathered with it) from an offset,
+/// or a body frame from its own. The buffer is written where it is: made into `Bytes`, a
+/// vector whose length is not its capacity costs an allocation, on every request.
+enum Out {
+    Buf(Vec<u8>, usize),
+    Frame(Bytes),
+}
+
+impl Out {
+    fn rest(&self) -> &[u8] {
+        match self {
+            Self::Buf(b, at) => b.get(*at..).unwrap_or_default(),
+            Self::Frame(b) => b,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rest().is_empty()
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Self::Buf(_, at) => *at += n,
+            Self::Frame(b) => b.advance(n.min(b.len())),
+        }
+    }
+}
+
 /// A request on its way out.
 pub(super) struct Pump {
     /// The body still to send and its framing; `None` once it ended.
@@ -118,7 +146,7 @@ pub(super) struct Pump {
     /// The head, until the first write.
     head: Option<Vec<u8>>,
     /// Bytes not yet written.
-    out: Bytes,
+    out: Out,
     /// A large frame to write after `out`, from its own buffer.
     next: Option<Bytes>,
     /// Whether any byte reached the connection.
@@ -145,7 +173,7 @@ impl Pump {
         }
         loop {
             while !self.out.is_empty() {
-                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.out))?;
+                let n = ready!(Pin::new(&mut *io).poll_write(cx, self.out.rest()))?;
                 if n == 0 {
                     return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
                 }
@@ -154,7 +182,7 @@ impl Pump {
                 if self.out.is_empty()
                     && let Some(next) = self.next.take()
                 {
-                    self.out = next;
+                    self.out = Out::Frame(next);
                 }
             }
             if self.body.is_none() {
@@ -204,11 +232,11 @@ impl Pump {
                 }
                 Frame::Length(_) if buf.is_empty() => {
                     // Written from its own buffer, no copy.
-                    self.out = data;
+                    self.out = Out::Frame(data);
                     return Poll::Ready(Ok(()));
                 }
                 Frame::Length(_) if data.len() >= GATHER => {
-                    self.out = Bytes::from(buf);
+                    self.out = Out::Buf(buf, 0);
                     self.next = Some(data);
                     return Poll::Ready(Ok(()));
                 }
@@ -223,7 +251,7 @@ impl Pump {
                 break;
             }
         }
-        self.out = Bytes::from(buf);
+        self.out = Out::Buf(buf, 0);
         Poll::Ready(Ok(()))
     }
 }

@@ -14,18 +14,30 @@
 # `h2load --h1 -c8`. Prints Ir/request; the callgrind dump is kept in bench/out/ for
 # `callgrind_annotate --inclusive=yes`. CACHE_SIM=1 adds valgrind's cache and branch-predictor
 # simulation and prints every event per request (L1/last-level misses, mispredicted branches).
+# ALLOCS=1 runs valgrind's DHAT instead and prints heap allocations per request with the sites
+# that make them (bench/allocs.py). DHAT sees malloc, not mimalloc: the binary must be built
+# without it; the default binary is then target/sysalloc/release/gatehouse (built if missing:
+# `--no-default-features`, no profile, its own target folder).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ALLOCS=${ALLOCS:-0}
+DEFAULT=$HERE/../target/release/gatehouse
+[ "$ALLOCS" = 0 ] || DEFAULT=$HERE/../target/sysalloc/release/gatehouse
 case "${1:-}" in
   nginx | haproxy) BIN=$1 ;;
-  *) BIN=$(realpath -m "${1:-$HERE/../target/release/gatehouse}") ;;
+  *) BIN=$(realpath -m "${1:-$DEFAULT}") ;;
 esac
 cd "$HERE/.."
 N=${2:-20000}
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
 if [ ! -x "$BIN" ] && [ "$BIN" != nginx ] && [ "$BIN" != haproxy ]; then
-  scripts/release-build.sh -p appliance
+  if [ "$ALLOCS" = 0 ]; then
+    scripts/release-build.sh -p appliance
+  else
+    CARGO_TARGET_DIR=target/sysalloc GATEHOUSE_PGO=0 \
+      scripts/release-build.sh -p appliance --bin gatehouse --no-default-features
+  fi
 fi
 # shellcheck source=bench/lib.sh
 . "$HERE/lib.sh"
@@ -69,8 +81,13 @@ EOF
 esac
 SIM=()
 [ "${CACHE_SIM:-0}" = 0 ] || SIM=(--cache-sim=yes --branch-sim=yes)
-valgrind --tool=callgrind "${SIM[@]}" --callgrind-out-file="$W/callgrind.out" \
-  "${CMD[@]}" >"$W/proxy.log" 2>&1 &
+if [ "$ALLOCS" = 0 ]; then
+  # shellcheck disable=SC2206 # CALLGRIND_ARGS: extra options, split on spaces (--dump-instr=yes)
+  TOOL=(--tool=callgrind "${SIM[@]}" ${CALLGRIND_ARGS:-} --callgrind-out-file="$W/callgrind.out")
+else
+  TOOL=(--tool=dhat --read-inline-info=yes --dhat-out-file="$W/dhat.out")
+fi
+valgrind "${TOOL[@]}" "${CMD[@]}" >"$W/proxy.log" 2>&1 &
 VG=$!
 PIDS+=("$VG")
 up=0
@@ -81,11 +98,19 @@ for _ in $(seq 600); do
 done
 [ "$up" = 1 ] || { echo "$BIN did not come up: route answered $(curl -s -w "%{http_code}" "http://localhost:$H1/index.html"); $(tail -5 "$W/proxy.log")" >&2; exit 1; }
 h2load --h1 -n 2000 -c 8 "http://localhost:$H1/index.html" >/dev/null
-callgrind_control -z "$VG" >/dev/null
+[ "$ALLOCS" != 0 ] || callgrind_control -z "$VG" >/dev/null
 out=$(h2load --h1 -n "$N" -c 8 "http://localhost:$H1/index.html")
-callgrind_control -d "$VG" >/dev/null
 ok=$(echo "$out" | awk '/^requests:/{print $8}')
 [ "$ok" = "$N" ] || { echo "only $ok of $N requests succeeded" >&2; exit 1; }
+if [ "$ALLOCS" != 0 ]; then
+  # DHAT writes its profile when the process exits; it cannot be reset after the warm-up, so
+  # the sites are divided by every request served and the startup's own are left out.
+  kill -TERM "$VG"
+  wait "$VG" || true
+  python3 "$HERE/allocs.py" "$W/dhat.out" "$((N + 2000))"
+  exit $?
+fi
+callgrind_control -d "$VG" >/dev/null
 mkdir -p bench/out
 dump=bench/out/instructions-$(basename "$BIN")-$(date +%Y%m%d-%H%M%S).callgrind
 cp "$W"/callgrind.out.1 "$dump"

@@ -60,8 +60,13 @@ impl Endpoint {
         let Some(od) = od else { return false };
         match outcome {
             Outcome::Success => {
-                self.consecutive_5xx.store(0, Ordering::Relaxed);
-                self.consecutive_gateway.store(0, Ordering::Relaxed);
+                // Read first: every worker records every success, and a store would take the
+                // line from the other cores each time although it nearly always holds 0.
+                for c in [&self.consecutive_5xx, &self.consecutive_gateway] {
+                    if c.load(Ordering::Relaxed) != 0 {
+                        c.store(0, Ordering::Relaxed);
+                    }
+                }
                 false
             }
             Outcome::Error5xx => {

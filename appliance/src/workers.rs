@@ -66,6 +66,9 @@ pub fn start(n: usize, shared: Arc<Shared>, grace: Duration) -> Vec<std::thread:
 
 fn worker(id: usize, shared: Arc<Shared>, grace: Duration) {
     crate::telemetry::registry::pin_shard(id);
+    // Workers live as long as the process: their small blocks come back warm (gatehouse-alloc).
+    #[cfg(feature = "mimalloc")]
+    gatehouse_alloc::cache_this_thread();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -29,6 +29,7 @@ case "${1:-}" in
 esac
 cd "$HERE/.."
 N=${2:-20000}
+CONNS=${CONNS:-8}
 BASE=${BENCH_PORT_BASE:-18100}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
 if [ ! -x "$BIN" ] && [ "$BIN" != nginx ] && [ "$BIN" != haproxy ]; then
@@ -97,9 +98,9 @@ for _ in $(seq 600); do
   sleep 0.2
 done
 [ "$up" = 1 ] || { echo "$BIN did not come up: route answered $(curl -s -w "%{http_code}" "http://localhost:$H1/index.html"); $(tail -5 "$W/proxy.log")" >&2; exit 1; }
-h2load --h1 -n 2000 -c 8 "http://localhost:$H1/index.html" >/dev/null
+h2load --h1 -n 2000 -c "$CONNS" "http://localhost:$H1/index.html" >/dev/null
 [ "$ALLOCS" != 0 ] || callgrind_control -z "$VG" >/dev/null
-out=$(h2load --h1 -n "$N" -c 8 "http://localhost:$H1/index.html")
+out=$(h2load --h1 -n "$N" -c "$CONNS" "http://localhost:$H1/index.html")
 ok=$(echo "$out" | awk '/^requests:/{print $8}')
 [ "$ok" = "$N" ] || { echo "only $ok of $N requests succeeded" >&2; exit 1; }
 if [ "$ALLOCS" != 0 ]; then

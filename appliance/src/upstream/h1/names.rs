@@ -18,6 +18,16 @@
 //! responses alternate between header sets never pays for the copy; and only for heads the
 //! replay reads exactly as the general path does: no repeated name (the map would order them
 //! by name, not by line), no `Transfer-Encoding`, and no `Connection` naming other headers.
+//!
+//! The kept names and map are a [`Template`] that a worker's connections share: every pooled
+//! connection to a backend sees the same names, and a worker keeps many of them in flight
+//! (32 with `bench/run.sh`'s 64 clients), so a template per connection was cold by the time
+//! its response came: copying it missed the L1 data cache 12 times a response (`CACHE_SIM=1
+//! bench/instructions.sh`). A connection whose names a template of its worker already has
+//! adopts it after one head; the copy then reads lines every response keeps warm.
+
+use std::cell::RefCell;
+use std::sync::Arc;
 
 use http::header::{HeaderMap, HeaderValue};
 
@@ -27,7 +37,16 @@ use crate::http::headers::X_ENVOY_UPSTREAM_SERVICE_TIME;
 /// Heads with more name bytes or lines than this are not kept: a pooled connection's memory
 /// stays small whatever an upstream sends (a head may be 60 KiB).
 const MAX_RAW: usize = 2048;
-const MAX_LINES: usize = 64;
+pub(super) const MAX_LINES: usize = 64;
+
+/// Templates a worker thread keeps: one per distinct set of names its backends send, so a
+/// few; past this the oldest is forgotten (connections holding it keep their copy).
+const TEMPLATES: usize = 16;
+
+thread_local! {
+    /// This worker's templates, newest last.
+    static KEPT: RefCell<Vec<Arc<Template>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What a header line is, for the replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,45 +74,118 @@ pub(super) struct Scanned {
     pub(super) length: Option<(usize, usize)>,
 }
 
+/// Where each kept line's value is in the buffer, in line order: [`Names::scan`]'s output, on
+/// the caller's stack (warm, unlike anything a connection owns).
+pub(super) struct Values {
+    at: [(u32, u32); MAX_LINES],
+    n: usize,
+}
+
+impl Values {
+    pub(super) fn new() -> Self {
+        Self {
+            at: [(0, 0); MAX_LINES],
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, (off, len): (usize, usize)) -> Option<()> {
+        let slot = self.at.get_mut(self.n)?;
+        *slot = (u32::try_from(off).ok()?, u32::try_from(len).ok()?);
+        self.n += 1;
+        Some(())
+    }
+
+    /// The values' (offset, length) pairs.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.at[..self.n]
+            .iter()
+            .map(|&(o, n)| (o as usize, n as usize))
+    }
+}
+
+/// A head's header names and the map built for them, to replay heads with the same names into.
+#[derive(Debug)]
+struct Template {
+    /// The names as received, back to back.
+    raw: Vec<u8>,
+    /// Per line, where its name ends in `raw`, and what the line is.
+    lines: Vec<(usize, Line)>,
+    /// The kept lines' names in order, with empty values.
+    map: HeaderMap,
+}
+
+impl Template {
+    fn same(&self, raw: &[u8], lines: &[(usize, Line)]) -> bool {
+        self.raw == raw && self.lines == lines
+    }
+}
+
+/// This worker's template for these names, if it has one.
+fn shared(raw: &[u8], lines: &[(usize, Line)]) -> Option<Arc<Template>> {
+    KEPT.with(|k| {
+        k.borrow()
+            .iter()
+            .rev()
+            .find(|t| t.same(raw, lines))
+            .cloned()
+    })
+}
+
+/// How many templates this thread keeps.
+#[cfg(test)]
+pub(super) fn kept() -> usize {
+    KEPT.with(|k| k.borrow().len())
+}
+
+/// Makes `t` one of this worker's templates.
+fn keep(t: &Arc<Template>) {
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.len() >= TEMPLATES {
+            k.remove(0);
+        }
+        k.push(t.clone());
+    });
+}
+
 /// Whether a field value has only the bytes `httparse` and `HeaderValue` accept: HTAB, SP,
 /// visible ASCII and obs-text.
 fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-/// The last head's header names, and the map to replay them into.
+/// A connection's record of its last head's header names, and the template it replays into.
 #[derive(Debug, Default)]
 pub(super) struct Names {
-    /// The names as received, back to back.
+    /// The names of the last head the general path read, back to back.
     raw: Vec<u8>,
     /// Per line, where its name ends in `raw`, and what the line is. Empty: nothing to match.
     lines: Vec<(usize, Line)>,
-    /// The kept lines' names in order, with empty values: set once the same names came in
-    /// two heads in a row.
-    map: Option<HeaderMap>,
-    /// Scratch for the head being read: the kept lines' value offsets in the buffer.
-    pub(super) values: Vec<(usize, usize)>,
+    /// Set once the same names came in two heads in a row, or when the worker has a template
+    /// for them: the names then live only here.
+    template: Option<Arc<Template>>,
 }
 
 impl Names {
     /// Reads the header lines of `buf` from `at` (where the status line ends) when they are the
-    /// last head's names in the same order, each line `name:` OWS value OWS CRLF, and the
+    /// template's names in the same order, each line `name:` OWS value OWS CRLF, and the
     /// blank line follows. The kept lines' value offsets go to `values`, unchecked: making them
     /// `HeaderValue`s checks them, and a bad one refuses the response as `httparse` would.
     /// `None` for anything else, which the general path reads.
-    pub(super) fn scan(&mut self, buf: &[u8], mut at: usize) -> Option<Scanned> {
+    pub(super) fn scan(&self, buf: &[u8], mut at: usize, values: &mut Values) -> Option<Scanned> {
         // Nothing to replay into: the general path reads the head and records it.
-        self.map.as_ref()?;
+        let t = self.template.as_deref()?;
         let mut s = Scanned {
             len: 0,
             close: false,
             keep: false,
             length: None,
         };
-        self.values.clear();
+        values.n = 0;
         let mut start = 0;
-        for &(end, line) in &self.lines {
-            let name = self.raw.get(start..end)?;
+        for &(end, line) in &t.lines {
+            let name = t.raw.get(start..end)?;
             start = end;
             let rest = buf.get(at..)?;
             if !rest.starts_with(name) || rest.get(name.len()) != Some(&b':') {
@@ -109,10 +201,10 @@ impl Names {
             let value = buf.get(from + lead..nl - 1 - trail)?;
             let v = (from + lead, value.len());
             match line {
-                Line::Kept => self.values.push(v),
+                Line::Kept => values.push(v)?,
                 Line::Length => {
                     s.length = Some(v);
-                    self.values.push(v);
+                    values.push(v)?;
                 }
                 Line::Connection => {
                     if !visible(value) {
@@ -136,14 +228,23 @@ impl Names {
         Some(s)
     }
 
+    /// The last head's names: the template's, or the record's.
+    fn last(&self) -> (&[u8], &[(usize, Line)]) {
+        match &self.template {
+            Some(t) => (&t.raw, &t.lines),
+            None => (&self.raw, &self.lines),
+        }
+    }
+
     /// Whether `lines` have the last head's names, in the same order, byte for byte.
     pub(super) fn matches(&self, lines: &[httparse::Header<'_>]) -> bool {
-        if lines.len() != self.lines.len() || lines.is_empty() {
+        let (raw, names) = self.last();
+        if lines.len() != names.len() || lines.is_empty() {
             return false;
         }
         let mut start = 0;
-        for (h, &(end, _)) in lines.iter().zip(&self.lines) {
-            if self.raw.get(start..end) != Some(h.name.as_bytes()) {
+        for (h, &(end, _)) in lines.iter().zip(names) {
+            if raw.get(start..end) != Some(h.name.as_bytes()) {
                 return false;
             }
             start = end;
@@ -154,13 +255,19 @@ impl Names {
     /// A copy of the kept map, when there is one: the names of the last head's kept lines, in
     /// order, each value to be replaced by the `values` [`scan`](Self::scan) found.
     pub(super) fn map(&self) -> Option<HeaderMap> {
-        self.map.clone()
+        self.template.as_ref().map(|t| t.map.clone())
     }
 
     /// Whether there is a map to replay into.
     #[cfg(test)]
     pub(super) fn ready(&self) -> bool {
-        self.map.is_some()
+        self.template.is_some()
+    }
+
+    /// Whether both replay into the same template.
+    #[cfg(test)]
+    pub(super) fn shares(&self, other: &Self) -> bool {
+        matches!((&self.template, &other.template), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
     }
 
     /// Starts recording a head read on the general path.
@@ -171,7 +278,7 @@ impl Names {
         }
         self.raw.clear();
         self.lines.clear();
-        self.map = None;
+        self.template = None;
     }
 
     /// Records the next line of the head being read.
@@ -181,8 +288,8 @@ impl Names {
     }
 
     /// Ends recording: `map` is what the general path built for the head (before framing
-    /// touched it). With `repeated`, the names are the same as the head's before, so the map
-    /// is kept to replay.
+    /// touched it). With `repeated`, the names are the same as the head's before, so a template
+    /// is made of them; without, the worker's template for them is used if it has one.
     pub(super) fn finish(&mut self, map: &HeaderMap, repeated: bool) {
         if self.raw.len() > MAX_RAW || self.lines.len() > MAX_LINES {
             *self = Self::default();
@@ -191,6 +298,10 @@ impl Names {
         if map.len() != map.keys_len() {
             // A repeated name: the replay fills values in map order, which is not line order.
             self.clear();
+            return;
+        }
+        if let Some(t) = shared(&self.raw, &self.lines) {
+            self.adopt(t);
             return;
         }
         if repeated {
@@ -203,8 +314,21 @@ impl Names {
             // not grow the copy (a clone has no spare room), which cost 660 instructions a
             // response (`bench/instructions.sh`). Last, so the values still go in line order.
             m.insert(X_ENVOY_UPSTREAM_SERVICE_TIME, HeaderValue::from_static(""));
-            self.map = Some(m);
+            let t = Arc::new(Template {
+                raw: std::mem::take(&mut self.raw),
+                lines: std::mem::take(&mut self.lines),
+                map: m,
+            });
+            keep(&t);
+            self.adopt(t);
         }
+    }
+
+    /// Replays into `t` from now on; its names are the record's, which is given up.
+    fn adopt(&mut self, t: Arc<Template>) {
+        self.raw = Vec::new();
+        self.lines = Vec::new();
+        self.template = Some(t);
     }
 
     /// Forgets the head: it cannot be replayed.

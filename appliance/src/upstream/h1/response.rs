@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::Error;
-use super::names::{Line, Names, Scanned};
+use super::names::{Line, Names, Scanned, Values};
 use crate::http::decode::Decoder;
 use crate::http::h1::head::{content_length, find_lf, last_is_chunked};
 
@@ -47,11 +47,13 @@ pub(super) fn parse(
     head_request: bool,
     names: &mut Names,
 ) -> Result<Parsed, Error> {
+    let mut values = Values::new();
     if let Some((status, version, at)) = status_line(buf)
-        && let Some(s) = names.scan(buf, at)
+        && let Some(s) = names.scan(buf, at, &mut values)
         && s.len <= MAX_HEAD
     {
-        return replayed(buf, names, (status, version), &s, head_request).map(Parsed::Final);
+        return replayed(buf, names, (status, version), (&s, &values), head_request)
+            .map(Parsed::Final);
     }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
@@ -174,12 +176,12 @@ fn replayed(
     buf: &mut BytesMut,
     names: &Names,
     (status, version): (StatusCode, Version),
-    s: &Scanned,
+    (s, values): (&Scanned, &Values),
     head_request: bool,
 ) -> Result<Head, Error> {
     let raw = buf.split_to(s.len).freeze();
     let mut headers = names.map().unwrap_or_default();
-    for (v, &(off, n)) in headers.values_mut().zip(&names.values) {
+    for (v, (off, n)) in headers.values_mut().zip(values.iter()) {
         *v = HeaderValue::from_maybe_shared(raw.slice(off..off + n))
             .map_err(|_| Error::Malformed("bad header value"))?;
     }
@@ -469,6 +471,69 @@ mod tests {
         assert_eq!(h.body, Decoder::Length(7));
     }
 
+    #[test]
+    fn a_workers_connections_share_the_template_for_the_same_names() {
+        let wire = |server: &str, len: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nServer: {server}\r\nDate: d\r\nContent-Length: {len}\r\n\r\n"
+            )
+        };
+        let mut a = Names::default();
+        on(&mut a, &wire("a", 1), false);
+        assert!(!a.ready());
+        on(&mut a, &wire("a", 1), false);
+        assert!(a.ready());
+        let mut b = Names::default();
+        on(&mut b, &wire("b", 2), false);
+        assert!(b.ready(), "the worker had a template for these names");
+        assert!(a.shares(&b));
+        let h = on(&mut b, &wire("b2", 3), false);
+        assert_eq!(
+            lines(&h),
+            [("server", "b2"), ("date", "d"), ("content-length", "3")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(h.body, Decoder::Length(3));
+        // Other names on one connection leave the other's replay alone.
+        on(
+            &mut b,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n",
+            false,
+        );
+        assert!(!b.ready());
+        let h = on(&mut a, &wire("a2", 4), false);
+        assert_eq!(h.resp.headers()["server"], "a2");
+        assert!(a.ready());
+        // Another worker thread has its own.
+        let other = std::thread::spawn(move || {
+            let mut c = Names::default();
+            on(&mut c, &wire("c", 1), false);
+            c.ready()
+        });
+        assert!(!other.join().expect("thread"));
+    }
+
+    #[test]
+    fn a_worker_keeps_a_bounded_number_of_templates() {
+        let mut last = Names::default();
+        for i in 0..40 {
+            let wire = format!("HTTP/1.1 200 OK\r\nX-Set-{i}: v\r\nContent-Length: 0\r\n\r\n");
+            let mut n = Names::default();
+            on(&mut n, &wire, false);
+            on(&mut n, &wire, false);
+            assert!(n.ready());
+            last = n;
+        }
+        assert_eq!(super::super::names::kept(), 16);
+        // Forgotten templates stay with the connections that hold them.
+        let h = on(
+            &mut last,
+            "HTTP/1.1 200 OK\r\nX-Set-39: w\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!(h.resp.headers()["x-set-39"], "w");
+    }
+
     /// A connection whose last two heads had `Server`, `Date`, `Content-Length`, `Connection`.
     fn primed() -> Names {
         let mut names = Names::default();
@@ -575,9 +640,9 @@ mod tests {
         .collect();
         for (wire, scanned) in &cases {
             let w = wire.as_bytes();
-            let mut names = primed();
+            let names = primed();
             let read = status_line(w)
-                .and_then(|(_, _, at)| names.scan(w, at))
+                .and_then(|(_, _, at)| names.scan(w, at, &mut Values::new()))
                 .is_some();
             assert_eq!(read, *scanned, "{wire:?}");
             for head_request in [false, true] {

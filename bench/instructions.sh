@@ -11,8 +11,12 @@
 # thread) with bench/run.sh's configurations of them instead. The setup is bench/run.sh's
 # route (one VirtualService to an nginx backend, 100-byte body), plain HTTP, one worker.
 # 2,000 warm-up requests are not counted; then REQUESTS (default 20,000) with
-# `h2load --h1 -c8`. Prints Ir/request; the callgrind dump is kept in bench/out/ for
-# `callgrind_annotate --inclusive=yes`. CACHE_SIM=1 adds valgrind's cache and branch-predictor
+# `h2load --h1 -c8` (CONNS=N sets the connections: the benchmark's wrk -c64 on two workers is
+# 32 a worker, where more of each connection's state has left the cache by its next turn).
+# Prints Ir/request; the callgrind dump is kept in bench/out/ for
+# `callgrind_annotate --inclusive=yes` (a PGO build is inlined into one function: with
+# CALLGRIND_ARGS=--dump-instr=yes, bench/misses.py sums an event by inlined source position
+# instead). CACHE_SIM=1 adds valgrind's cache and branch-predictor
 # simulation and prints every event per request (L1/last-level misses, mispredicted branches).
 # ALLOCS=1 runs valgrind's DHAT instead and prints heap allocations per request with the sites
 # that make them (bench/allocs.py). DHAT sees malloc, not mimalloc: the binary must be built

@@ -4,7 +4,7 @@
 //! most response heads on a pooled connection repeat the previous head's names. What a header
 //! line costs most is not its value but its name: parsing it into a `HeaderName` and hashing
 //! it into a new map (about 200 instructions a line, `bench/instructions.sh`). When a head's
-//! names match, byte for byte, those of the head before it, the map built for that head is
+//! names match, byte for byte, those of the head before it, a map built once for those names is
 //! cloned (names and hashes in place) and only the values are replaced.
 //!
 //! Such a head is not parsed by `httparse` either: [`Names::scan`] checks that each line starts
@@ -14,8 +14,10 @@
 //! exactly as `httparse` would — a bare LF, a partial head, another name, a 1xx — goes to the
 //! general path, which reads it with `httparse`.
 //!
-//! The map is kept only once the same names came twice in a row, so a connection whose
-//! responses alternate between header sets never pays for the copy; and only for heads the
+//! A map is built only once the same names came twice in a row on one of the worker's
+//! connections, so responses that alternate between header sets do not make a map per head
+//! (a connection alternating between two sets that both have one pays a failed scan, which
+//! stops at the first name that differs); and only for heads the
 //! replay reads exactly as the general path does: no repeated name (the map would order them
 //! by name, not by line), no `Transfer-Encoding`, and no `Connection` naming other headers.
 //!
@@ -40,7 +42,7 @@ const MAX_RAW: usize = 2048;
 pub(super) const MAX_LINES: usize = 64;
 
 /// Templates a worker thread keeps: one per distinct set of names its backends send, so a
-/// few; past this the oldest is forgotten (connections holding it keep their copy).
+/// few; past this the oldest made is forgotten (connections holding it keep using it).
 const TEMPLATES: usize = 16;
 
 thread_local! {
@@ -75,9 +77,10 @@ pub(super) struct Scanned {
 }
 
 /// Where each kept line's value is in the buffer, in line order: [`Names::scan`]'s output, on
-/// the caller's stack (warm, unlike anything a connection owns).
+/// the caller's stack (warm, unlike anything a connection owns). Offsets fit 16 bits: a longer
+/// head is refused (`response::MAX_HEAD`), and a scan that meets one gives up to the general path.
 pub(super) struct Values {
-    at: [(u32, u32); MAX_LINES],
+    at: [(u16, u16); MAX_LINES],
     n: usize,
 }
 
@@ -91,7 +94,7 @@ impl Values {
 
     fn push(&mut self, (off, len): (usize, usize)) -> Option<()> {
         let slot = self.at.get_mut(self.n)?;
-        *slot = (u32::try_from(off).ok()?, u32::try_from(len).ok()?);
+        *slot = (u16::try_from(off).ok()?, u16::try_from(len).ok()?);
         self.n += 1;
         Some(())
     }
@@ -100,7 +103,7 @@ impl Values {
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.at[..self.n]
             .iter()
-            .map(|&(o, n)| (o as usize, n as usize))
+            .map(|&(o, n)| (usize::from(o), usize::from(n)))
     }
 }
 
@@ -288,8 +291,8 @@ impl Names {
     }
 
     /// Ends recording: `map` is what the general path built for the head (before framing
-    /// touched it). With `repeated`, the names are the same as the head's before, so a template
-    /// is made of them; without, the worker's template for them is used if it has one.
+    /// touched it). The worker's template for these names is used if it has one; if not, and
+    /// `repeated` (the names are the same as the head's before), a template is made of them.
     pub(super) fn finish(&mut self, map: &HeaderMap, repeated: bool) {
         if self.raw.len() > MAX_RAW || self.lines.len() > MAX_LINES {
             *self = Self::default();

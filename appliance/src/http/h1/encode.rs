@@ -23,6 +23,10 @@ const DIRECT: usize = 8 * 1024;
 /// Buffered response bytes written once this many are pending.
 const FLUSH_AT: usize = 16 * 1024;
 
+/// Longest a buffered head waits for its body's first bytes before it is written alone. The
+/// runtime's timers tick in milliseconds, so this is the shortest wait that means anything.
+const HOLD_HEAD: Duration = Duration::from_millis(1);
+
 /// How the body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Delimit {
@@ -127,11 +131,30 @@ async fn send_body<W: AsyncWrite + Unpin>(
     delimit: Delimit,
 ) -> io::Result<()> {
     let mut sent = 0u64;
+    // Whether the head may still wait for the body's first bytes.
+    let mut wait = true;
     loop {
         // A frame that is ready joins what is buffered; otherwise the buffer goes out first,
         // so a slow body never holds back the head or earlier data.
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
             Poll::Ready(f) => f,
+            Poll::Pending if !out.is_empty() && std::mem::take(&mut wait) => {
+                // Backends often send the head and the body in two writes (nginx: `writev`,
+                // then `sendfile`), and the upstream read can fall between them. Writing the
+                // head alone then costs a second segment, and the client's ACK of it, for a
+                // body a few microseconds behind. So the head waits up to HOLD_HEAD for the
+                // body's first bytes, as nginx's `postpone_output` holds a short head (without
+                // a limit) and HAProxy corks it with MSG_MORE (BENCHMARKS.md, stop 26).
+                match tokio::time::timeout(
+                    HOLD_HEAD,
+                    poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)),
+                )
+                .await
+                {
+                    Ok(f) => f,
+                    Err(_) => continue,
+                }
+            }
             Poll::Pending => {
                 if !out.is_empty() {
                     w.write_all(out).await?;
@@ -326,6 +349,108 @@ mod tests {
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         let mut out = Vec::new();
         assert!(write(&mut out, resp, GET11).await.is_err());
+    }
+
+    /// A writer that keeps each write apart, and says when the first one happened.
+    struct Writes {
+        writes: Vec<Vec<u8>>,
+        first: Option<tokio::sync::oneshot::Sender<()>>,
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.to_vec());
+            if let Some(first) = self.first.take() {
+                let _ = first.send(());
+            }
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A 5-byte response whose body comes through the returned sender, as an upstream's
+    /// body comes after its head.
+    fn later_body() -> (Response<Body>, tokio::sync::mpsc::Sender<Bytes>) {
+        struct Later(tokio::sync::mpsc::Receiver<Bytes>);
+        impl http_body::Body for Later {
+            type Data = Bytes;
+            type Error = body::BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
+                self.0
+                    .poll_recv(cx)
+                    .map(|d| d.map(|d| Ok(http_body::Frame::data(d))))
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut resp = Response::new(Later(rx).boxed());
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        (resp, tx)
+    }
+
+    #[tokio::test]
+    async fn a_body_just_behind_its_head_leaves_in_the_same_write() {
+        let (resp, tx) = later_body();
+        // Runs once the writer waits: the body is not there when the head is ready.
+        tokio::spawn(async move { tx.send(Bytes::from_static(b"hello")).await });
+        let mut w = Writes {
+            writes: Vec::new(),
+            first: None,
+        };
+        assert!(write(&mut w, resp, GET11).await.expect("written"));
+        assert_eq!(w.writes.len(), 1, "{:?}", w.writes);
+        let text = String::from_utf8(w.writes.concat()).expect("utf-8");
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\nhello"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_head_whose_body_does_not_come_is_written_alone_after_the_hold() {
+        let (resp, tx) = later_body();
+        let (first, written) = tokio::sync::oneshot::channel();
+        // The body comes only once the head is out: a head held until its body would never
+        // be written, and the test would time out.
+        tokio::spawn(async move {
+            if written.await.is_ok() {
+                let _ = tx.send(Bytes::from_static(b"hello")).await;
+            }
+        });
+        let mut w = Writes {
+            writes: Vec::new(),
+            first: Some(first),
+        };
+        let keep = tokio::time::timeout(Duration::from_secs(10), write(&mut w, resp, GET11))
+            .await
+            .expect("the head was not held back for good")
+            .expect("written");
+        assert!(keep);
+        let head = String::from_utf8(w.writes[0].clone()).expect("utf-8");
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
+        assert_eq!(w.writes[1..].concat(), b"hello");
     }
 
     /// A body of `parts` with no size hint, as a streamed upstream response has.

@@ -61,40 +61,6 @@ print(total, user)
 PY
 }
 HZ=$(getconf CLK_TCK)
-# The other proxies as bench/run.sh configures them (plain HTTP/1.1 only).
-NGINX_BIN=$(command -v nginx)
-start_proxy() { # SIDE LABEL ROUND; sets pid
-  case "$1" in
-    nginx)
-      mkdir -p "$W/nginx-$2"
-      { nginx_head "$W/nginx-$2" 2
-        cat <<EOF
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  client_body_temp_path $W/nginx-$2;
-  proxy_temp_path $W/nginx-$2;
-  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 100000000; }
-  server {
-    listen 127.0.0.1:$H1 reuseport;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-EOF
-      } >"$W/nginx-$2/nginx.conf"
-      "$NGINX_BIN" -p "$W/nginx-$2" -c "$W/nginx-$2/nginx.conf" -e "$W/nginx-$2/error.log" \
-        -g 'daemon off;' >"$W/$2-$3.log" 2>&1 &
-      pid=$! ;;
-    haproxy)
-      haproxy_cfg 2 4000 "$BACKEND" "127.0.0.1:$H1" >"$W/haproxy.cfg"
-      haproxy -f "$W/haproxy.cfg" -db >"$W/$2-$3.log" 2>&1 &
-      pid=$! ;;
-    *)
-      "$1" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 2 >"$W/$2-$3.log" 2>&1 &
-      pid=$! ;;
-  esac
-  PIDS+=("$pid")
-}
 run_one() { # SIDE LABEL ROUND
   local pid
   start_proxy "$@"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by bench/l4-logs.sh, bench/noisy.sh, bench/instructions.sh, bench/ab.sh and bench/idle.sh (sourced,
+# Shared by bench/l4-logs.sh, bench/noisy.sh, bench/instructions.sh, bench/ab.sh, bench/packets.sh and bench/idle.sh (sourced,
 # not run):
 # the work folder and its cleanup, the nginx backend every proxy sits in front of, and the
 # IstioOperator of a one-group gatehouse on 127.0.0.1.
@@ -160,6 +160,45 @@ spec:
   - route: [{destination: {host: backend.bench.internal}}]
 EOF
 
+}
+
+# start_proxy SIDE LABEL ROUND: SIDE (a gatehouse binary, `nginx` or `haproxy`) as bench/run.sh
+# configures it for plain HTTP/1.1 (2 workers, upstream keep-alive) on 127.0.0.1:$H1, in front
+# of the backend on $BACKEND; gatehouse serves $WORK/repo (one_route_repo) with its admin on
+# $ADMIN. Logs go to $WORK/LABEL-ROUND.log. Sets pid and adds it to PIDS; needs
+# bench/haproxy-cfg.sh sourced.
+start_proxy() {
+  local W=$WORK
+  case "$1" in
+    nginx)
+      mkdir -p "$W/nginx-$2"
+      { nginx_head "$W/nginx-$2" 2
+        cat <<EOF
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path $W/nginx-$2;
+  proxy_temp_path $W/nginx-$2;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$H1 reuseport;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+EOF
+      } >"$W/nginx-$2/nginx.conf"
+      "$NGINX" -p "$W/nginx-$2" -c "$W/nginx-$2/nginx.conf" -e "$W/nginx-$2/error.log" \
+        -g 'daemon off;' >"$W/$2-$3.log" 2>&1 &
+      pid=$! ;;
+    haproxy)
+      haproxy_cfg 2 4000 "$BACKEND" "127.0.0.1:$H1" >"$W/haproxy.cfg"
+      haproxy -f "$W/haproxy.cfg" -db >"$W/$2-$3.log" 2>&1 &
+      pid=$! ;;
+    *)
+      "$1" run --repo "$W/repo" --admin "127.0.0.1:$ADMIN" --workers 2 >"$W/$2-$3.log" 2>&1 &
+      pid=$! ;;
+  esac
+  PIDS+=("$pid")
 }
 
 # proxy_args BINARY REPO H1_PORT BACKEND_PORT ADMIN_PORT: sets ARGS to run BINARY with one

@@ -1,7 +1,7 @@
 //! The HTTP/1.1 upstream client end to end, against a backend that writes exact bytes
 //! (`harness::scripted`): response framings, interim responses, connection reuse, a kept-alive
-//! connection the upstream closed, an upload that goes on while its response streams, and a
-//! malformed response. curl drives each sequence over one client connection, so every
+//! connection the upstream closed, an upload that goes on while its response streams, a head
+//! sent before its body, and a malformed response. curl drives each sequence over one client connection, so every
 //! request lands on the same worker and its connection pool.
 
 use std::process::{Command, Stdio};
@@ -313,6 +313,41 @@ fn an_answer_before_the_upload_ends_reaches_the_client() {
         assert_eq!(r.exit, 0, "curl failed: {r:?}");
     }
     assert_eq!(fx.get("/").status, 200);
+}
+
+#[test]
+fn a_head_reaches_the_client_while_its_body_is_still_to_come() {
+    use std::io::{Read, Write};
+    let fx = scripted_fixture(ROUTE);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", fx.port)).expect("connect");
+    // The gateway holds a head at most a millisecond for its body; a head held until the
+    // body came would never arrive here, as the backend sends the body only after it did.
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET /held-body HTTP/1.1\r\nHost: {HOST}\r\n\r\n").expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s
+            .read(&mut chunk)
+            .expect("the head, before its body was sent");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(head.contains("content-length: 5\r\n"), "{head}");
+    assert_eq!(&got[end..], b"", "a body before the backend sent it");
+    crate::harness::scripted::release_held_body();
+    while got.len() < end + 5 {
+        let n = s.read(&mut chunk).expect("the body");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&got[end..], b"hello");
 }
 
 #[test]

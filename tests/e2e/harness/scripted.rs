@@ -9,7 +9,8 @@
 //! without answering any request but a connection's first), `/early` (answers at once, then
 //! reads the upload and reports its length), `/early-close` (413 at the head, then closes with
 //! the upload unread), `/malformed` (two lengths), `/endless-head` (1 MiB of header line
-//! without a line feed); anything else: `ok`.
+//! without a line feed), `/held-body` (the head at once, its 5-byte body only after
+//! [`release_held_body`]); anything else: `ok`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Backends;
+
+/// What `/held-body` waits on before it sends its body.
+static HELD_BODY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Lets the next (or the waiting) `/held-body` response send its body.
+pub fn release_held_body() {
+    HELD_BODY.notify_one();
+}
 
 impl Backends {
     /// Starts the scripted backend on `port`.
@@ -142,6 +151,13 @@ async fn serve(s: TcpStream, conn: u64) -> std::io::Result<()> {
             let tail = format!("received {got}\n");
             r.s.write_all(format!("{:x}\r\n{tail}\r\n0\r\n\r\n", tail.len()).as_bytes())
                 .await?;
+            continue;
+        }
+        if path == "/held-body" {
+            r.s.write_all(format!("HTTP/1.1 200 OK\r\n{ids}content-length: 5\r\n\r\n").as_bytes())
+                .await?;
+            HELD_BODY.notified().await;
+            r.s.write_all(b"hello").await?;
             continue;
         }
         if path == "/early-close" {

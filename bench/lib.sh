@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Shared by bench/l4-logs.sh, bench/noisy.sh, bench/instructions.sh, bench/ab.sh, bench/packets.sh and bench/idle.sh (sourced,
-# not run):
-# the work folder and its cleanup, the nginx backend every proxy sits in front of, and the
-# IstioOperator of a one-group gatehouse on 127.0.0.1.
+# Shared by bench/l4-logs.sh, bench/noisy.sh, bench/instructions.sh, bench/ab.sh,
+# bench/packets.sh and bench/idle.sh (sourced, not run): the work folder and its cleanup, the
+# nginx backend every proxy sits in front of, the IstioOperator of a one-group gatehouse on
+# 127.0.0.1, and gatehouse, nginx or HAProxy started as bench/run.sh configures them.
 
 NGINX=${NGINX:-/usr/sbin/nginx}
 

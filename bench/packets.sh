@@ -15,11 +15,13 @@
 #    send), each divided by the run's requests;
 #  - under `tcpdump` (20,000 packets from the middle of the run): data segments and pure
 #    ACKs per request on the client side and on the backend side.
-# Counts, not times: they do not drift with the machine's speed, and one run tells.
+# Counts, not times: they vary far less than times from run to run (a context switch or an
+# epoll_wait more or less as the scheduler has it), so one run shows a difference of a tenth
+# of a syscall or segment per request.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BIN=$(realpath "${1:-$HERE/../target/release/gatehouse}")
 cd "$HERE/.."
-BIN=$(realpath "${1:-target/release/gatehouse}")
 SECS=${2:-5}
 BASE=${BENCH_PORT_BASE:-18200}
 BACKEND=$BASE H1=$((BASE + 1)) ADMIN=$((BASE + 9))
@@ -48,17 +50,25 @@ for side in "$BIN" nginx haproxy; do
   wrk -t1 -c64 -d2s "$URL" >/dev/null
   # The proxy and its children (nginx's workers); perf follows every thread of each.
   pids=$({ pgrep -P "$pid" || true; } | tr '\n' ,)$pid
-  perf stat -x, -e "$EVENTS" -p "$pids" -o "$W/$label.stat" -- sleep "$SECS" 2>/dev/null &
+  perf stat -x, -e "$EVENTS" -p "$pids" -o "$W/$label.stat" -- sleep "$SECS" 2>"$W/$label.perf-err" &
   st=$!
   wrk -t1 -c64 -d"${SECS}s" "$URL" >"$W/$label.wrk"
   wait "$st" || true
+  grep -q raw_syscalls "$W/$label.stat" 2>/dev/null || {
+    echo "perf stat counted nothing for $label (root and tracepoints needed):" >&2
+    cat "$W/$label.perf-err" >&2
+    exit 1
+  }
   # The capture starts a second into its run and stops at 20,000 packets.
   wrk -t1 -c64 -d"${SECS}s" "$URL" >/dev/null &
   w=$!
   sleep 1
   timeout "$SECS" tcpdump -i lo -nn -c 20000 -w "$W/$label.pcap" \
-    "tcp port $H1 or tcp port $BACKEND" 2>/dev/null || true
+    "tcp port $H1 or tcp port $BACKEND" 2>"$W/$label.tcpdump-err" || true
   wait "$w"
+  [ -s "$W/$label.pcap" ] || { echo "tcpdump captured nothing for $label:" >&2; cat "$W/$label.tcpdump-err" >&2; exit 1; }
+  # A capture that lost packets would undercount; its own summary says so.
+  grep -h "dropped by kernel" "$W/$label.tcpdump-err" | sed "s/^/$label: /" >&2 || true
   tcpdump -nn -r "$W/$label.pcap" 2>/dev/null >"$W/$label.txt"
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
@@ -100,6 +110,7 @@ rows = [
     ("  epoll_wait + epoll_pwait", ("syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait")),
     ("  epoll_ctl", "syscalls:sys_enter_epoll_ctl"),
     ("  futex", "syscalls:sys_enter_futex"),
+    ("  other syscalls", None),
     ("context switches", "sched:sched_switch"),
     ("packets sent in its context", "net:net_dev_xmit"),
 ]
@@ -107,12 +118,16 @@ stats = {n: stat(n) for n in names}
 segs = {n: segments(n) for n in names}
 print("| per request | " + " | ".join(names) + " |")
 print("|---|" + "---|" * len(names))
+named = [k for _, keys in rows[1:6] for k in ((keys,) if isinstance(keys, str) else keys)]
 for title, keys in rows:
-    keys = (keys,) if isinstance(keys, str) else keys
     cells = []
     for n in names:
         reqs, c = stats[n]
-        cells.append(f"{sum(c[k] for k in keys) / reqs:.3f}")
+        if keys is None:
+            total = c["raw_syscalls:sys_enter"] - sum(c[k] for k in named)
+        else:
+            total = sum(c[k] for k in ((keys,) if isinstance(keys, str) else keys))
+        cells.append(f"{total / reqs:.3f}")
     print(f"| {title} | " + " | ".join(cells) + " |")
 for side, kind, title in [
     ("proxy>client", "data", "segments to the client"),

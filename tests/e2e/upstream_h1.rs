@@ -1,8 +1,8 @@
 //! The HTTP/1.1 upstream client end to end, against a backend that writes exact bytes
 //! (`harness::scripted`): response framings, interim responses, connection reuse, a kept-alive
 //! connection the upstream closed, an upload that goes on while its response streams, a head
-//! sent before its body, and a malformed response. curl drives each sequence over one client connection, so every
-//! request lands on the same worker and its connection pool.
+//! sent before its body, and a malformed response. curl drives each sequence over one client
+//! connection, so every request lands on the same worker and its connection pool.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -341,7 +341,7 @@ fn a_head_reaches_the_client_while_its_body_is_still_to_come() {
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
     assert!(head.contains("content-length: 5\r\n"), "{head}");
     assert_eq!(&got[end..], b"", "a body before the backend sent it");
-    crate::harness::scripted::release_held_body();
+    fx.be.held_body.notify_one();
     while got.len() < end + 5 {
         let n = s.read(&mut chunk).expect("the body");
         assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));

@@ -59,6 +59,8 @@ pub struct Backends {
     fail_first: Arc<Mutex<HashMap<String, u64>>>,
     /// Peer addresses seen by each backend (source-address checks).
     pub peers: Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>,
+    /// What the scripted backend's `/held-body` waits on before it sends its body.
+    pub held_body: Arc<tokio::sync::Notify>,
 }
 
 /// Total bytes seen by a TCP echo backend.
@@ -74,6 +76,7 @@ impl Backends {
                 .build()
                 .expect("runtime"),
             counters: Counters::default(),
+            held_body: Arc::default(),
             fail_first: Arc::default(),
             peers: Arc::default(),
         }

@@ -9,8 +9,8 @@
 //! without answering any request but a connection's first), `/early` (answers at once, then
 //! reads the upload and reports its length), `/early-close` (413 at the head, then closes with
 //! the upload unread), `/malformed` (two lengths), `/endless-head` (1 MiB of header line
-//! without a line feed), `/held-body` (the head at once, its 5-byte body only after
-//! [`release_held_body`]); anything else: `ok`.
+//! without a line feed), `/held-body` (the head at once, its 5-byte body only once
+//! `Backends::held_body` is notified); anything else: `ok`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,14 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Backends;
-
-/// What `/held-body` waits on before it sends its body.
-static HELD_BODY: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-/// Lets the next (or the waiting) `/held-body` response send its body.
-pub fn release_held_body() {
-    HELD_BODY.notify_one();
-}
 
 impl Backends {
     /// Starts the scripted backend on `port`.
@@ -37,6 +29,7 @@ impl Backends {
             .expect("bind scripted backend");
         let conns = Arc::new(AtomicU64::new(0));
         let counters = self.counters.clone();
+        let held = self.held_body.clone();
         self.rt.spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
@@ -44,8 +37,9 @@ impl Backends {
                 };
                 let n = conns.fetch_add(1, Ordering::SeqCst);
                 let counters = counters.clone();
+                let held = held.clone();
                 tokio::spawn(async move {
-                    let _ = serve(s, n).await;
+                    let _ = serve(s, n, &held).await;
                     counters.bump("scripted:closed");
                 });
             }
@@ -116,7 +110,7 @@ impl Reader {
     }
 }
 
-async fn serve(s: TcpStream, conn: u64) -> std::io::Result<()> {
+async fn serve(s: TcpStream, conn: u64, held: &tokio::sync::Notify) -> std::io::Result<()> {
     let mut r = Reader { s, buf: Vec::new() };
     for req in 0u64.. {
         let Some(request_line) = r.line().await? else {
@@ -156,7 +150,7 @@ async fn serve(s: TcpStream, conn: u64) -> std::io::Result<()> {
         if path == "/held-body" {
             r.s.write_all(format!("HTTP/1.1 200 OK\r\n{ids}content-length: 5\r\n\r\n").as_bytes())
                 .await?;
-            HELD_BODY.notified().await;
+            held.notified().await;
             r.s.write_all(b"hello").await?;
             continue;
         }

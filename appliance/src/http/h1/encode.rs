@@ -1,6 +1,7 @@
 //! Responses onto the wire: the head, then the body framed by `Content-Length`, chunked, or
 //! by closing the connection (HTTP/1.0 with no known length). A small body that is ready goes
-//! out in the same write as the head.
+//! out in the same write as the head, and a head whose body is not ready waits briefly for it
+//! ([`HOLD_HEAD`]).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -23,8 +24,9 @@ const DIRECT: usize = 8 * 1024;
 /// Buffered response bytes written once this many are pending.
 const FLUSH_AT: usize = 16 * 1024;
 
-/// Longest a buffered head waits for its body's first bytes before it is written alone. The
-/// runtime's timers tick in milliseconds, so this is the shortest wait that means anything.
+/// How long a buffered head waits for its body's first bytes before it is written alone:
+/// 1–2 ms, as the runtime's timers tick in milliseconds and round a deadline up to the next
+/// tick. Shorter would mean nothing to the timer.
 const HOLD_HEAD: Duration = Duration::from_millis(1);
 
 /// How the body is delimited on the wire.
@@ -131,14 +133,15 @@ async fn send_body<W: AsyncWrite + Unpin>(
     delimit: Delimit,
 ) -> io::Result<()> {
     let mut sent = 0u64;
-    // Whether the head may still wait for the body's first bytes.
-    let mut wait = true;
+    // Whether the head may still wait for the body's first bytes: once, and only while
+    // `out` holds the head alone (no body byte buffered or written yet).
+    let mut wait = delimit != Delimit::Length(0) && !body.is_end_stream();
     loop {
         // A frame that is ready joins what is buffered; otherwise the buffer goes out first,
-        // so a slow body never holds back the head or earlier data.
+        // so a slow body holds back neither earlier data nor, beyond HOLD_HEAD, the head.
         let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
             Poll::Ready(f) => f,
-            Poll::Pending if !out.is_empty() && std::mem::take(&mut wait) => {
+            Poll::Pending if sent == 0 && std::mem::take(&mut wait) => {
                 // Backends often send the head and the body in two writes (nginx: `writev`,
                 // then `sendfile`), and the upstream read can fall between them. Writing the
                 // head alone then costs a second segment, and the client's ACK of it, for a
@@ -166,7 +169,16 @@ async fn send_body<W: AsyncWrite + Unpin>(
         };
         let data = match frame {
             None => break,
-            Some(Err(e)) => return Err(io::Error::other(e)),
+            Some(Err(e)) => {
+                // What is buffered (the head at least) still goes out, so the client sees a
+                // response cut short rather than a connection closed without one, which on a
+                // reused connection it could take for an idle close and retry.
+                if !out.is_empty() {
+                    let _ = w.write_all(out).await;
+                    out.clear();
+                }
+                return Err(io::Error::other(e));
+            }
             // Trailers are not sent over HTTP/1.1.
             Some(Ok(f)) => match f.into_data() {
                 Ok(d) if !d.is_empty() => d,
@@ -409,8 +421,15 @@ mod tests {
     #[tokio::test]
     async fn a_body_just_behind_its_head_leaves_in_the_same_write() {
         let (resp, tx) = later_body();
-        // Runs once the writer waits: the body is not there when the head is ready.
-        tokio::spawn(async move { tx.send(Bytes::from_static(b"hello")).await });
+        // Runs once the writer waits (the test's runtime has one thread), so the body is not
+        // there when the head is ready; and it takes a few turns of the runtime, so a head
+        // that waited only for the next poll of the socket events would leave alone.
+        tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            tx.send(Bytes::from_static(b"hello")).await
+        });
         let mut w = Writes {
             writes: Vec::new(),
             first: None,
@@ -451,6 +470,39 @@ mod tests {
             "{head}"
         );
         assert_eq!(w.writes[1..].concat(), b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fails_behind_its_head_still_lets_the_head_out() {
+        /// Not ready at first, then an error: an upstream that resets after its head.
+        struct Fails(bool);
+        impl http_body::Body for Fails {
+            type Data = Bytes;
+            type Error = body::BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
+                if std::mem::replace(&mut self.0, true) {
+                    return Poll::Ready(Some(Err("reset".into())));
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+        let mut resp = Response::new(Fails(false).boxed());
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let mut w = Writes {
+            writes: Vec::new(),
+            first: None,
+        };
+        assert!(write(&mut w, resp, GET11).await.is_err());
+        let text = String::from_utf8(w.writes.concat()).expect("utf-8");
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("\r\n\r\n"),
+            "{text}"
+        );
     }
 
     /// A body of `parts` with no size hint, as a streamed upstream response has.

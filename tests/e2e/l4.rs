@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ struct TcpFx {
 /// client's EOF: what it read is kept for the test.
 fn half_closer(port: u16) -> Arc<Mutex<Vec<u8>>> {
     let got = Arc::new(Mutex::new(Vec::new()));
-    let l = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    let l = crate::harness::bind_loopback(port);
     let g = got.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {

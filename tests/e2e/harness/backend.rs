@@ -17,7 +17,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Per-backend request counters, by backend name.
 #[derive(Default, Clone)]
@@ -90,10 +89,7 @@ impl Backends {
         let counters = self.counters.clone();
         let fails = self.fail_first.clone();
         let peers = self.peers.clone();
-        let l = self
-            .rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .expect("bind backend");
+        let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
                 let Ok((s, peer)) = l.accept().await else {
@@ -126,10 +122,7 @@ impl Backends {
         let name = name.to_string();
         let counters = self.counters.clone();
         let peers = self.peers.clone();
-        let l = self
-            .rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .expect("bind tcp");
+        let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
                 let Ok((mut s, peer)) = l.accept().await else {
@@ -189,10 +182,7 @@ impl Backends {
         let counters = self.counters.clone();
         let fails = self.fail_first.clone();
         let peers = self.peers.clone();
-        let l = self
-            .rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .expect("bind tls");
+        let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
                 let Ok((s, peer)) = l.accept().await else {
@@ -230,10 +220,7 @@ impl Backends {
     /// A websocket echo server named `name`.
     pub fn websocket(&self, name: &str, port: u16) {
         let name = name.to_string();
-        let l = self
-            .rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .expect("bind ws");
+        let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
@@ -365,10 +352,7 @@ impl Backends {
         let counters = self.counters.clone();
         let fails = self.fail_first.clone();
         let peers = self.peers.clone();
-        let l = self
-            .rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .expect("bind backend");
+        let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
                 let Ok((s, peer)) = l.accept().await else {
@@ -456,10 +440,7 @@ impl Backends {
         let counters = self.counters.clone();
         let fails = self.fail_first.clone();
         let peers = self.peers.clone();
-        let l = self
-            .rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .expect("bind tls");
+        let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
                 let Ok((s, peer)) = l.accept().await else {

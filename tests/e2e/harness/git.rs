@@ -3,7 +3,6 @@
 //! basic auth, a bearer token, and TLS from a test CA), and sshd with a deploy key on a
 //! non-22 port; plus a server that accepts connections and never answers.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -440,7 +439,7 @@ impl Hang {
     /// Starts it.
     pub fn start() -> Self {
         let port = free_port();
-        let l = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let l = super::bind_loopback(port);
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for c in l.incoming().flatten() {

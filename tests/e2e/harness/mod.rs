@@ -65,6 +65,39 @@ pub fn free_port() -> u16 {
     panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
+/// A listener on `127.0.0.1:port` (a port from [`free_port`]), for servers the test process
+/// runs itself. `free_port` only saw the port free an instant earlier, and once (stop 26, CI)
+/// the bind that followed failed with "Address already in use" without a cause being found:
+/// so a refused bind is tried again for a few seconds, and if it still fails the panic names
+/// the port and what `ss` shows on it.
+pub fn bind_loopback(port: u16) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                let holders = Command::new("ss")
+                    .args(["-tanp", &format!("( sport = :{port} )")])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                panic!("bind 127.0.0.1:{port}: {e}\nss on the port:\n{holders}");
+            }
+        }
+    }
+}
+
+/// [`bind_loopback`] as a tokio listener, registered with `rt`.
+pub fn bind_loopback_tokio(rt: &tokio::runtime::Runtime, port: u16) -> tokio::net::TcpListener {
+    let l = bind_loopback(port);
+    l.set_nonblocking(true).expect("non-blocking listener");
+    let _guard = rt.enter();
+    tokio::net::TcpListener::from_std(l).expect("tokio listener")
+}
+
 /// The directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

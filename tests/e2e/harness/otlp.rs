@@ -19,7 +19,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
-use tokio::net::TcpListener;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
@@ -90,9 +89,7 @@ impl Receiver {
             .expect("runtime");
         let store = Arc::new(Mutex::new(Store::default()));
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let l = rt
-            .block_on(TcpListener::bind(addr))
-            .expect("bind OTLP receiver");
+        let l = super::bind_loopback_tokio(&rt, port);
         let s = store.clone();
         rt.spawn(async move {
             loop {

@@ -16,17 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use super::Backends;
 
 impl Backends {
     /// Starts the scripted backend on `port`.
     pub fn scripted(&self, port: u16) {
-        let l = self
-            .rt
-            .block_on(TcpListener::bind(("127.0.0.1", port)))
-            .expect("bind scripted backend");
+        let l = super::bind_loopback_tokio(&self.rt, port);
         let conns = Arc::new(AtomicU64::new(0));
         let counters = self.counters.clone();
         let held = self.held_body.clone();

@@ -104,6 +104,7 @@ pub async fn handle(
                 tls: false,
                 sni: None,
                 chain: None,
+                client_cert: None,
                 shared: shared.clone(),
                 framing: Arc::default(),
                 tenant: ConnTenant::default(),
@@ -238,6 +239,12 @@ async fn tls(
                 Some(b"h2") => Proto::H2,
                 _ => Proto::H1,
             };
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::http::xfcc::value(c));
             let info = Arc::new(ConnInfo {
                 group: l.group.clone(),
                 listener: l.addr,
@@ -246,6 +253,7 @@ async fn tls(
                 tls: true,
                 sni: hello.sni.map(String::into_boxed_str),
                 chain: Some(chain.name.clone().into_boxed_str()),
+                client_cert,
                 shared: shared.clone(),
                 framing: Arc::default(),
                 tenant: ConnTenant::default(),

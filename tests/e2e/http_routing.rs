@@ -277,6 +277,15 @@ fn timeout_retries_and_faults() {
   - match: [{uri: {prefix: /retry}}]
     retries: {attempts: 3, perTryTimeout: 2s, retryOn: 5xx}
     route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /attempts-only}}]
+    retries: {attempts: 2}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /gateway-error}}]
+    retries: {attempts: 2, retryOn: gateway-error}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /codes}}]
+    retries: {attempts: 2, retryOn: "409,retriable-status-codes"}
+    route: [{destination: {host: default.team-a.internal}}]
   - match: [{uri: {prefix: /noretry}}]
     retries: {attempts: 0}
     route: [{destination: {host: default.team-a.internal}}]
@@ -306,6 +315,26 @@ fn timeout_retries_and_faults() {
         .header("x-test-key: k1")
         .run();
     assert_eq!(r.status, 200, "{}", r.body);
+    // `attempts` alone keeps Istio's default conditions (503, connect failure, ...): two
+    // 503s are retried, a third try's 503 is the answer, and a 500 is not retried.
+    let fails = |path: &str, times: u32, status: u16, key: &str| {
+        Curl::new(&fx.url("web.example.com", path))
+            .header(&format!("x-test-fail-times: {times}"))
+            .header(&format!("x-test-fail-status: {status}"))
+            .header(&format!("x-test-key: {key}"))
+            .run()
+            .status
+    };
+    assert_eq!(fails("/attempts-only", 2, 503, "a1"), 200);
+    assert_eq!(fails("/attempts-only", 3, 503, "a2"), 503);
+    assert_eq!(fails("/attempts-only", 1, 500, "a3"), 500);
+    // gateway-error: 502, 503 and 504, not 500.
+    assert_eq!(fails("/gateway-error", 1, 502, "g1"), 200);
+    assert_eq!(fails("/gateway-error", 2, 504, "g2"), 200);
+    assert_eq!(fails("/gateway-error", 1, 500, "g3"), 500);
+    // retriable-status-codes with the listed code only.
+    assert_eq!(fails("/codes", 1, 409, "c1"), 200);
+    assert_eq!(fails("/codes", 1, 503, "c2"), 503);
     let r = Curl::new(&fx.url("web.example.com", "/noretry"))
         .header("x-test-fail-times: 1")
         .header("x-test-key: k2")

@@ -298,6 +298,37 @@ fn websocket_upgrade_is_spliced_and_plain_http_on_the_path_still_works() {
     let r = fx.http("web.example.com", "/chat/room1").run();
     assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
     assert_eq!(r.json()["path"], "/chat/room1");
+    // `curl --http2` on http:// asks for an h2c upgrade: Envoy strips it and serves the
+    // request as HTTP/1.1, its body included, with no upgrade headers passed on.
+    let r = fx
+        .http("web.example.com", "/h2c")
+        .arg("--http2")
+        .arg("--data-binary")
+        .arg("ten bytes!")
+        .run();
+    assert_eq!(
+        (r.status, r.backend().as_str(), r.version.as_str()),
+        (200, "web", "1.1"),
+        "{r:?}"
+    );
+    let j = r.json();
+    assert_eq!(
+        (j["method"].as_str(), j["body_len"].as_u64()),
+        (Some("POST"), Some(10))
+    );
+    for h in ["upgrade", "http2-settings", "connection"] {
+        assert!(j["headers"].get(h).is_none(), "{h} forwarded: {j}");
+    }
+    // Any other upgrade: 403, as Envoy refuses upgrades Istio did not configure; the
+    // backend never sees it.
+    let before = fx.be.counters.get("web");
+    let r = fx
+        .http("web.example.com", "/other")
+        .header("connection: upgrade")
+        .header("upgrade: foo/1")
+        .run();
+    assert_eq!((r.status, r.body.as_str()), (403, ""), "{r:?}");
+    assert_eq!(fx.be.counters.get("web"), before);
 }
 
 #[test]

@@ -64,6 +64,18 @@ fn write_pem(dir: &Path, name: &str, leaf: &Leaf) {
     std::fs::write(dir.join(format!("{name}.key")), &leaf.key).expect("write key");
 }
 
+/// The SHA-256 of a PEM certificate's DER, lower-case hex, as openssl computes it.
+fn sha256_fingerprint(pem: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hex = text.trim().rsplit('=').next().unwrap_or_default();
+    hex.replace(':', "").to_ascii_lowercase()
+}
+
 /// Starts a gateway serving `tenants` on one HTTPS port. `creds` writes the credential
 /// folders (it gets the credentials root and the scratch directory for client files).
 fn fixture(tenants: &[TenantSpec<'_>], ca: &Ca, creds: impl FnOnce(&Path, &Path)) -> Fx {
@@ -248,6 +260,20 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca_and_an_allowed_san() {
     let r = fx.curl_as("client", "partner.example.com", "/").run();
     assert_eq!((r.status, r.exit), (200, 0), "{r:?}");
     assert_eq!(r.backend(), "partner");
+    // The backend is told which certificate the client presented, as an Istio gateway tells
+    // it (x-forwarded-client-cert, SANITIZE_SET); a client's own copy is dropped.
+    let r = fx
+        .curl_as("client", "partner.example.com", "/")
+        .header("x-forwarded-client-cert: Hash=00;Subject=\"CN=admin\"")
+        .run();
+    assert_eq!(
+        r.json()["headers"]["x-forwarded-client-cert"],
+        format!(
+            "Hash={};Subject=\"CN=client.example\";URI=;DNS=client.example",
+            sha256_fingerprint(&fx.file("client.crt"))
+        ),
+        "{r:?}"
+    );
     // No client certificate, or one from another CA: the handshake fails.
     assert_refused(
         &fx.curl("partner.example.com", "/").run(),
@@ -305,8 +331,16 @@ fn optional_mutual_admits_clients_without_a_certificate_and_checks_those_with_on
             write_pem(scratch, "rogue", &rogue.client("client.example", 0x900b));
         },
     );
-    let r = fx.curl("optional.example.com", "/").run();
+    let r = fx
+        .curl("optional.example.com", "/")
+        .header("x-forwarded-client-cert: Hash=00;Subject=\"CN=admin\"")
+        .run();
     assert_eq!((r.status, r.backend().as_str()), (200, "optional"), "{r:?}");
+    // No certificate presented: a client's claim to one does not reach the backend.
+    assert!(
+        r.json()["headers"].get("x-forwarded-client-cert").is_none(),
+        "{r:?}"
+    );
     let r = fx.curl_as("client", "optional.example.com", "/").run();
     assert_eq!((r.status, r.backend().as_str()), (200, "optional"), "{r:?}");
     assert_refused(

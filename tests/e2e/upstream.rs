@@ -430,7 +430,8 @@ fn outlier_detection_ejects_an_endpoint_answering_503() {
     svc.push_str(&dr(
         "api",
         "api.team-a.internal",
-        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}",
+        // maxEjectionPercent left at Istio's 10: Envoy still ejects one of two endpoints.
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s}}",
     ));
     let fx = fixture(
         be,
@@ -457,12 +458,66 @@ fn outlier_detection_ejects_an_endpoint_answering_503() {
     assert_eq!(fx.be.counters.get("bad"), 2);
 }
 
+#[test]
+fn outlier_detection_keeps_to_max_ejection_percent_and_a_lone_ejected_endpoint_is_503_uh() {
+    let be = Backends::new();
+    let (pg, p1, p2, lone) = (free_port(), free_port(), free_port(), free_port());
+    be.http("good", pg);
+    be.failing("bad1", p1);
+    be.failing("bad2", p2);
+    be.failing("lone", lone);
+    let od = "outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s}";
+    let mut svc = se("api", "api.team-a.internal", &[pg, p1, p2]);
+    svc.push_str(&dr(
+        "api",
+        "api.team-a.internal",
+        &format!("{{loadBalancer: {{simple: ROUND_ROBIN}}, {od}}}"),
+    ));
+    svc.push_str(&se("lone", "lone.team-a.internal", &[lone]));
+    svc.push_str(&dr("lone", "lone.team-a.internal", &format!("{{{od}}}")));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - match: [{uri: {prefix: /lone}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: lone.team-a.internal}}]\n  - retries: {attempts: 0}\n    route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    // Three endpoints, two failing: the first to fail twice is ejected; ejecting the second
+    // would put 2 of 3 out, above the default 10 % once one is out, so it keeps its turn.
+    let seq = sequence(fx.port, &fx.url("/od"), 30, &[]);
+    let (b1, b2) = (fx.be.counters.get("bad1"), fx.be.counters.get("bad2"));
+    assert_eq!(b1.min(b2), 2, "bad1 {b1}, bad2 {b2}: {seq:?}");
+    assert!(b1.max(b2) >= 10, "bad1 {b1}, bad2 {b2}: {seq:?}");
+    assert_eq!(
+        seq.iter().filter(|(s, _)| *s == 200).count() as u64,
+        30 - b1 - b2
+    );
+    // One endpoint: Envoy ejects it too (the first ejection is always allowed), and with
+    // Istio's minHealthPercent 0 there is no panic mode: 503 UH until it is back.
+    let tries: Vec<(u16, String)> = (0..4)
+        .map(|_| {
+            let r = fx.get("/lone");
+            (r.status, r.body)
+        })
+        .collect();
+    assert_eq!(fx.be.counters.get("lone"), 2, "{tries:?}");
+    assert_eq!(
+        tries[2],
+        (503, "no healthy upstream".to_string()),
+        "{tries:?}"
+    );
+    assert_eq!(
+        tries[3],
+        (503, "no healthy upstream".to_string()),
+        "{tries:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 3. Circuit breakers
 // ---------------------------------------------------------------------------------------
 
+/// A circuit breaker's 503, marked `x-envoy-overloaded: true` as Envoy marks it.
 fn overflowed(r: &Reply) -> bool {
-    r.status == 503 && r.body.contains("overflow")
+    r.status == 503 && r.body.contains("overflow") && r.header("x-envoy-overloaded") == Some("true")
 }
 
 #[test]
@@ -953,14 +1008,31 @@ fn default_retry_policy_moves_past_a_closed_endpoint() {
 fn sticky_cookie_is_generated_when_missing_and_then_pins_the_backend() {
     let (be, ports) = three_backends();
     let host = "sticky.team-a.internal";
+    let session = "session.team-a.internal";
     let svc = se("sticky", host, &ports)
         + &dr(
             "sticky",
             host,
             "{loadBalancer: {consistentHash: {httpCookie: {name: lb, path: /, ttl: 60s}}}}",
+        )
+        + &se("session", session, &ports)
+        + &dr(
+            "session",
+            session,
+            "{loadBalancer: {consistentHash: {httpCookie: {name: sid, ttl: 0s}}}}",
         );
-    let http = format!("  - route: [{{destination: {{host: {host}}}}}]\n");
+    let http = format!(
+        "  - match: [{{uri: {{prefix: /session}}}}]\n    route: [{{destination: {{host: {session}}}}}]\n  - route: [{{destination: {{host: {host}}}}}]\n"
+    );
     let fx = fixture(be, &svc, &http);
+    // ttl 0s (Istio's documented example): a session cookie, no Max-Age=0 that a browser
+    // would take as "delete it now".
+    let r = Curl::new(&fx.url("/session")).run();
+    let set = r.header("set-cookie").unwrap_or_default().to_string();
+    assert!(
+        set.starts_with("sid=\"") && !set.contains("Max-Age"),
+        "{set}"
+    );
     // Without the cookie the gateway picks a value, uses it, and hands it to the client.
     let r = Curl::new(&fx.url("/")).run();
     assert_eq!(r.status, 200);

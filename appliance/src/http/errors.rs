@@ -123,15 +123,19 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// The tenant is at its `maxConnections` and this connection would be one more.
     TenantConnections,
+    /// An upgrade to a protocol other than websocket (Envoy: `upgrade_failed`).
+    UpgradeRejected,
 }
 
 impl ProxyError {
     /// Where the failure came from.
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoRoute | Self::Overflow | Self::RateLimited | Self::TenantConnections => {
-                Origin::Local
-            }
+            Self::NoRoute
+            | Self::Overflow
+            | Self::RateLimited
+            | Self::TenantConnections
+            | Self::UpgradeRejected => Origin::Local,
             Self::BadRequest(_) => Origin::Downstream,
             Self::NoHealthyUpstream | Self::Connect(_) | Self::Timeout | Self::Reset(_) => {
                 Origin::Upstream
@@ -184,6 +188,7 @@ impl ProxyError {
                 Some(Flag::UpstreamOverflow),
                 "tenant connection limit reached".into(),
             ),
+            Self::UpgradeRejected => (StatusCode::FORBIDDEN, None, String::new()),
         }
     }
 }

@@ -307,7 +307,8 @@ fn inspect(buf: &[u8]) -> Head {
             // As hyper: only the last coding of the last header line counts.
             chunked = h1::last_is_chunked(h.value);
         } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
+            // As `h1`: an h2c upgrade is stripped and the request served as it is.
+            upgrade |= !h1::is_h2c(h.value);
         }
     }
     if te && (!http11 || !chunked) {

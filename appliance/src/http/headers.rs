@@ -49,6 +49,39 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
     })
 }
 
+/// Set on a 503 a circuit breaker answered.
+pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+
+/// The settings header of an h2c upgrade request.
+pub const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// What an HTTP/1.1 request's `Upgrade` header asks for. Istio's gateways configure
+/// websocket upgrades only: Envoy strips an h2c one and refuses any other with 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade {
+    /// No upgrade (or not HTTP/1.1).
+    None,
+    /// `websocket`.
+    Websocket,
+    /// `h2c`: served as a plain HTTP/1.1 request.
+    H2c,
+    /// Any other protocol.
+    Other,
+}
+
+impl Upgrade {
+    /// Reads an `Upgrade` value.
+    pub fn of(v: &[u8]) -> Self {
+        if super::h1::is_h2c(v) {
+            Self::H2c
+        } else if v.trim_ascii().eq_ignore_ascii_case(b"websocket") {
+            Self::Websocket
+        } else {
+            Self::Other
+        }
+    }
+}
+
 /// Removes hop-by-hop headers, including those `Connection` lists. With `keep_upgrade`, the
 /// `Connection: upgrade` / `Upgrade` pair survives (websockets).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
@@ -108,11 +141,25 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto`, and makes sure
-/// `x-request-id` is set (returned for the access log). Each name is hashed once (`entry`),
-/// not once to look and again to store.
-pub fn forwarded<'h>(h: &'h mut HeaderMap, client: &HeaderValue, scheme: &str) -> &'h HeaderValue {
+/// Appends the client address to `x-forwarded-for`, sets `x-forwarded-proto`, replaces any
+/// `x-forwarded-client-cert` with the connection's own (`client_cert`, or none: a client
+/// cannot vouch for itself), and makes sure `x-request-id` is set (returned for the access
+/// log). Each name is hashed once (`entry`), not once to look and again to store.
+pub fn forwarded<'h>(
+    h: &'h mut HeaderMap,
+    client: &HeaderValue,
+    scheme: &str,
+    client_cert: Option<&HeaderValue>,
+) -> &'h HeaderValue {
     use http::header::Entry;
+    match client_cert {
+        Some(v) => {
+            h.insert(super::xfcc::XFCC, v.clone());
+        }
+        None => {
+            h.remove(super::xfcc::XFCC);
+        }
+    }
     match h.entry(X_FORWARDED_FOR) {
         Entry::Occupied(mut e) => {
             let prev = e.get().as_bytes().trim_ascii();
@@ -280,6 +327,7 @@ mod tests {
             &mut h,
             &ip_value("::ffff:127.0.0.9".parse().expect("ip")),
             "https",
+            None,
         )
         .clone();
         assert_eq!(id, "abc");
@@ -287,7 +335,7 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
 
         let mut h = HeaderMap::new();
-        let id = forwarded(&mut h, &ip_value("::1".parse().expect("ip")), "http").clone();
+        let id = forwarded(&mut h, &ip_value("::1".parse().expect("ip")), "http", None).clone();
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-request-id"], id);
     }

@@ -20,3 +20,4 @@ pub mod rewrite;
 pub mod server;
 pub mod service;
 pub mod websocket;
+pub mod xfcc;

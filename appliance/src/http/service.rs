@@ -21,6 +21,7 @@ use super::body::{self, Body};
 use super::errors::{Flag, ProxyError, local};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
+use super::headers::Upgrade;
 use super::layout::Aligned;
 use super::observe::{Counted, Finish, Meter, Observed};
 use super::record::{LogFields, Record, Unanswered};
@@ -49,6 +50,9 @@ pub struct ConnInfo {
     pub sni: Option<Box<str>>,
     /// The terminating chain's name.
     pub chain: Option<Box<str>>,
+    /// The `x-forwarded-client-cert` value of the client certificate the connection
+    /// presented (see [`xfcc`](super::xfcc)).
+    pub client_cert: Option<HeaderValue>,
     /// Process state.
     pub shared: Arc<Shared>,
     /// HTTP/1 framing findings of the connection's [`guard`](super::guard).
@@ -136,9 +140,19 @@ pub async fn handle(
                         rec.flags.add(f);
                     }
                     let mut r = local(status, text);
-                    if matches!(e, ProxyError::TenantConnections) {
-                        r.headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    match e {
+                        ProxyError::TenantConnections => {
+                            r.headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        // As Envoy's circuit breakers mark theirs.
+                        ProxyError::Overflow => {
+                            r.headers_mut().insert(
+                                headers::X_ENVOY_OVERLOADED,
+                                HeaderValue::from_static("true"),
+                            );
+                        }
+                        _ => {}
                     }
                     r
                 }
@@ -321,12 +335,25 @@ async fn proxy(
     };
 
     // The upstream request.
-    let upgrade = req.version() == Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+    let upgrade = match req.headers().get(header::UPGRADE) {
+        Some(v) if req.version() == Version::HTTP_11 => Upgrade::of(v.as_bytes()),
+        _ => Upgrade::None,
+    };
+    let h2c = upgrade == Upgrade::H2c;
+    if upgrade == Upgrade::Other {
+        // Istio configures websocket upgrades only; Envoy refuses any other with an empty 403.
+        return Err(ProxyError::UpgradeRejected);
+    }
+    let upgrade = upgrade == Upgrade::Websocket;
     let down_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
     let incoming = std::mem::replace(req.body_mut(), body::empty());
     let mut h = std::mem::take(req.headers_mut());
     headers::strip_hop_by_hop(&mut h, upgrade);
-    let rid = headers::forwarded(&mut h, &conn.peer_ip, scheme);
+    if h2c {
+        // Its settings, when `Connection` did not list them.
+        h.remove(headers::HTTP2_SETTINGS);
+    }
+    let rid = headers::forwarded(&mut h, &conn.peer_ip, scheme, conn.client_cert.as_ref());
     if let Some(l) = rec.log() {
         l.request_id = Some(rid.clone());
     }
@@ -547,7 +574,13 @@ fn generated_cookie(lb: Option<&LoadBalancer>, h: &http::HeaderMap) -> Option<(u
         return None;
     }
     let value = format!("{:016x}", rand::rng().random::<u64>());
-    let mut s = format!("{name}=\"{value}\"; Max-Age={}; HttpOnly", ttl.as_secs());
+    let mut s = format!("{name}=\"{value}\"");
+    // A ttl under a second is a session cookie, as Envoy makes it: `Max-Age=0` would have
+    // the browser drop the cookie at once (Istio's own example sets `ttl: 0s`).
+    if ttl.as_secs() != 0 {
+        s.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+    }
+    s.push_str("; HttpOnly");
     if let Some(p) = path {
         s.push_str("; Path=");
         s.push_str(p);

@@ -14,6 +14,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::HeaderValue;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -194,9 +195,14 @@ impl ClientCertVerifier for ListenerTls {
 
 /// The chain's own client-certificate check on an established connection: MUTUAL needs a
 /// certificate its CA (and `subjectAltNames`) accepts; other modes need nothing.
-pub(super) fn check_client(st: &ChainState, conn: &quinn::Connection) -> Result<(), Error> {
+/// Checks the client certificate of a chain that asks for one. Returns the
+/// `x-forwarded-client-cert` value of the certificate presented, if any.
+pub(super) fn check_client(
+    st: &ChainState,
+    conn: &quinn::Connection,
+) -> Result<Option<HeaderValue>, Error> {
     let Some(v) = &st.tls.client else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(certs) = conn
         .peer_identity()
@@ -206,9 +212,10 @@ pub(super) fn check_client(st: &ChainState, conn: &quinn::Connection) -> Result<
         return if v.mandatory() {
             Err(Error::NoCertificatesPresented)
         } else {
-            Ok(())
+            Ok(None)
         };
     };
     let (ee, rest) = certs.split_first().ok_or(Error::NoCertificatesPresented)?;
-    v.verify_client_cert(ee, rest, UnixTime::now()).map(|_| ())
+    v.verify_client_cert(ee, rest, UnixTime::now())?;
+    Ok(crate::http::xfcc::value(ee))
 }

@@ -139,11 +139,14 @@ pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) 
             Err(_) => return,
         },
     };
-    if let Err(e) = certs::check_client(&state, &conn) {
-        tracing::debug!(%peer, chain = %chain.name, error = %e, "client certificate refused; QUIC connection closed");
-        conn.close(REFUSED, b"client certificate required");
-        return;
-    }
+    let client_cert = match certs::check_client(&state, &conn) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(%peer, chain = %chain.name, error = %e, "client certificate refused; QUIC connection closed");
+            conn.close(REFUSED, b"client certificate required");
+            return;
+        }
+    };
     let info = Arc::new(ConnInfo {
         group: cx.group.clone(),
         listener: cx.addr,
@@ -152,6 +155,7 @@ pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) 
         tls: true,
         sni: sni.map(String::into_boxed_str),
         chain: Some(chain.name.clone().into_boxed_str()),
+        client_cert,
         shared: cx.shared.clone(),
         framing: Arc::default(),
         // TLS connections are counted by their chain's tenant at accept (above).

@@ -20,8 +20,15 @@ pub struct Endpoint {
     consecutive_gateway: AtomicU32,
     /// Ejected until this time (ms on [`clock::now_ms`]); 0 when not ejected.
     ejected_until: AtomicU64,
+    /// When the last ejection ended (or ends): kept after it ended, for the back-off's decay.
+    last_until: AtomicU64,
+    /// The ejection back-off: this × `baseEjectionTime` is the next ejection's length.
     times_ejected: AtomicU32,
 }
+
+/// Envoy's `max_ejection_time` default: an ejection never lasts longer (unless
+/// `baseEjectionTime` itself is longer).
+const MAX_EJECTION_MS: u64 = 300_000;
 
 /// How a finished request went, for outlier detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +51,7 @@ impl Endpoint {
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            last_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
         }
     }
@@ -83,38 +91,43 @@ impl Endpoint {
         }
     }
 
-    /// Ejects for `baseEjectionTime × times ejected` (Envoy's growth).
+    /// Ejects for `baseEjectionTime` × the back-off, as Envoy does: the back-off grows by one
+    /// per ejection while the length stays below `max_ejection_time` (300 s, or
+    /// `baseEjectionTime` if longer), and shrinks by one for each `interval` the endpoint
+    /// stayed healthy once `baseEjectionTime` had passed after its last ejection ended. So an
+    /// endpoint that failed long ago starts again from `baseEjectionTime`.
     pub fn eject(&self, od: &OutlierDetection, now_ms: u64) {
-        let n = self.times_ejected.fetch_add(1, Ordering::Relaxed) + 1;
-        let ms = od.base_ejection_time.as_millis() as u64 * u64::from(n.min(10));
-        self.ejected_until
-            .store(now_ms + ms.max(1), Ordering::Relaxed);
+        let base = (od.base_ejection_time.as_millis() as u64).max(1);
+        let max = MAX_EJECTION_MS.max(base);
+        let mut backoff = u64::from(self.times_ejected.load(Ordering::Relaxed));
+        let healthy_from = self.last_until.load(Ordering::Relaxed).saturating_add(base);
+        let interval = (od.interval.as_millis() as u64).max(1);
+        if backoff > 0 && now_ms >= healthy_from {
+            backoff = backoff.saturating_sub((now_ms - healthy_from) / interval + 1);
+        }
+        if backoff * base < max {
+            backoff += 1;
+        }
+        let ms = (backoff * base).min(max);
+        self.times_ejected.store(
+            u32::try_from(backoff).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
+        self.ejected_until.store(now_ms + ms, Ordering::Relaxed);
+        self.last_until.store(now_ms + ms, Ordering::Relaxed);
         self.consecutive_5xx.store(0, Ordering::Relaxed);
         self.consecutive_gateway.store(0, Ordering::Relaxed);
         tracing::info!(endpoint = %self.addr, for_ms = ms, "outlier detection ejected endpoint");
-    }
-
-    /// Whether the endpoint has been ejected before and is back (for logs).
-    pub fn times_ejected(&self) -> u32 {
-        self.times_ejected.load(Ordering::Relaxed)
     }
 
     /// Carries counters over to a replacement endpoint (DNS refresh, reload).
     pub fn inherit(&self, old: &Self) {
         self.ejected_until
             .store(old.ejected_until.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.last_until
+            .store(old.last_until.load(Ordering::Relaxed), Ordering::Relaxed);
         self.times_ejected
             .store(old.times_ejected.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-
-    /// Forgets an ejection (after the interval passed).
-    pub fn clear_if_due(&self, now_ms: u64) {
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        if until != 0 && now_ms >= until {
-            let _ =
-                self.ejected_until
-                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
-        }
     }
 }
 
@@ -138,4 +151,73 @@ impl Drop for Active<'_> {
 /// Keeps `clock` referenced for readers of this module.
 pub fn now_ms() -> u64 {
     clock::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn od(base_s: u64, interval_s: u64) -> OutlierDetection {
+        OutlierDetection {
+            consecutive_5xx: 2,
+            consecutive_gateway: 0,
+            consecutive_local_origin: None,
+            interval: Duration::from_secs(interval_s),
+            base_ejection_time: Duration::from_secs(base_s),
+            max_ejection_percent: 10,
+            min_health_percent: 0,
+        }
+    }
+
+    fn until(e: &Endpoint) -> u64 {
+        e.ejected_until.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn ejections_grow_by_the_base_time_up_to_300_seconds() {
+        let e = Endpoint::new("127.0.0.1:1".parse().expect("addr"), 1);
+        let od = od(30, 10);
+        let mut now = 1_000;
+        let mut lengths = Vec::new();
+        for _ in 0..12 {
+            e.eject(&od, now);
+            lengths.push((until(&e) - now) / 1000);
+            // Fails again as soon as it is back: no healthy interval in between.
+            now = until(&e);
+            assert!(!e.is_ejected(now));
+        }
+        assert_eq!(
+            lengths,
+            [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300]
+        );
+    }
+
+    #[test]
+    fn healthy_intervals_after_an_ejection_shrink_the_next_one() {
+        let e = Endpoint::new("127.0.0.1:1".parse().expect("addr"), 1);
+        let od = od(30, 10);
+        e.eject(&od, 0); // 30 s
+        e.eject(&od, 30_000); // 60 s, ends at 90 s
+        e.eject(&od, 90_000); // 90 s, ends at 180 s
+        assert_eq!(until(&e), 180_000);
+        // Back at 180 s; from 210 s (the base time later) each 10 s interval takes one off:
+        // at 235 s three intervals (210, 220, 230) have passed, so 3 - 3 + 1 = 1 × 30 s.
+        e.eject(&od, 235_000);
+        assert_eq!(until(&e) - 235_000, 30_000);
+        // Failing again within the base time after that one ended: it grows again.
+        e.eject(&od, 265_000 + 5_000);
+        assert_eq!(until(&e) - 270_000, 60_000);
+    }
+
+    #[test]
+    fn a_base_time_above_the_cap_is_used_as_it_is() {
+        let e = Endpoint::new("127.0.0.1:1".parse().expect("addr"), 1);
+        let od = od(400, 10);
+        e.eject(&od, 0);
+        assert_eq!(until(&e), 400_000);
+        e.eject(&od, 400_000);
+        assert_eq!(until(&e), 800_000);
+    }
 }

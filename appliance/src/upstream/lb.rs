@@ -33,8 +33,10 @@ fn mix(key: u64, e: &Endpoint) -> u64 {
 
 impl Balancer {
     /// Chooses an endpoint. `hash` is the consistent-hash key when the policy has one.
-    /// Ejected endpoints are skipped unless fewer than `minHealthPercent` would remain (or
-    /// none would: Envoy's panic mode uses them all).
+    /// Ejected endpoints are skipped unless fewer than `minHealthPercent` would remain: then
+    /// Envoy's panic mode uses them all. Istio makes `minHealthPercent` Envoy's panic
+    /// threshold, and its default 0 turns panic mode off, so with every endpoint ejected
+    /// there is none to choose (503 UH).
     pub fn pick(
         &self,
         eps: &[Arc<Endpoint>],
@@ -54,7 +56,7 @@ impl Balancer {
         }
         let healthy: Vec<&Arc<Endpoint>> = eps.iter().filter(|e| !ejected(e)).collect();
         let min_pct = od.map_or(0, |o| o.min_health_percent) as usize;
-        if healthy.is_empty() || healthy.len() * 100 < eps.len() * min_pct {
+        if healthy.len() * 100 < eps.len() * min_pct {
             self.choose(eps, policy, hash).cloned()
         } else {
             self.choose(&healthy, policy, hash).cloned()
@@ -68,7 +70,8 @@ impl Balancer {
         hash: Option<u64>,
     ) -> Option<&'a Arc<Endpoint>> {
         let at = |i: usize| set.get(i).map(Borrow::borrow);
-        if set.len() == 1 {
+        if set.len() <= 1 {
+            // Also keeps an empty set (every endpoint ejected) away from `random_range(0..0)`.
             return at(0);
         }
         match policy {
@@ -207,6 +210,30 @@ mod tests {
             })
             .collect();
         assert!(back.contains(&1000));
+    }
+
+    #[test]
+    fn with_every_endpoint_ejected_panic_mode_needs_a_min_health_percent() {
+        let b = Balancer::default();
+        let e = eps(2);
+        let mut o = od();
+        e[0].eject(&o, 1_000);
+        e[1].eject(&o, 1_000);
+        let rr = Some(&LoadBalancer::RoundRobin);
+        // Istio's default minHealthPercent 0: panic mode off, nothing to choose, whatever
+        // the policy.
+        for lb in [
+            None,
+            rr,
+            Some(&LoadBalancer::Random),
+            Some(&LoadBalancer::LeastRequest),
+        ] {
+            assert!(b.pick(&e, lb, Some(&o), None, 2_000).is_none(), "{lb:?}");
+            assert!(b.pick(&e, lb, Some(&o), Some(7), 2_000).is_none(), "{lb:?}");
+        }
+        // 50: fewer than half healthy, so every endpoint is used again.
+        o.min_health_percent = 50;
+        assert!(b.pick(&e, rr, Some(&o), None, 2_000).is_some());
     }
 
     #[test]

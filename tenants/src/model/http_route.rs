@@ -848,7 +848,12 @@ fn parse_retry(c: &mut Checker, p: &FieldPath, r: &raw::HttpRetry) -> RetryPolic
         &r.retry_ignore_previous_hosts,
     );
     let per_try_timeout = c.duration(&p.key("perTryTimeout"), &r.per_try_timeout);
-    let mut on = RetryOn::default();
+    // Istio's `ConvertPolicy` starts from the mesh default and replaces only what is set:
+    // `retries: {attempts: 5}` retries 5 times on the default conditions, not on none.
+    let mut on = match r.retry_on.as_deref().map(str::trim) {
+        None | Some("") => RetryPolicy::mesh_default().retry_on,
+        Some(_) => RetryOn::default(),
+    };
     if let Some(s) = &r.retry_on {
         for tok in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
             if let Ok(code) = tok.parse::<u16>() {

@@ -83,7 +83,7 @@ impl Backends {
 
     /// An HTTP/1.1 + HTTP/2 (prior knowledge) echo backend named `name` on `port`.
     /// Request headers steer it: `x-test-status`, `x-test-delay-ms`, `x-test-fail-times`
-    /// (answer 503 that many times per `x-test-key`, then 200).
+    /// (answer 503, or `x-test-fail-status`, that many times per `x-test-key`, then 200).
     pub fn http(&self, name: &str, port: u16) {
         let name: Arc<str> = Arc::from(name);
         let counters = self.counters.clone();
@@ -285,7 +285,9 @@ async fn echo(
         let seen = f.entry(key).or_default();
         if *seen < times {
             *seen += 1;
-            status = 503;
+            status = get("x-test-fail-status")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(503);
         }
     }
     let method = req.method().to_string();

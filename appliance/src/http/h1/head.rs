@@ -289,7 +289,7 @@ struct Facts {
     close: bool,
     /// `Connection` lists `keep-alive`.
     keep_alive: bool,
-    /// An `Upgrade` line.
+    /// An `Upgrade` line other than `h2c`.
     upgrade: bool,
     /// Whether the first `Expect` line is `100-continue`.
     expect_continue: Option<bool>,
@@ -313,7 +313,9 @@ impl Facts {
                 self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if *name == header::UPGRADE {
-            self.upgrade = true;
+            // Envoy strips an h2c upgrade (`curl --http2` on http://) and serves the request
+            // as HTTP/1.1; every other upgrade goes to hyper and the service.
+            self.upgrade |= !is_h2c(value);
         } else if *name == header::EXPECT && self.expect_continue.is_none() {
             self.expect_continue = Some(value.eq_ignore_ascii_case(b"100-continue"));
         }
@@ -350,6 +352,12 @@ fn decide(req: Request<()>, version: Version, facts: &Facts) -> Result<Head, Ref
         ambiguous,
         raw: None,
     })
+}
+
+/// Whether an `Upgrade` value asks for HTTP/2 over cleartext (`h2c`), which Envoy strips
+/// (with `HTTP2-Settings`) instead of upgrading or refusing.
+pub(crate) fn is_h2c(v: &[u8]) -> bool {
+    v.trim_ascii().eq_ignore_ascii_case(b"h2c")
 }
 
 /// Whether the last coding a `Transfer-Encoding` value lists is `chunked` (as hyper reads it,

@@ -33,7 +33,7 @@ pub(crate) use body::RequestBody;
 use body::Returned;
 use encode::Asked;
 use head::{Framing, Head, Refused};
-pub(crate) use head::{content_length, last_is_chunked};
+pub(crate) use head::{content_length, is_h2c, last_is_chunked};
 
 use super::layout::{Aligned, pinned};
 use super::service::{ConnInfo, handle};

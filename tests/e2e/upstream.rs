@@ -403,6 +403,27 @@ fn consistent_hash_by_header_cookie_source_ip_and_query() {
             &args(7).iter().map(String::as_str).collect::<Vec<_>>(),
         );
         assert_eq!(again[0].1, by_key[&7], "{kind}: key 7 moved");
+        // A retry keeps to the key's endpoint (Istio leaves out the previous-hosts predicate
+        // when the cluster hashes): key 7's backend answers 503 once, then the retry.
+        let mut a = args(7);
+        a.extend([
+            "-H".into(),
+            "x-test-fail-times: 1".into(),
+            "-H".into(),
+            format!("x-test-key: retry-{kind}"),
+        ]);
+        let url = if kind == "query" {
+            fx.url(&format!("{path}?user=u7&x=3"))
+        } else {
+            fx.url(path)
+        };
+        let retried = sequence(
+            fx.port,
+            &url,
+            1,
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(retried[0], (200, by_key[&7].clone()), "{kind}: retry moved");
     };
     check("header", "/by-header", &|k| {
         vec!["-H".into(), format!("x-user: user-{k}")]
@@ -992,12 +1013,16 @@ fn default_retry_policy_moves_past_a_closed_endpoint() {
     let fx = fixture(
         be,
         &se("api", "api.team-a.internal", &[good, closed]),
-        "  - match: [{uri: {prefix: /noretry}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: api.team-a.internal}}]\n  - route: [{destination: {host: api.team-a.internal}}]\n",
+        "  - match: [{uri: {prefix: /noretry}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: api.team-a.internal}}]\n  - match: [{uri: {prefix: /reset}}]\n    retries: {attempts: 2, retryOn: reset}\n    route: [{destination: {host: api.team-a.internal}}]\n  - route: [{destination: {host: api.team-a.internal}}]\n",
     );
     // No `retries`: Istio's default (2 retries on connect-failure, to another host).
     let l = h2load(fx.port, "/default", 100, 4, &[]);
     assert_eq!((l.succeeded, l.s2xx), (100, 100), "{l:?}");
     assert_eq!(fx.be.counters.get("good"), 100);
+    // `reset` alone: Envoy counts a connection that could not be made as a reset too.
+    let l = h2load(fx.port, "/reset", 60, 2, &[]);
+    assert_eq!((l.succeeded, l.s2xx), (60, 60), "{l:?}");
+    assert_eq!(fx.be.counters.get("good"), 160);
     // Retries off: requests that pick the closed endpoint fail.
     let l = h2load(fx.port, "/noretry", 40, 2, &[]);
     assert!(l.s5xx >= 1 && l.s2xx >= 1, "{l:?}");

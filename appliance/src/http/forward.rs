@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use rand::Rng;
-use tenants::model::RetryPolicy;
+use tenants::model::{LoadBalancer, RetryPolicy};
 use tenants::snapshot::UpstreamProtocol;
 use tokio::time::Instant;
 
@@ -335,13 +335,19 @@ pub async fn send(
     let mut retrying = false;
     let od = rt.config.policy.outlier_detection.as_ref();
     let on = &policy.retry_on;
-    // Endpoints already tried: a retry goes elsewhere when it can (Istio configures Envoy's
-    // `previous_hosts` retry predicate on every route).
+    // Endpoints already tried: a retry goes elsewhere when it can. Istio configures Envoy's
+    // `previous_hosts` retry predicate on every route, except to a cluster that hashes
+    // (`consistentHash`): there a retry keeps to the endpoint the key chose.
     let mut tried: Vec<SocketAddr> = Vec::new();
+    let avoid_tried = !matches!(
+        rt.config.policy.load_balancer,
+        Some(LoadBalancer::ConsistentHash(_))
+    );
     for n in 0..max_attempts {
         if n > 0 {
             // Kept from the first retry on: a request answered at once allocates nothing.
             if let Some(prev) = report.upstream
+                && avoid_tried
                 && !tried.contains(&prev)
             {
                 tried.push(prev);
@@ -438,7 +444,8 @@ pub async fn send(
             Err(Fail::Pool(e)) => {
                 rt.record(&ep, Outcome::GatewayError);
                 last = Some(ProxyError::Connect(e.to_string()));
-                if !(on.connect_failure || on.five_xx || on.gateway_error) || !left {
+                // Envoy counts a connect failure as a reset too (`reset` retries it).
+                if !(on.connect_failure || on.reset || on.five_xx || on.gateway_error) || !left {
                     break;
                 }
             }

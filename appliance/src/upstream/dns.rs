@@ -71,41 +71,42 @@ pub fn spawn(
 ) -> tokio::task::AbortHandle {
     handle
         .spawn(async move {
+            // Each name's last addresses: a name whose lookup fails keeps its own, while the
+            // others take their fresh ones.
+            let mut known: Vec<Vec<SocketAddr>> = vec![Vec::new(); names.len()];
             loop {
-                let mut eps: Vec<Arc<Endpoint>> = Vec::new();
                 let mut wait = MAX_TTL;
-                let mut failed = false;
-                for (name, port, weight) in &names {
+                for ((name, port, _), last) in names.iter().zip(known.iter_mut()) {
                     if let Ok(ip) = name.parse::<IpAddr>() {
-                        eps.push(Arc::new(Endpoint::new(SocketAddr::new(ip, *port), *weight)));
+                        *last = vec![SocketAddr::new(ip, *port)];
                         continue;
                     }
                     let Some(r) = resolver() else {
-                        failed = true;
-                        break;
+                        wait = wait.min(Duration::from_secs(5));
+                        continue;
                     };
                     match r.lookup_ip(name.as_str()).await {
                         Ok(l) => {
                             let ttl = l.valid_until().saturating_duration_since(std::time::Instant::now());
                             wait = wait.min(ttl.clamp(MIN_TTL, MAX_TTL));
-                            for ip in l.iter() {
-                                eps.push(Arc::new(Endpoint::new(SocketAddr::new(ip, *port), *weight)));
-                                if first_only {
-                                    break;
-                                }
-                            }
+                            let n = if first_only { 1 } else { usize::MAX };
+                            *last = l.iter().take(n).map(|ip| SocketAddr::new(ip, *port)).collect();
                         }
                         Err(e) => {
-                            failed = true;
                             wait = wait.min(Duration::from_secs(5));
                             tracing::warn!(host = %name, error = %e, "DNS lookup failed; keeping the previous addresses");
                         }
                     }
                 }
                 let Some(rt) = cluster.upgrade() else { return };
-                if !failed || !eps.is_empty() {
-                    replace_endpoints(&rt, eps);
-                }
+                let eps: Vec<Arc<Endpoint>> = names
+                    .iter()
+                    .zip(&known)
+                    .flat_map(|((_, _, w), addrs)| {
+                        addrs.iter().map(|a| Arc::new(Endpoint::new(*a, *w)))
+                    })
+                    .collect();
+                replace_endpoints(&rt, eps);
                 drop(rt);
                 tokio::time::sleep(wait).await;
             }

@@ -328,6 +328,46 @@ fn timeout_retries_and_faults() {
     assert_eq!(fails("/attempts-only", 2, 503, "a1"), 200);
     assert_eq!(fails("/attempts-only", 3, 503, "a2"), 503);
     assert_eq!(fails("/attempts-only", 1, 500, "a3"), 500);
+    // A body of unknown length (chunked; gRPC calls have none either) is streamed to the
+    // upstream at once and still retried: the gateway kept a copy. Over HTTP/1.1 and
+    // HTTP/2 (curl sends no content-length there for a chunked upload).
+    let dir = tempfile::tempdir().expect("tmp");
+    let (small, big) = (dir.path().join("small"), dir.path().join("big"));
+    let small_body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&small, &small_body).expect("write");
+    std::fs::write(&big, vec![7u8; 100 * 1024]).expect("write");
+    let upload = |file: &std::path::Path, key: &str, h2: bool| {
+        let mut c = Curl::new(&fx.url("web.example.com", "/attempts-only"))
+            .header("transfer-encoding: chunked")
+            .header("x-test-fail-times: 1")
+            .header(&format!("x-test-key: {key}"))
+            .arg("--data-binary")
+            .arg(&format!("@{}", file.display()));
+        if h2 {
+            c = c.arg("--http2-prior-knowledge");
+        }
+        c.run()
+    };
+    for (h2, key) in [(false, "u1"), (true, "u2")] {
+        let r = upload(&small, key, h2);
+        assert_eq!(r.status, 200, "{r:?}");
+        let j = r.json();
+        let sum: u64 = small_body.iter().map(|b| u64::from(*b)).sum();
+        assert_eq!(
+            (j["body_len"].as_u64(), j["body_sum"].as_u64()),
+            (Some(3000), Some(sum)),
+            "{j}"
+        );
+        assert!(j["headers"].get("content-length").is_none(), "{j}");
+    }
+    // Past the copy's 64 KiB the body was sent once and cannot be sent again: the 503 stands.
+    assert_eq!(upload(&big, "u3", false).status, 503);
+    // Its next request (the backend fails each key once) gets through whole.
+    let r = upload(&big, "u3", false);
+    assert_eq!(
+        (r.status, r.json()["body_len"].as_u64()),
+        (200, Some(100 * 1024))
+    );
     // gateway-error: 502, 503 and 504, not 500.
     assert_eq!(fails("/gateway-error", 1, 502, "g1"), 200);
     assert_eq!(fails("/gateway-error", 2, 504, "g2"), 200);

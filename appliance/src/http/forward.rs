@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::body::{self, Body};
 use super::errors::{Flag, Flags, ProxyError};
 use super::headers;
+use super::tee::Tee;
 use crate::upstream::endpoint::Active;
 use crate::upstream::h1::{self, Again};
 use crate::upstream::pool::{self, PoolError};
@@ -30,6 +31,8 @@ pub enum Source {
     Buffered(Bytes),
     /// Streamed: only an attempt that never sent it can be retried.
     Stream(Option<Body>),
+    /// Streamed with a copy kept for retries (length unknown; see [`Tee`]).
+    Tee(Tee),
 }
 
 impl Source {
@@ -38,11 +41,16 @@ impl Source {
             Self::Empty => Some(body::empty()),
             Self::Buffered(b) => Some(body::full(b.clone())),
             Self::Stream(s) => s.take(),
+            Self::Tee(t) => t.attempt(),
         }
     }
 
     fn replayable(&self) -> bool {
-        !matches!(self, Self::Stream(None))
+        match self {
+            Self::Stream(s) => s.is_some(),
+            Self::Tee(t) => t.replayable(),
+            Self::Empty | Self::Buffered(_) => true,
+        }
     }
 }
 
@@ -281,8 +289,8 @@ fn grpc_code(name: &str) -> Option<u8> {
     })
 }
 
-/// Whether the request needs a head copy kept for response-based retries.
-fn response_retries(p: &RetryPolicy, grpc: bool) -> bool {
+/// Whether the request needs its body kept for response-based retries.
+pub fn response_retries(p: &RetryPolicy, grpc: bool) -> bool {
     let on = &p.retry_on;
     p.attempts > 0
         && (on.five_xx
@@ -417,7 +425,7 @@ pub async fn send(
                 let status = resp.status().as_u16();
                 rt.record(&ep, outcome(status));
                 let retriable = retriable_status(policy, status, resp.headers(), head.grpc);
-                if retriable && left && replay {
+                if retriable && left && replay && src.replayable() {
                     continue;
                 }
                 if retriable && n > 0 {

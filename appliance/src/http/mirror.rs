@@ -19,7 +19,8 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
     let body = match src {
         Source::Empty => Source::Empty,
         Source::Buffered(b) => Source::Buffered(b.clone()),
-        Source::Stream(_) => return,
+        // A streamed body is sent once, to the route's destination only.
+        Source::Stream(_) | Source::Tee(_) => return,
     };
     let (host, port) = super::rewrite::split_authority(head.authority());
     let authority = match port {

@@ -19,5 +19,6 @@ pub mod record;
 pub mod rewrite;
 pub mod server;
 pub mod service;
+pub mod tee;
 pub mod websocket;
 pub mod xfcc;

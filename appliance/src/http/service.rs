@@ -25,6 +25,7 @@ use super::headers::Upgrade;
 use super::layout::Aligned;
 use super::observe::{Counted, Finish, Meter, Observed};
 use super::record::{LogFields, Record, Unanswered};
+use super::tee::Tee;
 use super::{cors, early, fault, headers, mirror, rewrite, websocket};
 use crate::quota::ConnTenant;
 use crate::runtime::{GroupRt, Runtime};
@@ -426,6 +427,10 @@ async fn proxy(
                 return Err(ProxyError::BadRequest("request body read failed"));
             }
         }
+    } else if incoming.size_hint().upper().is_none() && forward::response_retries(&rb.retries, grpc)
+    {
+        // Length unknown (chunked, gRPC): streamed at once, with a copy for retries.
+        Source::Tee(Tee::new(incoming, REPLAY_LIMIT as usize))
     } else {
         Source::Stream(Some(incoming))
     };

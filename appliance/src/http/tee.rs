@@ -1,0 +1,222 @@
+//! A streamed request body that a retry can send again, as Envoy's router buffers one: the
+//! body goes to the upstream as it arrives, and a copy of what was read is kept, up to a
+//! limit. A retry gets a body that replays the copy and then goes on reading the client's
+//! body where the previous attempt stopped; the previous attempt's body, if its connection
+//! still polls it, fails from then on. Past the limit the copy is given up, and with it any
+//! further retry (Envoy: the retry buffer overflowed).
+//!
+//! Used for bodies of unknown length (chunked HTTP/1.1, HTTP/2 and HTTP/3 without
+//! `content-length`: gRPC calls), where collecting the body before sending would hold a
+//! streaming call until its client ended it.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame};
+
+use super::body::{self, Body, BoxError};
+
+struct State {
+    /// The client's body, not yet read further (`None` once it ended or failed).
+    rest: Option<Body>,
+    /// What was read so far, while it fits in `limit`.
+    copy: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    len: usize,
+    limit: usize,
+    /// The copy was given up: no attempt after the current one.
+    overflow: bool,
+    /// The client's body ended.
+    ended: bool,
+    /// Which attempt's body may read on.
+    epoch: u64,
+}
+
+/// The shared body of a request's attempts.
+pub struct Tee(Arc<Mutex<State>>);
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Tee {
+    /// Keeps up to `limit` bytes of `body` for retries.
+    pub fn new(body: Body, limit: usize) -> Self {
+        Self(Arc::new(Mutex::new(State {
+            rest: Some(body),
+            copy: Vec::new(),
+            trailers: None,
+            len: 0,
+            limit,
+            overflow: false,
+            ended: false,
+            epoch: 0,
+        })))
+    }
+
+    /// The body of the next attempt, or `None` when the copy was given up. Any earlier
+    /// attempt's body stops here.
+    pub fn attempt(&self) -> Option<Body> {
+        let mut s = lock(&self.0);
+        if s.overflow && s.epoch > 0 {
+            return None;
+        }
+        s.epoch += 1;
+        Some(body::boxed(TeeBody {
+            state: self.0.clone(),
+            epoch: s.epoch,
+            next: 0,
+            trailers_sent: false,
+        }))
+    }
+
+    /// Whether another attempt could send the whole body.
+    pub fn replayable(&self) -> bool {
+        let s = lock(&self.0);
+        !(s.overflow && s.epoch > 0)
+    }
+}
+
+/// One attempt's view of the body.
+struct TeeBody {
+    state: Arc<Mutex<State>>,
+    epoch: u64,
+    /// The next frame of the copy to replay.
+    next: usize,
+    trailers_sent: bool,
+}
+
+impl HttpBody for TeeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let mut s = lock(&this.state);
+        if s.epoch != this.epoch {
+            return Poll::Ready(Some(Err("request body handed to a retry".into())));
+        }
+        if let Some(b) = s.copy.get(this.next) {
+            let b = b.clone();
+            this.next += 1;
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        if s.ended {
+            if !this.trailers_sent {
+                this.trailers_sent = true;
+                if let Some(t) = s.trailers.clone() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                }
+            }
+            return Poll::Ready(None);
+        }
+        let s = &mut *s;
+        let Some(rest) = s.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                s.ended = true;
+                s.rest = None;
+                this.trailers_sent = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    if !s.overflow {
+                        if s.len + d.len() > s.limit {
+                            s.overflow = true;
+                            s.copy = Vec::new();
+                        } else {
+                            s.len += d.len();
+                            s.copy.push(d.clone());
+                        }
+                    }
+                    this.next = s.copy.len();
+                } else if let Some(t) = frame.trailers_ref() {
+                    this.trailers_sent = true;
+                    s.trailers = Some(t.clone());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // What the client sent is lost: nothing can be sent again.
+                s.rest = None;
+                s.overflow = true;
+                s.copy = Vec::new();
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A client body arriving in the given pieces.
+    struct Pieces(VecDeque<&'static str>);
+
+    impl HttpBody for Pieces {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let p = self.get_mut().0.pop_front();
+            Poll::Ready(p.map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))))
+        }
+    }
+
+    fn chunks(parts: &[&'static str]) -> Body {
+        body::boxed(Pieces(parts.iter().copied().collect()))
+    }
+
+    async fn read(b: Body) -> Result<Bytes, BoxError> {
+        Ok(b.collect().await?.to_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_retry_replays_what_was_read_and_reads_on() {
+        let tee = Tee::new(chunks(&["ab", "cd", "ef"]), 64);
+        let mut first = tee.attempt().expect("first");
+        // The first attempt reads two frames, then fails (its upstream answered 503).
+        for want in ["ab", "cd"] {
+            let f = first.frame().await.expect("frame").expect("ok");
+            assert_eq!(f.into_data().expect("data"), want);
+        }
+        let second = tee.attempt().expect("a retry");
+        // The first attempt's body is done with.
+        assert!(first.frame().await.expect("frame").is_err());
+        assert_eq!(read(second).await.expect("body"), "abcdef");
+        // And a third sends it all from the copy.
+        assert_eq!(
+            read(tee.attempt().expect("third")).await.expect("body"),
+            "abcdef"
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_the_body_streams_once_and_no_retry_follows() {
+        let tee = Tee::new(chunks(&["abcd", "efgh", "ij"]), 6);
+        assert_eq!(
+            read(tee.attempt().expect("first")).await.expect("body"),
+            "abcdefghij"
+        );
+        assert!(!tee.replayable());
+        assert!(tee.attempt().is_none());
+    }
+}

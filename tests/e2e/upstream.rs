@@ -622,6 +622,91 @@ fn max_connections_with_an_http2_upstream_serves_every_worker() {
     assert_eq!(fx.be.counters.get("h2"), 301);
 }
 
+/// The distinct upstream connections (client addresses the backend saw) of `name`'s
+/// requests from the `from`-th on.
+fn upstream_conns(be: &Backends, name: &str, from: usize) -> BTreeSet<std::net::SocketAddr> {
+    let peers = be.peers.lock().expect("peers");
+    peers
+        .get(name)
+        .map(|v| v[from.min(v.len())..].iter().copied().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_http2_upstream_keeps_to_stream_and_request_limits_and_closes_when_idle() {
+    let be = Backends::new();
+    let (ps, pr, pi) = (free_port(), free_port(), free_port());
+    be.http("streams", ps);
+    be.http("per-conn", pr);
+    be.http("idle", pi);
+    let mut svc = String::new();
+    for (name, port, pool) in [
+        ("streams", ps, "maxConcurrentStreams: 1"),
+        ("per-conn", pr, "maxRequestsPerConnection: 2"),
+        ("idle", pi, "idleTimeout: 1s"),
+    ] {
+        let host = format!("{name}.team-a.internal");
+        svc.push_str(&se(name, &host, &[port]));
+        svc.push_str(&dr(
+            name,
+            &host,
+            &format!("{{connectionPool: {{http: {{h2UpgradePolicy: UPGRADE, {pool}}}}}}}"),
+        ));
+    }
+    let mut http = String::new();
+    for name in ["streams", "per-conn", "idle"] {
+        http.push_str(&format!(
+            "  - match: [{{uri: {{prefix: /{name}}}}}]\n    route: [{{destination: {{host: {name}.team-a.internal}}}}]\n"
+        ));
+    }
+    let fx = fixture(be, &svc, &http);
+    // Three requests at once on one client connection (so one worker thread): with one
+    // stream per upstream connection they need three.
+    // (h2load, as curl 7.88's `-Z` fails multiplexed prior-knowledge streams against any
+    // server, nginx included.)
+    let out = Command::new("h2load")
+        .args(["-n", "3", "-c", "1", "-m", "3", "-N", "15"])
+        .args([
+            "-H",
+            &format!(":authority: {HOST}"),
+            "-H",
+            "x-test-delay-ms: 500",
+        ])
+        .arg(format!("http://127.0.0.1:{}/streams", fx.port))
+        .stdin(Stdio::null())
+        .output()
+        .expect("h2load");
+    let seq = parse_h2load(&out);
+    assert_eq!(seq.s2xx, 3, "{seq:?}");
+    assert_eq!(upstream_conns(&fx.be, "streams", 0).len(), 3, "{seq:?}");
+    // Six requests one after another on one client connection: two per upstream connection.
+    let seq = sequence(fx.port, &fx.url("/per-conn"), 6, &[]);
+    assert!(seq.iter().all(|(s, _)| *s == 200), "{seq:?}");
+    assert_eq!(upstream_conns(&fx.be, "per-conn", 0).len(), 3, "{seq:?}");
+    // idleTimeout 1s: the connection is closed once it has carried nothing for that long.
+    assert_eq!(fx.get("/idle").status, 200);
+    assert_eq!(fx.get("/idle").json()["version"], "HTTP/2.0");
+    let open = || {
+        let out = Command::new("ss")
+            .args([
+                "-Htn",
+                "state",
+                "established",
+                &format!("( dport = :{pi} )"),
+            ])
+            .output()
+            .expect("ss");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // One per worker thread that served a request.
+    assert!(open() >= 1);
+    wait_for(
+        "the idle upstream connection closed",
+        Duration::from_secs(10),
+        || (open() == 0).then_some(()),
+    );
+}
+
 #[test]
 fn http2_max_requests_limits_requests_in_flight() {
     let be = Backends::new();

@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 // addresses, label sets), never by anything a client chooses.
 use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -45,6 +45,10 @@ struct Idle {
 struct ConnState {
     /// Streams using the (HTTP/2) connection now.
     busy: AtomicU32,
+    /// When its last stream ended (ms on [`clock::now_ms`]), for the idle timeout.
+    last_used_ms: AtomicU64,
+    /// Streams it carried, for `maxRequestsPerConnection`.
+    streams: AtomicU32,
 }
 
 /// Counts one stream on an HTTP/2 connection until dropped. When the connection becomes idle while
@@ -57,16 +61,20 @@ pub struct Busy {
 impl Busy {
     fn new(state: Arc<ConnState>, pending: Arc<Pending>) -> Self {
         state.busy.fetch_add(1, Ordering::SeqCst);
+        state.streams.fetch_add(1, Ordering::Relaxed);
         Self { state, pending }
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if self.state.busy.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.pending.count.load(Ordering::SeqCst) > 0
-        {
-            self.pending.reclaim.notify_waiters();
+        if self.state.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.state
+                .last_used_ms
+                .store(clock::now_ms(), Ordering::Relaxed);
+            if self.pending.count.load(Ordering::SeqCst) > 0 {
+                self.pending.reclaim.notify_waiters();
+            }
         }
     }
 }
@@ -77,12 +85,39 @@ impl std::fmt::Debug for Busy {
     }
 }
 
-/// A thread's HTTP/2 connection to an endpoint and its shared state.
-type H2Conn = (http2::SendRequest<Body>, Arc<ConnState>);
+/// A thread's HTTP/2 connection to an endpoint. Dropping the entry's sender lets hyper
+/// close the connection once its streams are done.
+struct H2Conn {
+    tx: http2::SendRequest<Body>,
+    state: Arc<ConnState>,
+    cluster: Weak<ClusterRt>,
+    idle_timeout_ms: u64,
+    /// `maxRequestsPerConnection` (0: no limit).
+    max_streams_total: u32,
+}
+
+impl H2Conn {
+    /// Whether it carried all the streams it may.
+    fn used_up(&self) -> bool {
+        self.max_streams_total != 0
+            && self.state.streams.load(Ordering::Relaxed) >= self.max_streams_total
+    }
+
+    /// Closed, its cluster replaced or removed by a reload, or with no stream open and idle
+    /// past the cluster's `idleTimeout` or used up.
+    fn done(&self, now_ms: u64) -> bool {
+        self.tx.is_closed()
+            || self.cluster.strong_count() == 0
+            || (self.state.busy.load(Ordering::SeqCst) == 0
+                && (self.used_up()
+                    || now_ms.saturating_sub(self.state.last_used_ms.load(Ordering::Relaxed))
+                        > self.idle_timeout_ms))
+    }
+}
 
 thread_local! {
     static H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::default());
-    static H2: RefCell<HashMap<Key, H2Conn>> = RefCell::new(HashMap::default());
+    static H2: RefCell<HashMap<Key, Vec<H2Conn>>> = RefCell::new(HashMap::default());
     /// Whether this thread's sweeper runs.
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
@@ -127,7 +162,17 @@ fn sweeper() {
 /// Closes this thread's idle connections that must go; returns how many stay.
 fn sweep() -> usize {
     let now = clock::now_ms();
-    H1.with(|p| {
+    let h2 = H2.with(|p| {
+        let mut p = p.borrow_mut();
+        let mut left = 0;
+        p.retain(|_, v| {
+            v.retain(|c| !c.done(now));
+            left += v.len();
+            !v.is_empty()
+        });
+        left
+    });
+    h2 + H1.with(|p| {
         let mut p = p.borrow_mut();
         let mut left = 0;
         p.retain(|_, v| {
@@ -389,16 +434,31 @@ pub async fn http1(
 /// An HTTP/2 sender to `addr`: the thread's connection to it, or a new one. The [`Busy`]
 /// guard counts the stream; keep it until the response body ends.
 pub async fn http2(
-    rt: &ClusterRt,
+    rt: &Arc<ClusterRt>,
     addr: SocketAddr,
     sni: Option<&str>,
 ) -> Result<(http2::SendRequest<Body>, Busy), PoolError> {
     let k = key(rt, addr, sni);
+    // `maxConcurrentStreams`: a connection with that many streams open takes no more; the
+    // next request opens another connection (Envoy's pool does the same).
+    let max_streams = rt
+        .config
+        .policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.max_concurrent_streams)
+        .unwrap_or(u32::MAX);
     if let Some((tx, state)) = H2.with(|p| {
-        p.borrow()
-            .get(&k)
-            .filter(|(t, _)| !t.is_closed() && t.is_ready())
-            .cloned()
+        p.borrow().get(&k).and_then(|v| {
+            v.iter()
+                .find(|c| {
+                    !c.tx.is_closed()
+                        && c.tx.is_ready()
+                        && !c.used_up()
+                        && c.state.busy.load(Ordering::SeqCst) < max_streams
+                })
+                .map(|c| (c.tx.clone(), c.state.clone()))
+        })
     }) {
         return Ok((tx, Busy::new(state, rt.limits.pending.clone())));
     }
@@ -407,7 +467,15 @@ pub async fn http2(
     let state = Arc::new(ConnState::default());
     let busy = Busy::new(state.clone(), rt.limits.pending.clone());
     run_conn(conn, permit, state.clone(), rt.limits.pending.clone());
-    H2.with(|p| p.borrow_mut().insert(k, (tx.clone(), state)));
+    let entry = H2Conn {
+        tx: tx.clone(),
+        state,
+        cluster: Arc::downgrade(rt),
+        idle_timeout_ms: u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        max_streams_total: rt.limits.per_connection,
+    };
+    H2.with(|p| p.borrow_mut().entry(k).or_default().push(entry));
+    sweeper();
     Ok((tx, busy))
 }
 
@@ -436,15 +504,6 @@ async fn http2_connect(
         .and_then(|p| p.http2_keep_alive)
     {
         b.keep_alive_interval(interval).keep_alive_timeout(timeout);
-    }
-    if let Some(n) = rt
-        .config
-        .policy
-        .connection_pool
-        .as_ref()
-        .and_then(|p| p.max_concurrent_streams)
-    {
-        b.max_concurrent_reset_streams(n as usize);
     }
     let (tx, conn) = b
         .handshake(TokioIo::new(io))

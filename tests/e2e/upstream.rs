@@ -773,6 +773,32 @@ fn closed_port_and_resolution_none_map_to_envoy_503s() {
     );
     let r = fx.get("/none");
     assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+    // To a gRPC client (HTTP/2, application/grpc) the same failures are gRPC statuses in a
+    // trailers-only answer, as Envoy gives them: UNAVAILABLE for the 503s, UNIMPLEMENTED
+    // where no route matches.
+    for (path, want, message) in [
+        ("/none", "14", "no healthy upstream"),
+        ("/nowhere", "12", ""),
+    ] {
+        let r = Curl::new(&fx.url(path))
+            .arg("--http2-prior-knowledge")
+            .header("content-type: application/grpc")
+            .header("te: trailers")
+            .arg("--data-binary")
+            .arg("call")
+            .run();
+        assert_eq!(
+            (r.status, r.header("content-type"), r.header("grpc-status")),
+            (200, Some("application/grpc"), Some(want)),
+            "{path}: {r:?}"
+        );
+        assert_eq!(
+            r.header("grpc-message").unwrap_or(""),
+            message,
+            "{path}: {r:?}"
+        );
+        assert!(r.body.is_empty(), "{path}: {r:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use tenants::model::{Abort, HashKey, LoadBalancer, PLATFORM_NAMESPACE};
 use tenants::snapshot::{ChainAction, ListenerKind, Route, RouteAction, RouteTable, VirtualHost};
 
 use super::body::{self, Body};
-use super::errors::{Flag, ProxyError, local};
+use super::errors::{Flag, ProxyError, local, local_grpc};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
 use super::headers::Upgrade;
@@ -140,7 +140,11 @@ pub async fn handle(
                     if let Some(f) = flag {
                         rec.flags.add(f);
                     }
-                    let mut r = local(status, text);
+                    let mut r = if grpc {
+                        local_grpc(status, &text)
+                    } else {
+                        local(status, text)
+                    };
                     match e {
                         ProxyError::TenantConnections => {
                             r.headers_mut()

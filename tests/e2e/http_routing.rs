@@ -417,6 +417,18 @@ fn mirror_and_cors() {
     wait_for("mirrored request", Duration::from_secs(5), || {
         (fx.be.counters.get("other") > before).then_some(())
     });
+    // A chunked upload (no length known) is mirrored too, once the main request has read it.
+    let before = fx.be.counters.get("other");
+    let r = Curl::new(&fx.url("web.example.com", "/mirror"))
+        .header("transfer-encoding: chunked")
+        .arg("--data-binary")
+        .arg("a chunked body")
+        .run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "default"), "{r:?}");
+    assert_eq!(r.json()["body_len"], 14);
+    wait_for("mirrored chunked request", Duration::from_secs(5), || {
+        (fx.be.counters.get("other") > before).then_some(())
+    });
     // CORS preflight answered by the gateway; actual response decorated.
     let r = Curl::new(&fx.url("web.example.com", "/cors"))
         .arg("-X")

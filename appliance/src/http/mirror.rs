@@ -9,18 +9,21 @@ use rand::Rng;
 use super::forward::{self, Head, Report, Source};
 use crate::upstream::ClusterRt;
 
-/// Sends a copy of the request to `cluster` for `pct` percent of requests. Streamed bodies
-/// larger than the replay limit cannot be copied without slowing the main request; such
-/// requests are not mirrored.
+/// Sends a copy of the request to `cluster` for `pct` percent of requests. A body of unknown
+/// length goes once the main request has read it all (`tee::Tee::whole`), if it fit the
+/// 64 KiB copy; a longer one, or one of a known length over 64 KiB, cannot be copied without
+/// slowing the main request, and such requests are not mirrored.
 pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
     if pct < 100.0 && rand::rng().random_range(0.0..100.0) >= pct {
         return;
     }
-    let body = match src {
-        Source::Empty => Source::Empty,
-        Source::Buffered(b) => Source::Buffered(b.clone()),
-        // A streamed body is sent once, to the route's destination only.
-        Source::Stream(_) | Source::Tee(_) => return,
+    let (body, later) = match src {
+        Source::Empty => (Some(Source::Empty), None),
+        Source::Buffered(b) => (Some(Source::Buffered(b.clone())), None),
+        // Sent once the main request has read it all (if it fits the copy).
+        Source::Tee(t) => (None, Some(t.whole())),
+        // Longer than the copy could hold: sent once, to the route's destination only.
+        Source::Stream(_) => return,
     };
     let (host, port) = super::rewrite::split_authority(head.authority());
     let authority = match port {
@@ -39,6 +42,14 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
         grpc: head.grpc,
     };
     tokio::spawn(async move {
+        let body = match (body, later) {
+            (Some(b), _) => b,
+            (None, Some(whole)) => match whole.await {
+                Some(b) => Source::Buffered(b),
+                None => return,
+            },
+            (None, None) => return,
+        };
         let mut flags = super::errors::Flags::default();
         let mut report = Report::default();
         let no_retries = tenants::model::RetryPolicy {

@@ -431,9 +431,11 @@ async fn proxy(
                 return Err(ProxyError::BadRequest("request body read failed"));
             }
         }
-    } else if incoming.size_hint().upper().is_none() && forward::response_retries(&rb.retries, grpc)
+    } else if incoming.size_hint().upper().is_none()
+        && (forward::response_retries(&rb.retries, grpc) || !rb.mirrors.is_empty())
     {
-        // Length unknown (chunked, gRPC): streamed at once, with a copy for retries.
+        // Length unknown (chunked, gRPC): streamed at once, with a copy for retries and
+        // mirrors.
         Source::Tee(Tee::new(incoming, REPLAY_LIMIT as usize))
     } else {
         Source::Stream(Some(incoming))

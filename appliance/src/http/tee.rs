@@ -7,8 +7,10 @@
 //!
 //! Used for bodies of unknown length (chunked HTTP/1.1, HTTP/2 and HTTP/3 without
 //! `content-length`: gRPC calls), where collecting the body before sending would hold a
-//! streaming call until its client ended it.
+//! streaming call until its client ended it. A mirror of such a request waits for the copy
+//! to be complete and sends it then (`whole`): the main request never waits for the mirror.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -16,6 +18,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame};
+use tokio::sync::Notify;
 
 use super::body::{self, Body, BoxError};
 
@@ -33,6 +36,14 @@ struct State {
     ended: bool,
     /// Which attempt's body may read on.
     epoch: u64,
+    /// Told when the copy is complete or given up, and when the state goes (mirrors wait).
+    done: Arc<Notify>,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.done.notify_waiters();
+    }
 }
 
 /// The shared body of a request's attempts.
@@ -54,6 +65,7 @@ impl Tee {
             overflow: false,
             ended: false,
             epoch: 0,
+            done: Arc::new(Notify::new()),
         })))
     }
 
@@ -71,6 +83,36 @@ impl Tee {
             next: 0,
             trailers_sent: false,
         }))
+    }
+
+    /// The whole body once the attempts have read it to its end, for a mirror; `None` if it
+    /// did not fit the copy, failed, or was never read to its end (the request is gone).
+    /// Holds no strong reference while it waits.
+    pub fn whole(&self) -> impl Future<Output = Option<Bytes>> + Send + 'static {
+        let weak = Arc::downgrade(&self.0);
+        let done = lock(&self.0).done.clone();
+        async move {
+            loop {
+                let notified = done.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let st = weak.upgrade()?;
+                    let s = lock(&st);
+                    if s.overflow || (s.rest.is_none() && !s.ended) {
+                        return None;
+                    }
+                    if s.ended {
+                        let mut all = bytes::BytesMut::with_capacity(s.len);
+                        for b in &s.copy {
+                            all.extend_from_slice(b);
+                        }
+                        return Some(all.freeze());
+                    }
+                }
+                notified.await;
+            }
+        }
     }
 
     /// Whether another attempt could send the whole body.
@@ -126,6 +168,7 @@ impl HttpBody for TeeBody {
                 s.ended = true;
                 s.rest = None;
                 this.trailers_sent = true;
+                s.done.notify_waiters();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
@@ -134,6 +177,7 @@ impl HttpBody for TeeBody {
                         if s.len + d.len() > s.limit {
                             s.overflow = true;
                             s.copy = Vec::new();
+                            s.done.notify_waiters();
                         } else {
                             s.len += d.len();
                             s.copy.push(d.clone());
@@ -151,6 +195,7 @@ impl HttpBody for TeeBody {
                 s.rest = None;
                 s.overflow = true;
                 s.copy = Vec::new();
+                s.done.notify_waiters();
                 Poll::Ready(Some(Err(e)))
             }
         }
@@ -207,6 +252,28 @@ mod tests {
             read(tee.attempt().expect("third")).await.expect("body"),
             "abcdef"
         );
+    }
+
+    #[tokio::test]
+    async fn a_mirror_gets_the_whole_body_once_it_was_read_or_nothing() {
+        let tee = Tee::new(chunks(&["ab", "cd"]), 64);
+        let whole = tokio::spawn(tee.whole());
+        assert_eq!(
+            read(tee.attempt().expect("first")).await.expect("body"),
+            "abcd"
+        );
+        assert_eq!(whole.await.expect("task").as_deref(), Some(&b"abcd"[..]));
+        // Too long for the copy: nothing.
+        let tee = Tee::new(chunks(&["abcd", "efgh"]), 6);
+        let whole = tokio::spawn(tee.whole());
+        let _ = read(tee.attempt().expect("first")).await;
+        assert_eq!(whole.await.expect("task"), None);
+        // The request dropped before its body was read: the mirror gives up.
+        let tee = Tee::new(chunks(&["ab"]), 64);
+        let whole = tokio::spawn(tee.whole());
+        let first = tee.attempt().expect("first");
+        drop((tee, first));
+        assert_eq!(whole.await.expect("task"), None);
     }
 
     #[tokio::test]

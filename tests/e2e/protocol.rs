@@ -319,6 +319,13 @@ fn websocket_upgrade_is_spliced_and_plain_http_on_the_path_still_works() {
     for h in ["upgrade", "http2-settings", "connection"] {
         assert!(j["headers"].get(h).is_none(), "{h} forwarded: {j}");
     }
+    // An `Upgrade` header without `Connection: upgrade` asks for nothing: dropped, served.
+    let r = fx
+        .http("web.example.com", "/bare")
+        .header("upgrade: foo/1")
+        .run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
+    assert!(r.json()["headers"].get("upgrade").is_none(), "{r:?}");
     // Any other upgrade: 403, as Envoy refuses upgrades Istio did not configure; the
     // backend never sees it.
     let before = fx.be.counters.get("web");

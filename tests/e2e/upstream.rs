@@ -451,8 +451,7 @@ fn outlier_detection_ejects_an_endpoint_answering_503() {
     svc.push_str(&dr(
         "api",
         "api.team-a.internal",
-        // maxEjectionPercent left at Istio's 10: Envoy still ejects one of two endpoints.
-        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s}}",
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 50}}",
     ));
     let fx = fixture(
         be,
@@ -482,27 +481,46 @@ fn outlier_detection_ejects_an_endpoint_answering_503() {
 #[test]
 fn outlier_detection_keeps_to_max_ejection_percent_and_a_lone_ejected_endpoint_is_503_uh() {
     let be = Backends::new();
-    let (pg, p1, p2, lone) = (free_port(), free_port(), free_port(), free_port());
+    let (pg, p1, p2) = (free_port(), free_port(), free_port());
+    let (lone, lone10) = (free_port(), free_port());
     be.http("good", pg);
     be.failing("bad1", p1);
     be.failing("bad2", p2);
     be.failing("lone", lone);
-    let od = "outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s}";
+    be.failing("lone10", lone10);
+    let od = |pct: &str| {
+        format!(
+            "outlierDetection: {{consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s{pct}}}"
+        )
+    };
     let mut svc = se("api", "api.team-a.internal", &[pg, p1, p2]);
     svc.push_str(&dr(
         "api",
         "api.team-a.internal",
-        &format!("{{loadBalancer: {{simple: ROUND_ROBIN}}, {od}}}"),
+        &format!(
+            "{{loadBalancer: {{simple: ROUND_ROBIN}}, {}}}",
+            od(", maxEjectionPercent: 50")
+        ),
     ));
     svc.push_str(&se("lone", "lone.team-a.internal", &[lone]));
-    svc.push_str(&dr("lone", "lone.team-a.internal", &format!("{{{od}}}")));
+    svc.push_str(&dr(
+        "lone",
+        "lone.team-a.internal",
+        &format!("{{{}}}", od(", maxEjectionPercent: 100")),
+    ));
+    svc.push_str(&se("lone10", "lone10.team-a.internal", &[lone10]));
+    svc.push_str(&dr(
+        "lone10",
+        "lone10.team-a.internal",
+        &format!("{{{}}}", od("")),
+    ));
     let fx = fixture(
         be,
         &svc,
-        "  - match: [{uri: {prefix: /lone}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: lone.team-a.internal}}]\n  - retries: {attempts: 0}\n    route: [{destination: {host: api.team-a.internal}}]\n",
+        "  - match: [{uri: {prefix: /lone10}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: lone10.team-a.internal}}]\n  - match: [{uri: {prefix: /lone}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: lone.team-a.internal}}]\n  - retries: {attempts: 0}\n    route: [{destination: {host: api.team-a.internal}}]\n",
     );
-    // Three endpoints, two failing: the first to fail twice is ejected; ejecting the second
-    // would put 2 of 3 out, above the default 10 % once one is out, so it keeps its turn.
+    // Three endpoints, two failing, at most 50 % ejected: the first to fail twice is
+    // ejected (1 of 3); the second would make 2 of 3, so it keeps its turn.
     let seq = sequence(fx.port, &fx.url("/od"), 30, &[]);
     let (b1, b2) = (fx.be.counters.get("bad1"), fx.be.counters.get("bad2"));
     assert_eq!(b1.min(b2), 2, "bad1 {b1}, bad2 {b2}: {seq:?}");
@@ -511,25 +529,24 @@ fn outlier_detection_keeps_to_max_ejection_percent_and_a_lone_ejected_endpoint_i
         seq.iter().filter(|(s, _)| *s == 200).count() as u64,
         30 - b1 - b2
     );
-    // One endpoint: Envoy ejects it too (the first ejection is always allowed), and with
-    // Istio's minHealthPercent 0 there is no panic mode: 503 UH until it is back.
-    let tries: Vec<(u16, String)> = (0..4)
-        .map(|_| {
-            let r = fx.get("/lone");
-            (r.status, r.body)
-        })
-        .collect();
-    assert_eq!(fx.be.counters.get("lone"), 2, "{tries:?}");
-    assert_eq!(
-        tries[2],
-        (503, "no healthy upstream".to_string()),
-        "{tries:?}"
-    );
-    assert_eq!(
-        tries[3],
-        (503, "no healthy upstream".to_string()),
-        "{tries:?}"
-    );
+    let tries = |path: &str| -> Vec<(u16, String)> {
+        (0..4)
+            .map(|_| {
+                let r = fx.get(path);
+                (r.status, r.body)
+            })
+            .collect()
+    };
+    // One endpoint, 100 % allowed: ejected, and with Istio's minHealthPercent 0 there is no
+    // panic mode: 503 UH until it is back.
+    let t = tries("/lone");
+    assert_eq!(fx.be.counters.get("lone"), 2, "{t:?}");
+    assert_eq!(t[2], (503, "no healthy upstream".to_string()), "{t:?}");
+    assert_eq!(t[3], (503, "no healthy upstream".to_string()), "{t:?}");
+    // At Istio's default 10 % (Envoy without always_eject_one_host), one endpoint of one is
+    // 100 %: never ejected, every request reaches it.
+    let t = tries("/lone10");
+    assert_eq!(fx.be.counters.get("lone10"), 4, "{t:?}");
 }
 
 // ---------------------------------------------------------------------------------------

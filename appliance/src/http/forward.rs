@@ -431,6 +431,10 @@ pub async fn send(
                 if retriable && n > 0 {
                     flags.add(Flag::RetryLimitExceeded);
                 }
+                // This answer stands: a streamed body's copy has no retry left to serve.
+                if let Source::Tee(t) = &src {
+                    t.settle();
+                }
                 let took = started.elapsed();
                 report.service_time = Some(took);
                 resp.headers_mut().insert(

@@ -49,6 +49,14 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
     })
 }
 
+/// Whether a `content-type` is gRPC's (`application/grpc`, `+proto` and the like), as Envoy's
+/// `hasGrpcContentType` reads it: gRPC-Web (`application/grpc-web…`) is not.
+pub fn is_grpc(content_type: &[u8]) -> bool {
+    content_type
+        .strip_prefix(b"application/grpc")
+        .is_some_and(|rest| rest.is_empty() || matches!(rest[0], b'+' | b';'))
+}
+
 /// Set on a 503 a circuit breaker answered.
 pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 
@@ -70,6 +78,24 @@ pub enum Upgrade {
 }
 
 impl Upgrade {
+    /// What a request asks for: an upgrade only with both `Upgrade` and a `Connection` that
+    /// lists `upgrade` (Envoy's `isUpgrade`); a bare `Upgrade` is a hop-by-hop header to drop.
+    pub fn of_request(h: &HeaderMap) -> Self {
+        let Some(v) = h.get(header::UPGRADE) else {
+            return Self::None;
+        };
+        let listed = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|c| c.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+        if listed {
+            Self::of(v.as_bytes())
+        } else {
+            Self::None
+        }
+    }
+
     /// Reads an `Upgrade` value.
     pub fn of(v: &[u8]) -> Self {
         if super::h1::is_h2c(v) {
@@ -338,6 +364,21 @@ mod tests {
         let id = forwarded(&mut h, &ip_value("::1".parse().expect("ip")), "http", None).clone();
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-request-id"], id);
+    }
+
+    #[test]
+    fn grpc_content_types_but_not_grpc_web() {
+        for (ct, grpc) in [
+            (&b"application/grpc"[..], true),
+            (b"application/grpc+proto", true),
+            (b"application/grpc;charset=utf-8", true),
+            (b"application/grpc-web", false),
+            (b"application/grpc-web-text+proto", false),
+            (b"application/grpcx", false),
+            (b"application/json", false),
+        ] {
+            assert_eq!(is_grpc(ct), grpc, "{}", String::from_utf8_lossy(ct));
+        }
     }
 
     #[test]

@@ -92,7 +92,7 @@ pub async fn handle(
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        .is_some_and(|v| headers::is_grpc(v.as_bytes()));
     // What only a log line shows is kept only where a tenant of the group logs: three header
     // lookups and a box per request otherwise.
     let log = group.filter(|g| g.logging).map(|g| {
@@ -340,9 +340,10 @@ async fn proxy(
     };
 
     // The upstream request.
-    let upgrade = match req.headers().get(header::UPGRADE) {
-        Some(v) if req.version() == Version::HTTP_11 => Upgrade::of(v.as_bytes()),
-        _ => Upgrade::None,
+    let upgrade = if req.version() == Version::HTTP_11 {
+        Upgrade::of_request(req.headers())
+    } else {
+        Upgrade::None
     };
     let h2c = upgrade == Upgrade::H2c;
     if upgrade == Upgrade::Other {
@@ -391,7 +392,7 @@ async fn proxy(
     let grpc = if changes_headers(&rb.rule.headers.request) || changes_headers(&wc.headers.request)
     {
         h.get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+            .is_some_and(|v| headers::is_grpc(v.as_bytes()))
     } else {
         grpc
     };

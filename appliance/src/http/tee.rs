@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -38,6 +38,13 @@ struct State {
     epoch: u64,
     /// Told when the copy is complete or given up, and when the state goes (mirrors wait).
     done: Arc<Notify>,
+    /// The attempt waiting on `rest`: woken when a retry takes the body over, so that it
+    /// fails at once (an HTTP/2 upstream's body pipe then resets its stream).
+    waiting: Option<Waker>,
+    /// A mirror waits for the copy.
+    mirrored: bool,
+    /// The response was accepted: no retry will come, so the copy is only kept for a mirror.
+    settled: bool,
 }
 
 impl Drop for State {
@@ -66,6 +73,9 @@ impl Tee {
             ended: false,
             epoch: 0,
             done: Arc::new(Notify::new()),
+            waiting: None,
+            mirrored: false,
+            settled: false,
         })))
     }
 
@@ -77,6 +87,9 @@ impl Tee {
             return None;
         }
         s.epoch += 1;
+        if let Some(w) = s.waiting.take() {
+            w.wake();
+        }
         Some(body::boxed(TeeBody {
             state: self.0.clone(),
             epoch: s.epoch,
@@ -90,7 +103,11 @@ impl Tee {
     /// Holds no strong reference while it waits.
     pub fn whole(&self) -> impl Future<Output = Option<Bytes>> + Send + 'static {
         let weak = Arc::downgrade(&self.0);
-        let done = lock(&self.0).done.clone();
+        let done = {
+            let mut s = lock(&self.0);
+            s.mirrored = true;
+            s.done.clone()
+        };
         async move {
             loop {
                 let notified = done.notified();
@@ -112,6 +129,18 @@ impl Tee {
                 }
                 notified.await;
             }
+        }
+    }
+
+    /// No retry will follow (the response was accepted): what is still to come is copied
+    /// only if a mirror waits for it, and without one the copy so far is let go.
+    pub fn settle(&self) {
+        let mut s = lock(&self.0);
+        s.settled = true;
+        if !s.mirrored {
+            s.overflow = true;
+            s.copy = Vec::new();
+            s.done.notify_waiters();
         }
     }
 
@@ -163,7 +192,10 @@ impl HttpBody for TeeBody {
             return Poll::Ready(None);
         };
         match Pin::new(rest).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                s.waiting = Some(cx.waker().clone());
+                Poll::Pending
+            }
             Poll::Ready(None) => {
                 s.ended = true;
                 s.rest = None;
@@ -185,8 +217,13 @@ impl HttpBody for TeeBody {
                     }
                     this.next = s.copy.len();
                 } else if let Some(t) = frame.trailers_ref() {
+                    // Trailers end a body: the reader (hyper's HTTP/2 pipe) may not poll for
+                    // the end after them, so the copy is complete now.
                     this.trailers_sent = true;
                     s.trailers = Some(t.clone());
+                    s.ended = true;
+                    s.rest = None;
+                    s.done.notify_waiters();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -274,6 +311,107 @@ mod tests {
         let first = tee.attempt().expect("first");
         drop((tee, first));
         assert_eq!(whole.await.expect("task"), None);
+    }
+
+    /// A client body of data frames and then trailers.
+    struct WithTrailers(VecDeque<Frame<Bytes>>);
+
+    impl HttpBody for WithTrailers {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_end_the_copy_and_a_retry_sends_them_too() {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-timeout", http::HeaderValue::from_static("1S"));
+        let tee = Tee::new(
+            body::boxed(WithTrailers(VecDeque::from([
+                Frame::data(Bytes::from_static(b"msg")),
+                Frame::trailers(t),
+            ]))),
+            64,
+        );
+        let whole = tokio::spawn(tee.whole());
+        let mut first = tee.attempt().expect("first");
+        // The reader stops after the trailers, as hyper's HTTP/2 pipe does.
+        assert!(first.frame().await.expect("data").expect("ok").is_data());
+        assert!(
+            first
+                .frame()
+                .await
+                .expect("trailers")
+                .expect("ok")
+                .is_trailers()
+        );
+        assert_eq!(whole.await.expect("task").as_deref(), Some(&b"msg"[..]));
+        let c = tee.attempt().expect("retry").collect().await.expect("body");
+        assert_eq!(
+            c.trailers().map(|t| t["grpc-timeout"].clone()),
+            Some("1S".parse().expect("v"))
+        );
+        assert_eq!(c.to_bytes(), "msg");
+    }
+
+    /// A client that has sent one frame and then waits.
+    struct Stalled(bool);
+
+    impl HttpBody for Stalled {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let this = self.get_mut();
+            if this.0 {
+                Poll::Pending
+            } else {
+                this.0 = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"one")))))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_wakes_the_attempt_it_takes_the_body_from() {
+        let tee = Tee::new(body::boxed(Stalled(false)), 64);
+        let mut first = tee.attempt().expect("first");
+        assert!(first.frame().await.expect("frame").expect("ok").is_data());
+        // The first attempt now waits for more from the client, in a task of its own (as
+        // hyper's HTTP/2 body pipe does); a retry takes over and it must end with an error.
+        let pipe = tokio::spawn(async move { first.frame().await.map(|r| r.is_err()) });
+        tokio::task::yield_now().await;
+        let _second = tee.attempt().expect("retry");
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), pipe)
+            .await
+            .expect("the superseded attempt was woken")
+            .expect("task");
+        assert_eq!(ended, Some(true));
+    }
+
+    #[tokio::test]
+    async fn once_settled_nothing_more_is_kept_unless_a_mirror_waits() {
+        let tee = Tee::new(chunks(&["ab", "cd"]), 64);
+        let mut first = tee.attempt().expect("first");
+        let _ = first.frame().await;
+        tee.settle();
+        assert!(!tee.replayable());
+        assert_eq!(read(first).await.expect("rest"), "cd");
+        let tee = Tee::new(chunks(&["ab", "cd"]), 64);
+        let whole = tokio::spawn(tee.whole());
+        let first = tee.attempt().expect("first");
+        tee.settle();
+        assert_eq!(read(first).await.expect("body"), "abcd");
+        assert_eq!(whole.await.expect("task").as_deref(), Some(&b"abcd"[..]));
     }
 
     #[tokio::test]

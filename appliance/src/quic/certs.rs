@@ -194,8 +194,7 @@ impl ClientCertVerifier for ListenerTls {
 }
 
 /// The chain's own client-certificate check on an established connection: MUTUAL needs a
-/// certificate its CA (and `subjectAltNames`) accepts; other modes need nothing.
-/// Checks the client certificate of a chain that asks for one. Returns the
+/// certificate its CA (and `subjectAltNames`) accepts; other modes need nothing. Returns the
 /// `x-forwarded-client-cert` value of the certificate presented, if any.
 pub(super) fn check_client(
     st: &ChainState,

@@ -1,5 +1,6 @@
 //! `resolution: DNS`: endpoints resolved in the background and refreshed when their TTL
-//! runs out. A failed lookup keeps the previous addresses.
+//! runs out. A failed lookup (timeout, server failure) keeps that name's previous addresses;
+//! an answer that the name has none (NXDOMAIN, no records) removes them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
@@ -91,6 +92,15 @@ pub fn spawn(
                             wait = wait.min(ttl.clamp(MIN_TTL, MAX_TTL));
                             let n = if first_only { 1 } else { usize::MAX };
                             *last = l.iter().take(n).map(|ip| SocketAddr::new(ip, *port)).collect();
+                        }
+                        // The name has no address now (NXDOMAIN, no records): an answer,
+                        // not a failure; Envoy's resolver takes it as an empty one.
+                        Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
+                            wait = wait.min(Duration::from_secs(5));
+                            if !last.is_empty() {
+                                tracing::warn!(host = %name, error = %e, "DNS name has no addresses any more");
+                            }
+                            last.clear();
                         }
                         Err(e) => {
                             wait = wait.min(Duration::from_secs(5));

@@ -93,17 +93,22 @@ impl Endpoint {
 
     /// Ejects for `baseEjectionTime` × the back-off, as Envoy does: the back-off grows by one
     /// per ejection while the length stays below `max_ejection_time` (300 s, or
-    /// `baseEjectionTime` if longer), and shrinks by one for each `interval` the endpoint
-    /// stayed healthy once `baseEjectionTime` had passed after its last ejection ended. So an
-    /// endpoint that failed long ago starts again from `baseEjectionTime`.
+    /// `baseEjectionTime` if longer), and shrinks by one for each whole `interval` the
+    /// endpoint has been back since its last ejection ended (Envoy takes one off at each
+    /// interval tick at least an interval after the unejection). So an endpoint that failed
+    /// long ago starts again from `baseEjectionTime`. Ejecting one that is ejected does
+    /// nothing (two workers may see its threshold reached at once).
     pub fn eject(&self, od: &OutlierDetection, now_ms: u64) {
+        if self.is_ejected(now_ms) {
+            return;
+        }
         let base = (od.base_ejection_time.as_millis() as u64).max(1);
         let max = MAX_EJECTION_MS.max(base);
         let mut backoff = u64::from(self.times_ejected.load(Ordering::Relaxed));
-        let healthy_from = self.last_until.load(Ordering::Relaxed).saturating_add(base);
+        let back_since = self.last_until.load(Ordering::Relaxed);
         let interval = (od.interval.as_millis() as u64).max(1);
-        if backoff > 0 && now_ms >= healthy_from {
-            backoff = backoff.saturating_sub((now_ms - healthy_from) / interval + 1);
+        if backoff > 0 && now_ms >= back_since {
+            backoff = backoff.saturating_sub((now_ms - back_since) / interval);
         }
         if backoff * base < max {
             backoff += 1;
@@ -202,13 +207,30 @@ mod tests {
         e.eject(&od, 30_000); // 60 s, ends at 90 s
         e.eject(&od, 90_000); // 90 s, ends at 180 s
         assert_eq!(until(&e), 180_000);
-        // Back at 180 s; from 210 s (the base time later) each 10 s interval takes one off:
-        // at 235 s three intervals (210, 220, 230) have passed, so 3 - 3 + 1 = 1 × 30 s.
-        e.eject(&od, 235_000);
-        assert_eq!(until(&e) - 235_000, 30_000);
-        // Failing again within the base time after that one ended: it grows again.
-        e.eject(&od, 265_000 + 5_000);
-        assert_eq!(until(&e) - 270_000, 60_000);
+        // Back at 180 s; each whole 10 s interval since takes one off: at 205 s two have
+        // passed, so 3 - 2 + 1 = 2 × 30 s.
+        e.eject(&od, 205_000);
+        assert_eq!(until(&e) - 205_000, 60_000);
+        // Back at 265 s, failing again at 300 s: three intervals take the back-off of 2 to
+        // 0, so 1 × 30 s.
+        e.eject(&od, 300_000);
+        assert_eq!(until(&e) - 300_000, 30_000);
+        // Failing again within an interval of its return: it grows again.
+        e.eject(&od, 335_000);
+        assert_eq!(until(&e) - 335_000, 60_000);
+    }
+
+    #[test]
+    fn an_ejected_endpoint_is_not_ejected_again() {
+        let e = Endpoint::new("127.0.0.1:1".parse().expect("addr"), 1);
+        let od = od(30, 10);
+        e.eject(&od, 1_000);
+        // Requests that were in flight fail after the ejection: the ejection stays as it was.
+        for t in [1_500, 2_000, 20_000] {
+            e.eject(&od, t);
+        }
+        assert_eq!(until(&e), 31_000);
+        assert_eq!(e.times_ejected.load(Ordering::Relaxed), 1);
     }
 
     #[test]

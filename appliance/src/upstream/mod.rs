@@ -155,9 +155,10 @@ impl ClusterRt {
     }
 
     /// Records a result on `ep`, ejecting it when outlier detection says so and the budget
-    /// (`maxEjectionPercent`) allows. Envoy's budget rule: eject while the share already
-    /// ejected is below the maximum, so the first ejection always happens (the default 10 %
-    /// of a 2-endpoint cluster still ejects one), unless the maximum is 0.
+    /// (`maxEjectionPercent`) allows. Envoy's budget rule (since 1.29, without
+    /// `always_eject_one_host`, which Istio does not set): eject only if the share ejected
+    /// afterwards is at most the maximum, so at the default 10 % a cluster of fewer than ten
+    /// endpoints ejects none. An endpoint already ejected is not ejected again.
     pub fn record(&self, ep: &Endpoint, outcome: Outcome) {
         let od = self.config.policy.outlier_detection.as_ref();
         if ep.record(outcome, od)
@@ -166,7 +167,9 @@ impl ClusterRt {
             let now = crate::clock::now_ms();
             let eps = self.endpoints.load();
             let ejected = eps.iter().filter(|e| e.is_ejected(now)).count();
-            if ejected * 100 < eps.len() * od.max_ejection_percent as usize {
+            if !ep.is_ejected(now)
+                && (ejected + 1) * 100 <= eps.len() * od.max_ejection_percent as usize
+            {
                 ep.eject(od, now);
             }
         }

@@ -125,6 +125,9 @@ thread_local! {
 /// Wakes every thread's sweeper: a request waits for a connection permit.
 static RECLAIM: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
+/// How long an HTTP/2 connection beyond the first idle one to its endpoint stays idle.
+const EXTRA_IDLE_MS: u64 = 10_000;
+
 /// How often a sweeper looks at its idle connections when nothing wakes it.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
@@ -166,7 +169,20 @@ fn sweep() -> usize {
         let mut p = p.borrow_mut();
         let mut left = 0;
         p.retain(|_, v| {
-            v.retain(|c| !c.done(now));
+            // One idle connection per endpoint is enough: others (several opened at once by
+            // the first requests, or spilled over `maxConcurrentStreams`) go once idle for
+            // `EXTRA_IDLE_MS`, so a burst that needs them again soon finds them.
+            let mut idle_kept = false;
+            v.retain(|c| {
+                if c.done(now) {
+                    return false;
+                }
+                if c.state.busy.load(Ordering::SeqCst) > 0 {
+                    return true;
+                }
+                let idle_ms = now.saturating_sub(c.state.last_used_ms.load(Ordering::Relaxed));
+                !std::mem::replace(&mut idle_kept, true) || idle_ms < EXTRA_IDLE_MS
+            });
             left += v.len();
             !v.is_empty()
         });

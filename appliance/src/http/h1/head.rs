@@ -291,6 +291,8 @@ struct Facts {
     keep_alive: bool,
     /// An `Upgrade` line other than `h2c`.
     upgrade: bool,
+    /// `Connection` lists `upgrade`: with `upgrade`, the request asks for one.
+    conn_upgrade: bool,
     /// Whether the first `Expect` line is `100-continue`.
     expect_continue: Option<bool>,
 }
@@ -311,6 +313,7 @@ impl Facts {
             for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 self.close |= t.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                self.conn_upgrade |= t.eq_ignore_ascii_case(b"upgrade");
             }
         } else if *name == header::UPGRADE {
             // Envoy strips an h2c upgrade (`curl --http2` on http://) and serves the request
@@ -339,7 +342,7 @@ fn decide(req: Request<()>, version: Version, facts: &Facts) -> Result<Head, Ref
         Version::HTTP_11 => !facts.close,
         _ => facts.keep_alive,
     };
-    let hand_over = req.method() == Method::CONNECT || facts.upgrade;
+    let hand_over = req.method() == Method::CONNECT || (facts.upgrade && facts.conn_upgrade);
     let expects_continue = version == Version::HTTP_11
         && framing != Framing::None
         && facts.expect_continue == Some(true);

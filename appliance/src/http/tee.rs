@@ -247,10 +247,13 @@ mod tests {
 
     use super::*;
 
-    /// A client body arriving in the given pieces.
-    struct Pieces(VecDeque<&'static str>);
+    /// A client body: these frames, then its end (or, `stall`ed, nothing more ever).
+    struct Script {
+        frames: VecDeque<Frame<Bytes>>,
+        stall: bool,
+    }
 
-    impl HttpBody for Pieces {
+    impl HttpBody for Script {
         type Data = Bytes;
         type Error = BoxError;
 
@@ -258,13 +261,28 @@ mod tests {
             self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            let p = self.get_mut().0.pop_front();
-            Poll::Ready(p.map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))))
+            let this = self.get_mut();
+            match this.frames.pop_front() {
+                Some(f) => Poll::Ready(Some(Ok(f))),
+                None if this.stall => Poll::Pending,
+                None => Poll::Ready(None),
+            }
         }
     }
 
+    fn script(frames: Vec<Frame<Bytes>>, stall: bool) -> Body {
+        body::boxed(Script {
+            frames: frames.into(),
+            stall,
+        })
+    }
+
     fn chunks(parts: &[&'static str]) -> Body {
-        body::boxed(Pieces(parts.iter().copied().collect()))
+        let frames = parts
+            .iter()
+            .map(|p| Frame::data(Bytes::from_static(p.as_bytes())))
+            .collect();
+        script(frames, false)
     }
 
     async fn read(b: Body) -> Result<Bytes, BoxError> {
@@ -313,30 +331,15 @@ mod tests {
         assert_eq!(whole.await.expect("task"), None);
     }
 
-    /// A client body of data frames and then trailers.
-    struct WithTrailers(VecDeque<Frame<Bytes>>);
-
-    impl HttpBody for WithTrailers {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.get_mut().0.pop_front().map(Ok))
-        }
-    }
-
     #[tokio::test]
     async fn trailers_end_the_copy_and_a_retry_sends_them_too() {
         let mut t = HeaderMap::new();
         t.insert("grpc-timeout", http::HeaderValue::from_static("1S"));
         let tee = Tee::new(
-            body::boxed(WithTrailers(VecDeque::from([
-                Frame::data(Bytes::from_static(b"msg")),
-                Frame::trailers(t),
-            ]))),
+            script(
+                vec![Frame::data(Bytes::from_static(b"msg")), Frame::trailers(t)],
+                false,
+            ),
             64,
         );
         let whole = tokio::spawn(tee.whole());
@@ -360,30 +363,13 @@ mod tests {
         assert_eq!(c.to_bytes(), "msg");
     }
 
-    /// A client that has sent one frame and then waits.
-    struct Stalled(bool);
-
-    impl HttpBody for Stalled {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            let this = self.get_mut();
-            if this.0 {
-                Poll::Pending
-            } else {
-                this.0 = true;
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"one")))))
-            }
-        }
-    }
-
     #[tokio::test]
     async fn a_retry_wakes_the_attempt_it_takes_the_body_from() {
-        let tee = Tee::new(body::boxed(Stalled(false)), 64);
+        // A client that has sent one frame and then waits.
+        let tee = Tee::new(
+            script(vec![Frame::data(Bytes::from_static(b"one"))], true),
+            64,
+        );
         let mut first = tee.attempt().expect("first");
         assert!(first.frame().await.expect("frame").expect("ok").is_data());
         // The first attempt now waits for more from the client, in a task of its own (as

@@ -208,6 +208,51 @@ fn statuses(raw: &str) -> Vec<u16> {
         .collect()
 }
 
+/// h2load's summary lines: (requests succeeded, 2xx responses).
+fn h2load_counts(out: &std::process::Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let num = |prefix: &str, suffix: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split(", ").find(|p| p.ends_with(suffix)))
+            .and_then(|p| p.split_whitespace().rev().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (num("requests:", "succeeded"), num("status codes:", "2xx"))
+}
+
+#[test]
+fn http2_under_load_answers_every_multiplexed_request() {
+    let fx = fixture();
+    let before = fx.be.counters.get("web");
+    // Prior knowledge on the plain port and ALPN on the TLS one: 4 connections, 20 streams
+    // at once on each, 4,000 requests.
+    for (url, port) in [
+        (
+            format!("http://web.example.com:{}/load", fx.plain),
+            fx.plain,
+        ),
+        (format!("https://web.example.com:{}/load", fx.tls), fx.tls),
+    ] {
+        let out = std::process::Command::new("h2load")
+            .args(["-n", "4000", "-c", "4", "-m", "20", "-N", "15"])
+            .arg(format!("--connect-to=127.0.0.1:{port}"))
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("h2load");
+        assert_eq!(
+            h2load_counts(&out),
+            (4000, 4000),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(fx.be.counters.get("web") - before, 8000);
+    fx.assert_serving("the load");
+}
+
 #[test]
 fn http2_by_alpn_over_tls_and_by_prior_knowledge_on_plain() {
     let fx = fixture();

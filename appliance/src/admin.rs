@@ -10,7 +10,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::control::{Control, ReloadError};
@@ -24,7 +24,7 @@ fn reply(status: StatusCode, ctype: &'static str, b: String) -> Response<Body> {
     r
 }
 
-fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+fn json_reply(status: StatusCode, v: &Value) -> Response<Body> {
     reply(
         status,
         "application/json",
@@ -33,11 +33,11 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
 }
 
 /// The `/status` document.
-pub fn status(control: &Control) -> serde_json::Value {
+pub fn status(control: &Control) -> Value {
     let shared = control.shared();
     let rt = shared.runtime.load_full();
     let st = shared.with_status(|s| s.clone());
-    let tenants: serde_json::Map<String, serde_json::Value> = rt
+    let tenants: serde_json::Map<String, Value> = rt
         .snapshot
         .tenants
         .iter()
@@ -104,7 +104,15 @@ async fn route(
         (&Method::GET, "/status") => json_reply(StatusCode::OK, &status(&control)),
         (&Method::GET, "/config") => {
             let rt = shared.runtime.load_full();
-            let v = serde_json::to_value(&*rt.snapshot).unwrap_or_default();
+            let mut v = serde_json::to_value(&*rt.snapshot).unwrap_or_default();
+            // With `--group`, the groups this process serves; the others are compiled (their
+            // tenants' claims and status are shared) but are another process's to show.
+            if let (Some(served), Some(groups)) = (
+                shared.served.as_deref(),
+                v.get_mut("groups").and_then(Value::as_object_mut),
+            ) {
+                groups.retain(|name, _| served.iter().any(|s| s == name));
+            }
             json_reply(
                 StatusCode::OK,
                 &json!({"generation": rt.generation, "snapshot": v}),

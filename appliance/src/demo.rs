@@ -341,6 +341,11 @@ impl GitOps {
         let work = dir.join("repo");
         copy_tree(example, &work)?;
         git(&work, &["init", "-q", "-b", "main"])?;
+        // The guide prints a `git commit` to run here: it must work for a user without a
+        // Git identity or with signing configured.
+        git(&work, &["config", "user.name", "gatehouse demo"])?;
+        git(&work, &["config", "user.email", "demo@gatehouse.invalid"])?;
+        git(&work, &["config", "commit.gpgsign", "false"])?;
         git(&work, &["add", "-A"])?;
         git(&work, &["commit", "-q", "-m", "examples/repo"])?;
         let releases = dir.join("releases");

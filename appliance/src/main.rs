@@ -233,11 +233,15 @@ fn demo(repo: Option<PathBuf>, admin: SocketAddr) -> ExitCode {
         control_socket,
         config: None,
     };
-    match app::run(opts) {
+    let code = match app::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "gatehouse demo: {e}");
             ExitCode::from(1)
         }
-    }
+    };
+    // The sync agent stops with its handle; then nothing uses the demo's folder.
+    drop(gitops);
+    let _ = std::fs::remove_dir_all(&dir);
+    code
 }

@@ -14,7 +14,7 @@ use sync_agent::reconcile::{self, Action, Context};
 use sync_agent::release::Releases;
 use sync_agent::source::isolate::Source;
 use sync_agent::state::State;
-use sync_agent::status::Status;
+use sync_agent::status::{ApplianceStatus, Status};
 use sync_agent::webhook::RateLimit;
 use sync_agent::{http, notify, plan, refs};
 
@@ -175,12 +175,23 @@ fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Status { format }) => {
             let dir = config::releases_dir(&args.flags)?;
-            let Some(st) = Status::read(&dir) else {
+            let Some(mut st) = Status::read(&dir) else {
                 bail!(
                     "no status in {} yet (has gatehouse-sync run?)",
                     dir.display()
                 );
             };
+            // The appliances as they are now, not as they were when last told.
+            let mut sockets: Vec<String> = st.appliances.iter().map(|a| a.socket.clone()).collect();
+            if let Ok(s) = config::resolve(&args.flags) {
+                sockets.extend(s.control_sockets.iter().map(|p| p.display().to_string()));
+            }
+            sockets.sort();
+            sockets.dedup();
+            st.appliances = sockets
+                .iter()
+                .map(|s| ApplianceStatus::ask(s, std::time::Duration::from_secs(5)))
+                .collect();
             match format {
                 Format::Json => {
                     serde_json::to_writer_pretty(&mut out, &st)?;

@@ -94,7 +94,7 @@ impl Reply {
 }
 
 /// Sends `msg` to the appliance on `socket` and waits up to `timeout` for its answer.
-pub fn send(socket: &Path, msg: &Apply, timeout: Duration) -> Result<Reply, NotifyError> {
+pub fn send(socket: &Path, msg: &impl Serialize, timeout: Duration) -> Result<Reply, NotifyError> {
     let name = socket.display().to_string();
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -135,6 +135,27 @@ pub fn send(socket: &Path, msg: &Apply, timeout: Duration) -> Result<Reply, Noti
         return Err(failed("closed without an answer".into()));
     }
     serde_json::from_str(&reply).map_err(|e| failed(format!("unreadable answer: {e}")))
+}
+
+/// The question "what do you serve now?" (`status`); the answer is a [`Reply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Query {
+    /// Protocol version.
+    pub version: u32,
+    /// Always `status`.
+    pub kind: &'static str,
+}
+
+/// Asks the appliance on `socket` what it serves now.
+pub fn ask(socket: &Path, timeout: Duration) -> Result<Reply, NotifyError> {
+    send(
+        socket,
+        &Query {
+            version: VERSION,
+            kind: "status",
+        },
+        timeout,
+    )
 }
 
 /// The message for release `id` at `revision`.

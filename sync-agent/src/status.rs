@@ -132,6 +132,32 @@ pub struct ApplianceStatus {
     pub error: Option<String>,
 }
 
+// === impl ApplianceStatus ===
+
+impl ApplianceStatus {
+    /// What the appliance on `socket` serves now, asked over its control socket: the
+    /// recorded entry is what it answered when last told of a release, which a rollback
+    /// through the `current` link, or an appliance started since, leaves out of date.
+    pub fn ask(socket: &str, timeout: std::time::Duration) -> Self {
+        match crate::notify::ask(Path::new(socket), timeout) {
+            Ok(r) => Self {
+                socket: socket.to_string(),
+                ok: r.ok,
+                generation: r.generation,
+                revision: r.revision,
+                error: r.error,
+            },
+            Err(e) => Self {
+                socket: socket.to_string(),
+                ok: false,
+                generation: None,
+                revision: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
 /// The whole document.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,11 +8,13 @@
 #[allow(dead_code)]
 mod harness;
 
+mod admin;
 mod credentials;
 mod http3;
 mod http_routing;
 mod l4;
 mod protocol;
+mod quickstart;
 mod reload;
 mod sync;
 mod systemd;

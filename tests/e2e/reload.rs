@@ -326,3 +326,48 @@ fn sigterm_drains_requests_in_flight() {
     assert_eq!(fx.gw.wait_exit(Duration::from_secs(15)), Some(0));
     assert!(TcpStream::connect(("127.0.0.1", fx.web)).is_err());
 }
+
+#[test]
+fn a_request_in_flight_finishes_on_the_configuration_it_started_with() {
+    let fx = fixture();
+    let doc = |tag: &str, timeout: &str| {
+        gateway_doc("web", 80, "a.example.com")
+            + &service("a", "a.team-a.internal", &[(fx.pa, "")])
+            + &service("b", "b.team-a.internal", &[(fx.pb, "")])
+            + &format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a}}\nspec:\n  hosts: [\"a.example.com\"]\n  gateways: [web]\n  http:\n  - timeout: {timeout}\n    headers:\n      request: {{set: {{x-config: {tag}}}}}\n      response: {{set: {{x-config: {tag}}}}}\n    route: [{{destination: {{host: {tag}.team-a.internal}}}}]\n"
+            )
+    };
+    fx.repo.write("tenants/team-a/all.yaml", &doc("a", "10s"));
+    let (code, body) = fx.gw.reload();
+    assert_eq!(code, 200, "{body}");
+    let url = format!("http://a.example.com:{}/slow", fx.web);
+    let before = fx.be.counters.get("a");
+    let slow = {
+        let url = url.clone();
+        std::thread::spawn(move || Curl::new(&url).header("x-test-delay-ms: 1500").run())
+    };
+    wait_for(
+        "the slow request at backend a",
+        Duration::from_secs(10),
+        || (fx.be.counters.get("a") > before).then_some(()),
+    );
+
+    // The next configuration sends the route to b, with another tag and a 300 ms timeout.
+    fx.repo.write("tenants/team-a/all.yaml", &doc("b", "300ms"));
+    let (code, body) = fx.gw.reload();
+    assert_eq!(code, 200, "{body}");
+    let now = Curl::new(&url).run();
+    assert_eq!(now.backend(), "b");
+    assert_eq!(now.header("x-config"), Some("b"));
+    let late = Curl::new(&url).header("x-test-delay-ms: 1500").run();
+    assert_eq!(late.status, 504, "the new 300 ms timeout: {}", late.body);
+
+    // The request that started before the swap keeps its route's timeout (10 s, not
+    // 300 ms), its backend and its header rules, both ways.
+    let r = slow.join().expect("slow request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "a");
+    assert_eq!(r.json()["headers"]["x-config"], "a");
+    assert_eq!(r.header("x-config"), Some("a"));
+}

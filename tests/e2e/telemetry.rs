@@ -697,3 +697,200 @@ fn mesh_access_log_format_names_any_request_header() {
         )
     );
 }
+
+/// The access log's `response_flags` for each of the gateway's own failures, as Envoy
+/// writes them: UH (no healthy endpoint), UO (pool overflow), UT (upstream timeout), DC (the
+/// client went away), RL (the tenant's rate limit).
+#[test]
+fn access_log_names_uh_uo_ut_dc_and_rl() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (http, api) = (free_port(), free_port());
+    let be = Backends::new();
+    be.http("api", api);
+    let repo = Repo::new();
+    let tenants = tenant("team-a", &["web.example.com"], "")
+        + &tenant(
+            "team-b",
+            &["b.example.com"],
+            "  quotas: {requestsPerSecond: 1}",
+        );
+    repo.write(
+        "gatehouse.yaml",
+        &operator(
+            &[(80, http)],
+            &format!(
+                "    accessLogFile: {}/access.log\n    accessLogEncoding: JSON\n",
+                dir.path().display()
+            ),
+            &tenants,
+        ),
+    );
+    let se = |name: &str, host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}}}\nspec:\n  hosts: [{host}]\n  location: MESH_INTERNAL\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {api}}}, labels: {{version: v1}}}}]\n---\n"
+        )
+    };
+    repo.write(
+        "tenants/team-a/app.yaml",
+        &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: public}}
+spec:
+  selector: {{istio: public-gw}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["web.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web}}
+spec:
+  hosts: ["web.example.com"]
+  gateways: [public]
+  http:
+  - name: uh
+    match: [{{uri: {{prefix: /uh}}}}]
+    route: [{{destination: {{host: api.team-a.internal, subset: none}}}}]
+  - name: uo
+    match: [{{uri: {{prefix: /uo}}}}]
+    route: [{{destination: {{host: small.team-a.internal}}}}]
+  - name: ut
+    match: [{{uri: {{prefix: /ut}}}}]
+    timeout: 200ms
+    route: [{{destination: {{host: api.team-a.internal}}}}]
+  - name: api
+    route: [{{destination: {{host: api.team-a.internal}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api}}
+spec:
+  host: api.team-a.internal
+  subsets:
+  - name: none
+    labels: {{version: v9}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: small}}
+spec:
+  host: small.team-a.internal
+  trafficPolicy:
+    connectionPool:
+      tcp: {{maxConnections: 1}}
+      http: {{http1MaxPendingRequests: 1}}
+---
+{}{}"#,
+            se("api", "api.team-a.internal"),
+            se("small", "small.team-a.internal"),
+        ),
+    );
+    repo.write(
+        "tenants/team-b/app.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: public}}\nspec:\n  selector: {{istio: public-gw}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"b.example.com\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: app}}\nspec:\n  hosts: [\"b.example.com\"]\n  gateways: [public]\n  http:\n  - route: [{{destination: {{host: api.team-b.internal}}}}]\n---\n{}",
+            se("api", "api.team-b.internal")
+        ),
+    );
+    let creds = tempfile::tempdir().expect("tmp");
+    let _gw = Gateway::start(&repo, creds.path());
+    let url = |host: &str, path: &str| format!("http://{host}:{http}{path}");
+    let get = |host: &str, path: &str, rid: &str| {
+        Curl::new(&url(host, path))
+            .header(&format!("x-request-id: {rid}"))
+            .run()
+    };
+
+    // UH: the subset selects no endpoint.
+    let r = get("web.example.com", "/uh", "f-uh");
+    assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+
+    // UO: one connection and one pending request; of six requests at once, the ones that
+    // find both taken overflow.
+    let burst: Vec<std::thread::JoinHandle<(String, u16, String)>> = (0..6)
+        .map(|i| {
+            let u = url("web.example.com", "/uo");
+            std::thread::spawn(move || {
+                let rid = format!("f-uo-{i}");
+                let r = Curl::new(&u)
+                    .header(&format!("x-request-id: {rid}"))
+                    .header("x-test-delay-ms: 1000")
+                    .run();
+                (rid, r.status, r.body)
+            })
+        })
+        .collect();
+    let burst: Vec<(String, u16, String)> = burst
+        .into_iter()
+        .map(|t| t.join().expect("burst request"))
+        .collect();
+    let (uo, _, body) = burst
+        .iter()
+        .find(|(_, s, _)| *s == 503)
+        .unwrap_or_else(|| panic!("no overflow: {burst:?}"));
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
+    assert!(burst.iter().any(|(_, s, _)| *s == 200), "{burst:?}");
+
+    // UT: the route's 200 ms timeout against a backend that takes 2 s.
+    let r = Curl::new(&url("web.example.com", "/ut"))
+        .header("x-request-id: f-ut")
+        .header("x-test-delay-ms: 2000")
+        .run();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (504, "upstream request timeout")
+    );
+
+    // DC: the client gives up after 300 ms, before the backend answers.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "0.3"])
+        .args(["-H", "x-request-id: f-dc", "-H", "x-test-delay-ms: 1500"])
+        .args(["--resolve", &format!("web.example.com:{http}:127.0.0.1")])
+        .arg(url("web.example.com", "/dc"))
+        .output()
+        .expect("curl");
+    assert_eq!(out.status.code(), Some(28), "curl timed out");
+
+    // RL: team-b's one request per second; the second at once is refused.
+    let codes: Vec<u16> = (0..3)
+        .map(|i| get("b.example.com", "/", &format!("f-rl-{i}")).status)
+        .collect();
+    assert!(codes.contains(&429), "{codes:?}");
+    let limited = (0..3)
+        .find(|i| codes[*i] == 429)
+        .map(|i| format!("f-rl-{i}"))
+        .expect("a 429");
+
+    let want: [(&str, u64, &str); 5] = [
+        ("f-uh", 503, "UH"),
+        (uo.as_str(), 503, "UO"),
+        ("f-ut", 504, "UT"),
+        ("f-dc", 0, "DC"),
+        (limited.as_str(), 429, "RL"),
+    ];
+    let lines: Vec<serde_json::Value> = wait_for("every failure logged", WAIT, || {
+        let v: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        want.iter()
+            .all(|(rid, ..)| v.iter().any(|l| l["request_id"] == *rid))
+            .then_some(v)
+    });
+    for (rid, code, flag) in want {
+        let l = lines
+            .iter()
+            .find(|l| l["request_id"] == rid)
+            .expect("logged");
+        assert_eq!(
+            (l["response_code"].as_u64(), l["response_flags"].as_str()),
+            (Some(code), Some(flag)),
+            "{rid}: {l}"
+        );
+    }
+}

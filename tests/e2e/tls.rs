@@ -349,17 +349,20 @@ fn optional_mutual_admits_clients_without_a_certificate_and_checks_those_with_on
     );
 }
 
-#[test]
-fn min_protocol_version_tls13_refuses_tls12_per_server() {
-    let ca = Ca::new("gatehouse test CA");
-    let fx = fixture(
+/// team-a with two servers on one port: `host` with its own `tls` block and credential
+/// `<host's first label>-cert` (serial `serial`), and web.example.com with plain SIMPLE
+/// (serial `web_serial`).
+fn beside_web(ca: &Ca, host: &str, tls: &str, serial: u64, web_serial: u64) -> Fx {
+    let cred = format!("{}-cert", host.split('.').next().unwrap_or(host));
+    let tls = tls.replace("{cred}", &cred);
+    fixture(
         &[TenantSpec {
             name: "team-a",
             servers: &[
                 Server {
-                    name: "https-modern",
-                    host: "modern.example.com",
-                    tls: "{mode: SIMPLE, credentialName: modern-cert, minProtocolVersion: TLSV1_3}",
+                    name: "https-own",
+                    host,
+                    tls: &tls,
                 },
                 Server {
                     name: "https-web",
@@ -368,19 +371,31 @@ fn min_protocol_version_tls13_refuses_tls12_per_server() {
                 },
             ],
         }],
-        &ca,
+        ca,
         |root, _| {
             write_credential(
-                &root.join("team-a/modern-cert"),
-                &ca.server(&["modern.example.com"], 0x1313),
+                &root.join(format!("team-a/{cred}")),
+                &ca.server(&[host], serial),
                 None,
             );
             write_credential(
                 &root.join("team-a/web-cert"),
-                &ca.server(&["web.example.com"], 0x1212),
+                &ca.server(&["web.example.com"], web_serial),
                 None,
             );
         },
+    )
+}
+
+#[test]
+fn min_protocol_version_tls13_refuses_tls12_per_server() {
+    let ca = Ca::new("gatehouse test CA");
+    let fx = beside_web(
+        &ca,
+        "modern.example.com",
+        "{mode: SIMPLE, credentialName: {cred}, minProtocolVersion: TLSV1_3}",
+        0x1313,
+        0x1212,
     );
 
     // TLS 1.2 at most: refused by the TLS 1.3-only server.
@@ -409,4 +424,78 @@ fn min_protocol_version_tls13_refuses_tls12_per_server() {
     assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
     let s = served_subject(fx.port, "web.example.com", &["-tls1_2"]).expect("TLS 1.2");
     assert!(s.contains("serial=1212"), "{s}");
+}
+
+/// What `openssl s_client` negotiated with the server for `sni`: the cipher, or `None` when
+/// the handshake failed.
+fn negotiated_cipher(port: u16, sni: &str, extra: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", sni])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "New, TLSv1.2, Cipher is ECDHE-ECDSA-AES256-GCM-SHA384"; "New, (NONE), Cipher is
+    // (NONE)" when the handshake failed.
+    text.lines()
+        .find_map(|l| l.split_once("Cipher is ").map(|(_, c)| c.trim()))
+        .map(str::to_string)
+        .filter(|c| c != "(NONE)" && c != "0000")
+}
+
+#[test]
+fn cipher_suites_limit_tls12_per_server_and_leave_tls13_alone() {
+    let ca = Ca::new("gatehouse test CA");
+    let fx = beside_web(
+        &ca,
+        "strict.example.com",
+        "{mode: SIMPLE, credentialName: {cred}, cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]}",
+        0x5151,
+        0x5252,
+    );
+    let tls12 =
+        |sni: &str, cipher: &str| negotiated_cipher(fx.port, sni, &["-tls1_2", "-cipher", cipher]);
+    // The listed suite is negotiated; one left out is refused, even if the client offers
+    // nothing else.
+    assert_eq!(
+        tls12("strict.example.com", "ECDHE-ECDSA-AES256-GCM-SHA384").as_deref(),
+        Some("ECDHE-ECDSA-AES256-GCM-SHA384")
+    );
+    assert_eq!(
+        tls12("strict.example.com", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+        None
+    );
+    assert_eq!(
+        tls12("strict.example.com", "ECDHE-ECDSA-CHACHA20-POLY1305"),
+        None
+    );
+    // Offered everything, the client gets the one suite.
+    assert_eq!(
+        negotiated_cipher(fx.port, "strict.example.com", &["-tls1_2"]).as_deref(),
+        Some("ECDHE-ECDSA-AES256-GCM-SHA384")
+    );
+    // TLS 1.3 suites are not filtered (as in Envoy).
+    assert_eq!(
+        negotiated_cipher(
+            fx.port,
+            "strict.example.com",
+            &["-tls1_3", "-ciphersuites", "TLS_AES_128_GCM_SHA256"]
+        )
+        .as_deref(),
+        Some("TLS_AES_128_GCM_SHA256")
+    );
+    // The other server on the same port keeps the default list.
+    assert_eq!(
+        tls12("web.example.com", "ECDHE-ECDSA-AES128-GCM-SHA256").as_deref(),
+        Some("ECDHE-ECDSA-AES128-GCM-SHA256")
+    );
+    // And requests go through on the restricted server.
+    let r = fx
+        .curl("strict.example.com", "/")
+        .arg("--tls-max")
+        .arg("1.2")
+        .run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "strict"), "{r:?}");
 }

@@ -844,6 +844,132 @@ fn resolution_dns_reaches_a_backend_named_localhost() {
     assert_eq!(r.json()["headers"]["host"], format!("{HOST}:{}", fx.port));
 }
 
+#[test]
+fn resolution_dns_follows_the_answer_as_its_ttl_runs_out() {
+    use crate::harness::dns::{Answer, Dns};
+    let be = Backends::new();
+    let p = free_port();
+    be.http("dns", p);
+    let name = "api.dns-ttl.test";
+    let dns = Dns::start(name, Answer::A(std::net::Ipv4Addr::LOCALHOST), 1);
+    let port = free_port();
+    let repo = Repo::new();
+    repo.write(
+        "gatehouse.yaml",
+        &platform(&[(80, port)], &tenant("team-a", &[HOST], "")),
+    );
+    repo.write(
+        "tenants/team-a/all.yaml",
+        &(gateway_doc("public", &[HOST])
+            + &format!(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api}}\nspec:\n  hosts: [\"{name}\"]\n  location: MESH_EXTERNAL\n  ports:\n  - {{number: {p}, name: http, protocol: HTTP}}\n  resolution: DNS\n---\n"
+            )
+            + &vs(
+                "web",
+                HOST,
+                "public",
+                &format!("  - route: [{{destination: {{host: {name}, port: {{number: {p}}}}}}}]\n"),
+            )),
+    );
+    let creds = tempfile::tempdir().expect("tmp");
+    let wrap = dns.wrap();
+    let wrap: Vec<&str> = wrap.iter().map(String::as_str).collect();
+    let _gw = Gateway::start_wrapped(&repo, creds.path(), &wrap);
+    let url = format!("http://{HOST}:{port}/");
+    let r = wait_for(
+        "the name resolved to 127.0.0.1",
+        Duration::from_secs(10),
+        || {
+            let r = Curl::new(&url).run();
+            (r.status == 200).then_some(r)
+        },
+    );
+    assert_eq!(r.backend(), "dns");
+    assert!(dns.queries() >= 1);
+
+    // The name moves to 127.0.0.2, where nothing listens: with a 1 s TTL the gateway
+    // follows within seconds (its longest wait is 300 s), and connections fail there.
+    dns.set(Answer::A(std::net::Ipv4Addr::new(127, 0, 0, 2)));
+    let r = wait_for("the new address used", Duration::from_secs(10), || {
+        let r = Curl::new(&url).run();
+        (r.status == 503).then_some(r)
+    });
+    assert!(
+        r.body
+            .starts_with("upstream connect error or disconnect/reset before headers"),
+        "{}",
+        r.body
+    );
+    // Back to 127.0.0.1: served again.
+    dns.set(Answer::A(std::net::Ipv4Addr::LOCALHOST));
+    wait_for("the address back", Duration::from_secs(10), || {
+        (Curl::new(&url).run().status == 200).then_some(())
+    });
+    // The name removed (NXDOMAIN): no endpoint is left.
+    dns.set(Answer::NxDomain);
+    let r = wait_for("the name gone", Duration::from_secs(15), || {
+        let r = Curl::new(&url).run();
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(r.body, "no healthy upstream");
+}
+
+fn workload_entry(name: &str, labels: &str, port: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}}}\nspec:\n  address: 127.0.0.1\n  labels: {{{labels}}}\n  ports: {{http: {port}}}\n---\n"
+    )
+}
+
+#[test]
+fn workload_entries_selected_by_a_service_entry_are_its_endpoints_and_subsets() {
+    let (be, [pa, pb, pc]) = three_backends();
+    let svc_doc = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api}\nspec:\n  hosts: [api.team-a.internal]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  workloadSelector: {labels: {app: api}}\n---\n";
+    let rule = dr("api", "api.team-a.internal", "{loadBalancer: {simple: ROUND_ROBIN}}")
+        .replace(
+            "trafficPolicy:",
+            "subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n  trafficPolicy:",
+        );
+    let entries = |with_b: bool| {
+        let mut s = workload_entry("api-a", "app: api, version: v1", pa);
+        if with_b {
+            s += &workload_entry("api-b", "app: api, version: v2", pb);
+        }
+        // Another app's workload: never an endpoint of api.
+        s + &workload_entry("other-c", "app: other, version: v1", pc)
+    };
+    let services = format!("{svc_doc}{rule}{}", entries(true));
+    let fx = fixture(
+        be,
+        &services,
+        "  - match: [{uri: {prefix: /v2}}]\n    route: [{destination: {host: api.team-a.internal, subset: v2}}]\n  - match: [{uri: {prefix: /v1}}]\n    route: [{destination: {host: api.team-a.internal, subset: v1}}]\n  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    let backends = |path: &str| -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for (status, b) in sequence(fx.port, &fx.url(path), 12, &[]) {
+            assert_eq!(status, 200, "{path}");
+            *m.entry(b).or_default() += 1;
+        }
+        m
+    };
+    assert_eq!(
+        backends("/"),
+        BTreeMap::from([("a".to_string(), 6), ("b".to_string(), 6)])
+    );
+    assert_eq!(backends("/v2"), BTreeMap::from([("b".to_string(), 12)]));
+    assert_eq!(backends("/v1"), BTreeMap::from([("a".to_string(), 12)]));
+
+    // The WorkloadEntry of b removed: the service has a alone, and subset v2 no endpoint.
+    fx.repo.write(
+        "tenants/team-a/services.yaml",
+        &format!("{svc_doc}{rule}{}", entries(false)),
+    );
+    let (code, body) = fx.gw.reload();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(backends("/"), BTreeMap::from([("a".to_string(), 12)]));
+    let r = fx.get("/v2");
+    assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. TLS origination
 // ---------------------------------------------------------------------------------------

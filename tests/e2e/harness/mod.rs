@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod certs;
+pub mod dns;
 pub mod git;
 pub mod h3;
 pub mod otlp;
@@ -186,21 +187,28 @@ impl Gateway {
 
     /// Like [`start`](Self::start) with extra arguments.
     pub fn start_with(repo: &Repo, creds: &Path, extra: &[&str]) -> Self {
-        Self::launch("--repo", repo.path(), creds, extra, &[], true)
+        Self::launch(&[], "--repo", repo.path(), creds, extra, &[], true)
     }
 
     /// Like [`start_with`](Self::start_with) with extra environment variables.
     pub fn start_env(repo: &Repo, creds: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        Self::launch("--repo", repo.path(), creds, extra, env, true)
+        Self::launch(&[], "--repo", repo.path(), creds, extra, env, true)
+    }
+
+    /// Like [`start`](Self::start), run through `wrap` (a command that ends by executing
+    /// its arguments, such as `unshare`).
+    pub fn start_wrapped(repo: &Repo, creds: &Path, wrap: &[&str]) -> Self {
+        Self::launch(wrap, "--repo", repo.path(), creds, &[], &[], true)
     }
 
     /// Serves the sync agent's releases folder (`gatehouse run --releases`); with
     /// `wait_ready`, waits until a release is served.
     pub fn start_releases(releases: &Path, creds: &Path, extra: &[&str], wait_ready: bool) -> Self {
-        Self::launch("--releases", releases, creds, extra, &[], wait_ready)
+        Self::launch(&[], "--releases", releases, creds, extra, &[], wait_ready)
     }
 
     fn launch(
+        wrap: &[&str],
         flag: &str,
         source: &Path,
         creds: &Path,
@@ -212,7 +220,16 @@ impl Gateway {
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("gatehouse.log");
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(bin("gatehouse"))
+        let gatehouse = bin("gatehouse");
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&gatehouse);
+                c
+            }
+            None => Command::new(&gatehouse),
+        };
+        let child = cmd
             .arg("run")
             .arg(flag)
             .arg(source)

@@ -270,7 +270,10 @@ fn rewrite_redirect_and_header_operations() {
 #[test]
 fn timeout_retries_and_faults() {
     let fx = fixture(
-        &vs(r#"  - match: [{uri: {prefix: /slow}}]
+        &vs(r#"  - match: [{uri: {prefix: /upload}}]
+    timeout: 300ms
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /slow}}]
     timeout: 300ms
     retries: {attempts: 0}
     route: [{destination: {host: default.team-a.internal}}]
@@ -298,6 +301,31 @@ fn timeout_retries_and_faults() {
 "#),
         "",
     );
+    // The route timeout starts when the request has been received whole (Envoy): an upload
+    // taking longer than the timeout still reaches the backend and is answered.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", fx.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "POST /upload HTTP/1.1\r\nHost: web.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
+        .expect("head");
+        let t = Instant::now();
+        for i in 0..4u8 {
+            // The client's own pace: a chunk every 150 ms, 600 ms in all.
+            std::thread::sleep(Duration::from_millis(150));
+            write!(s, "3\r\nab{i}\r\n").expect("chunk");
+        }
+        write!(s, "0\r\n\r\n").expect("end");
+        assert!(t.elapsed() >= Duration::from_millis(600));
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("the answer");
+        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+        assert!(out.contains("\"body_len\":12"), "{out}");
+    }
     let t = Instant::now();
     let r = Curl::new(&fx.url("web.example.com", "/slow"))
         .header("x-test-delay-ms: 3000")

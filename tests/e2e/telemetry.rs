@@ -702,11 +702,12 @@ fn mesh_access_log_format_names_any_request_header() {
 /// writes them: UH (no healthy endpoint), UO (pool overflow), UT (upstream timeout), DC (the
 /// client went away), RL (the tenant's rate limit).
 #[test]
-fn access_log_names_uh_uo_ut_dc_and_rl() {
+fn access_log_names_uh_uo_ut_dc_and_rl_and_a_body_cut_at_the_timeout() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (http, api) = (free_port(), free_port());
+    let (http, api, raw) = (free_port(), free_port(), free_port());
     let be = Backends::new();
     be.http("api", api);
+    be.scripted(raw);
     let repo = Repo::new();
     let tenants = tenant("team-a", &["web.example.com"], "")
         + &tenant(
@@ -755,6 +756,10 @@ spec:
   - name: uo
     match: [{{uri: {{prefix: /uo}}}}]
     route: [{{destination: {{host: small.team-a.internal}}}}]
+  - name: ut-body
+    match: [{{uri: {{prefix: /held-body}}}}]
+    timeout: 300ms
+    route: [{{destination: {{host: raw.team-a.internal}}}}]
   - name: ut
     match: [{{uri: {{prefix: /ut}}}}]
     timeout: 200ms
@@ -781,9 +786,10 @@ spec:
       tcp: {{maxConnections: 1}}
       http: {{http1MaxPendingRequests: 1}}
 ---
-{}{}"#,
+{}{}{}"#,
             se("api", "api.team-a.internal"),
             se("small", "small.team-a.internal"),
+            crate::upstream::se("raw", "raw.team-a.internal", &[raw]),
         ),
     );
     repo.write(
@@ -845,6 +851,13 @@ spec:
         (504, "upstream request timeout")
     );
 
+    // UT after the head: the response body is still to come at the deadline; the client
+    // gets the 200 head and a body cut short (curl: 18, partial file).
+    let r = Curl::new(&url("web.example.com", "/held-body"))
+        .header("x-request-id: f-ut-body")
+        .run();
+    assert_eq!((r.status, r.exit), (200, 18), "{r:?}");
+
     // DC: the client gives up after 300 ms, before the backend answers.
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "--max-time", "0.3"])
@@ -865,10 +878,11 @@ spec:
         .map(|i| format!("f-rl-{i}"))
         .expect("a 429");
 
-    let want: [(&str, u64, &str); 5] = [
+    let want: [(&str, u64, &str); 6] = [
         ("f-uh", 503, "UH"),
         (uo.as_str(), 503, "UO"),
         ("f-ut", 504, "UT"),
+        ("f-ut-body", 200, "UT"),
         ("f-dc", 0, "DC"),
         (limited.as_str(), 429, "RL"),
     ];

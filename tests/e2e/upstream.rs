@@ -818,6 +818,58 @@ fn closed_port_and_resolution_none_map_to_envoy_503s() {
     }
 }
 
+#[test]
+fn a_grpc_timeout_bounds_the_call_as_envoy_max_stream_duration() {
+    let be = Backends::new();
+    let (p, raw) = (free_port(), free_port());
+    be.http("api", p);
+    be.scripted(raw);
+    let mut svc = se("api", "api.team-a.internal", &[p]);
+    svc.push_str(&se("raw", "raw.team-a.internal", &[raw]));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - match: [{uri: {prefix: /held-body}}]\n    route: [{destination: {host: raw.team-a.internal}}]\n  - route: [{destination: {host: api.team-a.internal}}]\n",
+    );
+    let grpc = |path: &str, timeout: &str, delay: &str| {
+        Curl::new(&fx.url(path))
+            .arg("--http2-prior-knowledge")
+            .header("content-type: application/grpc")
+            .header("te: trailers")
+            .header(&format!("grpc-timeout: {timeout}"))
+            .header(&format!("x-test-delay-ms: {delay}"))
+            .arg("--data-binary")
+            .arg("call")
+            .run()
+    };
+    // In time: answered by the backend, which sees the client's deadline as sent.
+    let r = grpc("/ok", "10S", "0");
+    assert_eq!((r.status, r.backend().as_str()), (200, "api"), "{r:?}");
+    assert_eq!(r.json()["headers"]["grpc-timeout"], "10S");
+    // Past the deadline before the backend answers: DEADLINE_EXCEEDED, trailers-only.
+    let t = Instant::now();
+    let r = grpc("/slow", "300m", "3000");
+    assert_eq!(
+        (r.status, r.header("grpc-status"), r.header("grpc-message")),
+        (200, Some("4"), Some("downstream duration timeout")),
+        "{r:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "the deadline, not the backend, ended the call: {:?}",
+        t.elapsed()
+    );
+    // Past the deadline with the response begun: the stream is reset, the body short.
+    let r = grpc("/held-body", "300m", "0");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_ne!(r.exit, 0, "the stream was cut: {r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    fx.be.held_body.notify_one();
+    // An unreadable grpc-timeout is no deadline (Envoy ignores it).
+    let r = grpc("/slow", "soon", "500");
+    assert_eq!((r.status, r.backend().as_str()), (200, "api"), "{r:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // 5. DNS resolution
 // ---------------------------------------------------------------------------------------

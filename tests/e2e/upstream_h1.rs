@@ -369,3 +369,40 @@ fn a_malformed_upstream_response_is_a_503_naming_the_fault() {
         assert_eq!(s[1].status, 200, "{path}: {s:?}");
     }
 }
+
+#[test]
+fn the_route_timeout_cuts_off_a_response_body_still_to_come() {
+    use std::io::{Read, Write};
+    let fx = scripted_fixture(
+        "  - timeout: 400ms\n    route: [{destination: {host: raw.team-a.internal}}]\n",
+    );
+    // Envoy's route timeout runs until the response has been received whole: a head in
+    // time does not stop it. The client gets the head, then the connection closes with the
+    // body short (Envoy resets the stream).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", fx.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let t = std::time::Instant::now();
+    write!(s, "GET /held-body HTTP/1.1\r\nHost: {HOST}\r\n\r\n").expect("write");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("the head, then the close");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+    assert!(text.contains("content-length: 5\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n"), "no body came: {text}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "cut off at the 400 ms timeout, not later: {:?}",
+        t.elapsed()
+    );
+    fx.be.held_body.notify_one();
+    // The gateway keeps serving on the route.
+    assert_eq!(fx.get("/").status, 200);
+}

@@ -15,6 +15,7 @@ use tenants::snapshot::UpstreamProtocol;
 use tokio::time::Instant;
 
 use super::body::{self, Body};
+use super::deadline::{self, Timeouts};
 use super::errors::{Flag, Flags, ProxyError};
 use super::headers;
 use super::tee::Tee;
@@ -301,14 +302,15 @@ pub fn response_retries(p: &RetryPolicy, grpc: bool) -> bool {
             || (grpc && !on.grpc.is_empty()))
 }
 
-/// Sends the request to `rt` with `policy`'s retries, within `timeout` (to response headers).
+/// Sends the request to `rt` with `policy`'s retries, within `timeouts` (from the end of the
+/// request to the end of the response, as Envoy counts them).
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
     rt: &Arc<ClusterRt>,
     head: &Head,
     mut src: Source,
     policy: &RetryPolicy,
-    timeout: Option<Duration>,
+    timeouts: &Timeouts,
     hash: Option<u64>,
     flags: &mut Flags,
     report: &mut Report,
@@ -324,7 +326,13 @@ pub async fn send(
         }
     };
     let started = Instant::now();
-    let deadline = timeout.map(|t| started + t);
+    let timed = timeouts.any();
+    // Passed once the request has ended and the route's time since has run out.
+    let expired = |extra: Duration| {
+        timeouts
+            .route_deadline()
+            .is_some_and(|d| Instant::now() + extra >= d)
+    };
     let h2 = wants_h2(rt, head.downstream);
     let sni: Option<String> = rt.tls.as_ref().map(|_| {
         rt.config
@@ -363,7 +371,7 @@ pub async fn send(
             // Envoy's backoff: 25ms base, doubling, full jitter, capped at 250ms.
             let base = 25u64 << (n - 1).min(4);
             let wait = Duration::from_millis(rand::rng().random_range(0..=base.min(250)));
-            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            if expired(wait) {
                 break;
             }
             if !retrying {
@@ -401,12 +409,7 @@ pub async fn send(
         report.attempts = n + 1;
         report.upstream = Some(ep.addr);
         let _active = Active::new(&ep);
-        let limit = match (policy.per_try_timeout, deadline) {
-            (Some(p), Some(d)) => Some((Instant::now() + p).min(d)),
-            (Some(p), None) => Some(Instant::now() + p),
-            (None, Some(d)) => Some(d),
-            (None, None) => None,
-        };
+        let attempt = Instant::now();
         let left = n + 1 < max_attempts;
         let step = async {
             let conn = connect(rt, ep.addr, sni.as_deref(), h2)
@@ -414,11 +417,15 @@ pub async fn send(
                 .map_err(Fail::Pool)?;
             exchange(rt, ep.addr, sni.as_deref(), conn, head, &mut src).await
         };
-        let result = match limit {
-            Some(l) => tokio::time::timeout_at(l, step)
-                .await
-                .unwrap_or(Err(Fail::Timeout)),
-            None => step.await,
+        let result = if timed {
+            let expiry = timeouts.expiry(attempt);
+            tokio::select! {
+                biased;
+                r = step => r,
+                () = expiry => Err(Fail::Timeout),
+            }
+        } else {
+            step.await
         };
         match result {
             Ok(mut resp) => {
@@ -443,6 +450,9 @@ pub async fn send(
                 );
                 if retrying {
                     rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+                }
+                if timed {
+                    resp = resp.map(|b| deadline::bound(b, timeouts, attempt));
                 }
                 return Ok(match in_flight {
                     Some(g) => guarded(resp, g),
@@ -475,7 +485,7 @@ pub async fn send(
             Err(Fail::Timeout) => {
                 rt.record(&ep, Outcome::GatewayError);
                 last = Some(ProxyError::Timeout);
-                if deadline.is_some_and(|d| Instant::now() >= d)
+                if expired(Duration::ZERO)
                     || !(on.reset || on.five_xx || on.gateway_error)
                     || !left
                     || !src.replayable()
@@ -491,7 +501,7 @@ pub async fn send(
     if report.attempts > 1 {
         flags.add(Flag::RetryLimitExceeded);
     }
-    if deadline.is_some_and(|d| Instant::now() >= d) {
+    if expired(Duration::ZERO) {
         return Err(ProxyError::Timeout);
     }
     Err(last.unwrap_or(ProxyError::NoHealthyUpstream))

@@ -57,6 +57,32 @@ pub fn is_grpc(content_type: &[u8]) -> bool {
         .is_some_and(|rest| rest.is_empty() || matches!(rest[0], b'+' | b';'))
 }
 
+/// A gRPC client's deadline for its call.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// A `grpc-timeout` value (`<1-8 digits><H|M|S|m|u|n>`), as Envoy's `getGrpcTimeout` reads
+/// it: sub-millisecond units round up to the next millisecond; anything else is no timeout.
+pub fn grpc_timeout(v: &[u8]) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let ceil_ms = |nanos: u64| Duration::from_millis(nanos.div_ceil(1_000_000));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => ceil_ms(n * 1_000),
+        b'n' => ceil_ms(n),
+        _ => return None,
+    })
+}
+
 /// Set on a 503 a circuit breaker answered.
 pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 
@@ -305,6 +331,35 @@ fn unescape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_values_read_as_envoy_reads_them() {
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        assert_eq!(grpc_timeout(b"100m"), Some(ms(100)));
+        assert_eq!(grpc_timeout(b"2S"), Some(ms(2000)));
+        assert_eq!(grpc_timeout(b"1M"), Some(ms(60_000)));
+        assert_eq!(grpc_timeout(b"1H"), Some(ms(3_600_000)));
+        assert_eq!(grpc_timeout(b"1500u"), Some(ms(2)));
+        assert_eq!(grpc_timeout(b"1n"), Some(ms(1)));
+        assert_eq!(grpc_timeout(b"0m"), Some(ms(0)));
+        assert_eq!(
+            grpc_timeout(b"99999999S"),
+            Some(Duration::from_secs(99_999_999))
+        );
+        for bad in [
+            &b""[..],
+            b"m",
+            b"100",
+            b"100x",
+            b"123456789m",
+            b"-1m",
+            b"1.5S",
+            b" 1S",
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn shared_millisecond_values_read_as_formatted_ones() {

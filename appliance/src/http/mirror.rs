@@ -62,7 +62,11 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
             &copy,
             body,
             &no_retries,
-            Some(std::time::Duration::from_secs(30)),
+            &super::deadline::Timeouts {
+                route: Some(std::time::Duration::from_secs(30)),
+                per_try: None,
+                end: Some(super::deadline::RequestEnd::now()),
+            },
             None,
             &mut flags,
             &mut report,

@@ -4,6 +4,7 @@ pub mod body;
 mod chunk;
 pub mod connect;
 pub mod cors;
+pub mod deadline;
 pub(crate) mod decode;
 pub mod early;
 pub mod errors;

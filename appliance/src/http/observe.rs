@@ -13,6 +13,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tenants::snapshot::AccessLogPolicy;
 
 use super::body::{Body, BoxError};
+use super::deadline::{ResponseTimeout, StreamDurationReached};
 use super::record::Record;
 use super::service::ConnInfo;
 
@@ -85,10 +86,10 @@ pub struct Finish {
 impl Finish {
     /// Records a request dropped before it had a response (status 0, DC).
     pub fn abandoned(self) {
-        self.record(0, true, false);
+        self.record(0, true, Failed::No);
     }
 
-    fn record(self, bytes_out: u64, aborted: bool, failed: bool) {
+    fn record(self, bytes_out: u64, aborted: bool, failed: Failed) {
         let Self {
             rec,
             conn,
@@ -108,13 +109,14 @@ impl Finish {
             // The wall clock is read only for a log line: metrics need the duration alone.
             e.start = SystemTime::now().checked_sub(e.duration);
         }
-        // Envoy: DC when the client went away mid-response, UPE/UC when the upstream did.
-        let late = if failed {
-            Some("UC")
-        } else if aborted {
-            Some("DC")
-        } else {
-            None
+        // Envoy: DC when the client went away mid-response, UPE/UC when the upstream did, UT
+        // when the route's timeout cut the response body off.
+        let late = match failed {
+            Failed::Upstream => Some("UC"),
+            Failed::Timeout => Some("UT"),
+            Failed::Duration => Some("DT"),
+            Failed::No if aborted => Some("DC"),
+            Failed::No => None,
         };
         if let Some(f) = late {
             let mut codes: Vec<&str> = e.flags.split(',').filter(|x| !x.is_empty()).collect();
@@ -132,11 +134,23 @@ impl Finish {
     }
 }
 
+/// How a response body failed, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    No,
+    /// The upstream's body broke off.
+    Upstream,
+    /// The route's timeout ran out mid-body.
+    Timeout,
+    /// The client's `grpc-timeout` ran out mid-body.
+    Duration,
+}
+
 /// A response body that records the request when it ends.
 pub struct Observed {
     inner: Body,
     bytes_out: u64,
-    failed: bool,
+    failed: Failed,
     finish: Option<Finish>,
 }
 
@@ -146,7 +160,7 @@ impl Observed {
         Self {
             inner,
             bytes_out: 0,
-            failed: false,
+            failed: Failed::No,
             finish: Some(finish),
         }
     }
@@ -167,10 +181,18 @@ impl HttpBody for Observed {
                     self.bytes_out += d.len() as u64;
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.failed = true,
+            Poll::Ready(Some(Err(e))) => {
+                self.failed = if e.is::<ResponseTimeout>() {
+                    Failed::Timeout
+                } else if e.is::<StreamDurationReached>() {
+                    Failed::Duration
+                } else {
+                    Failed::Upstream
+                };
+            }
             Poll::Ready(None) => {
                 if let Some(f) = self.finish.take() {
-                    f.record(self.bytes_out, false, false);
+                    f.record(self.bytes_out, false, Failed::No);
                 }
             }
             Poll::Pending => {}
@@ -192,7 +214,7 @@ impl Drop for Observed {
         if let Some(f) = self.finish.take() {
             let aborted = !f.bodiless && !self.inner.is_end_stream();
             let failed = self.failed;
-            f.record(self.bytes_out, aborted && !failed, failed);
+            f.record(self.bytes_out, aborted && failed == Failed::No, failed);
         }
     }
 }

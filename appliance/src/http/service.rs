@@ -26,7 +26,7 @@ use super::layout::Aligned;
 use super::observe::{Counted, Finish, Meter, Observed};
 use super::record::{LogFields, Record, Unanswered};
 use super::tee::Tee;
-use super::{cors, early, fault, headers, mirror, rewrite, websocket};
+use super::{cors, deadline, early, fault, headers, mirror, rewrite, websocket};
 use crate::quota::ConnTenant;
 use crate::runtime::{GroupRt, Runtime};
 use crate::shared::Shared;
@@ -133,7 +133,28 @@ pub async fn handle(
                 let b = std::mem::replace(req.body_mut(), body::empty());
                 *req.body_mut() = body::boxed(Counted::new(b, m.clone()));
             }
-            match proxy(req, &conn, &rt, group, rec, Aligned(grpc)).await {
+            // A gRPC client's deadline bounds the whole stream (Istio sets Envoy's
+            // `grpc_timeout_header_max: 0s` on every route: the header's value, uncapped).
+            let stream_end = if grpc {
+                req.headers()
+                    .get(&headers::GRPC_TIMEOUT)
+                    .and_then(|v| headers::grpc_timeout(v.as_bytes()))
+                    .map(|d| started + d)
+            } else {
+                None
+            };
+            let answer = match stream_end {
+                None => proxy(req, &conn, &rt, group, rec, Aligned(grpc)).await,
+                // Boxed: the timer would otherwise enlarge every request's future.
+                Some(at) => Box::pin(tokio::time::timeout_at(
+                    at.into(),
+                    proxy(req, &conn, &rt, group, rec, Aligned(grpc)),
+                ))
+                .await
+                .unwrap_or(Err(ProxyError::StreamDuration))
+                .map(|r| r.map(|b| deadline::cap(b, at.into()))),
+            };
+            match answer {
                 Ok(r) => r,
                 Err(e) => {
                     let (status, flag, text) = e.parts();
@@ -141,7 +162,7 @@ pub async fn handle(
                         rec.flags.add(f);
                     }
                     let mut r = if grpc {
-                        local_grpc(status, &text)
+                        local_grpc(e.grpc_status(), &text)
                     } else {
                         local(status, text)
                     };
@@ -418,6 +439,15 @@ async fn proxy(
         return r;
     }
 
+    // Envoy's route and per-try timeouts run from the end of the request: the body's end is
+    // marked when either is set.
+    let timed = rb.rule.timeout.is_some() || rb.retries.per_try_timeout.is_some();
+    let (incoming, mut end) = if timed && !incoming.is_end_stream() {
+        let (b, e) = deadline::Ending::wrap(incoming);
+        (b, Some(e))
+    } else {
+        (incoming, None)
+    };
     let src = if incoming.is_end_stream() {
         Source::Empty
     } else if incoming
@@ -448,13 +478,22 @@ async fn proxy(
         }
     }
 
+    if timed && end.is_none() {
+        // No body: received whole already.
+        end = Some(deadline::RequestEnd::now());
+    }
+    let timeouts = deadline::Timeouts {
+        route: rb.rule.timeout,
+        per_try: rb.retries.per_try_timeout,
+        end,
+    };
     let mut report = Report::default();
     let result = forward::send(
         cluster,
         &head,
         src,
         &rb.retries,
-        rb.rule.timeout,
+        &timeouts,
         hash,
         &mut rec.flags,
         &mut report,

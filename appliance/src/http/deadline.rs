@@ -192,14 +192,29 @@ impl Timeouts {
 #[error("upstream request timeout")]
 pub struct ResponseTimeout;
 
-/// A response body cut off at its deadline.
+/// The stream ran past the client's `grpc-timeout` (Envoy's max stream duration).
+#[derive(Debug, thiserror::Error)]
+#[error("downstream duration timeout")]
+pub struct StreamDurationReached;
+
+/// When a bounded body's deadline is.
+enum Due {
+    /// The route's and the attempt's timeouts, counted from the end of the request.
+    AfterRequest {
+        route: Option<Duration>,
+        per_try: Option<Duration>,
+        end: Arc<RequestEnd>,
+        attempt: Instant,
+    },
+    /// A fixed instant: the client's `grpc-timeout`, counted from the request's arrival.
+    At(Instant),
+}
+
+/// A response body cut off at its deadline with an error naming which.
 struct Bounded {
     inner: Body,
-    route: Option<Duration>,
-    per_try: Option<Duration>,
-    end: Arc<RequestEnd>,
-    attempt: Instant,
-    /// Armed once the request has ended; `None` after it fired.
+    due: Due,
+    /// Armed once the deadline is known.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     fired: bool,
 }
@@ -212,36 +227,71 @@ pub fn bound(body: Body, t: &Timeouts, attempt: Instant) -> Body {
     if !t.any() || body.is_end_stream() {
         return body;
     }
-    super::body::boxed(Bounded {
-        inner: body,
-        route: t.route,
-        per_try: t.per_try,
-        end,
-        attempt,
-        sleep: None,
-        fired: false,
-    })
+    Bounded::wrap(
+        body,
+        Due::AfterRequest {
+            route: t.route,
+            per_try: t.per_try,
+            end,
+            attempt,
+        },
+    )
+}
+
+/// `body` cut off at `at`.
+pub fn cap(body: Body, at: Instant) -> Body {
+    if body.is_end_stream() {
+        return body;
+    }
+    Bounded::wrap(body, Due::At(at))
 }
 
 impl Bounded {
-    /// Arms the timer once the request has ended; until then the request end wakes this
-    /// body's task.
+    fn wrap(inner: Body, due: Due) -> Body {
+        super::body::boxed(Self {
+            inner,
+            due,
+            sleep: None,
+            fired: false,
+        })
+    }
+
+    /// Arms the timer once the deadline is known; until the request ends, its end wakes
+    /// this body's task.
     fn arm(&mut self, cx: &Context<'_>) {
         if self.sleep.is_some() || self.fired {
             return;
         }
-        let at = match self.end.at() {
-            Some(a) => a,
-            None => {
-                self.end.wake_on_end(cx.waker());
-                match self.end.at() {
+        let deadline = match &self.due {
+            Due::At(at) => Some(*at),
+            Due::AfterRequest {
+                route,
+                per_try,
+                end,
+                attempt,
+            } => {
+                let at = match end.at() {
                     Some(a) => a,
-                    None => return,
-                }
+                    None => {
+                        end.wake_on_end(cx.waker());
+                        match end.at() {
+                            Some(a) => a,
+                            None => return,
+                        }
+                    }
+                };
+                Timeouts::deadline(*route, *per_try, at, *attempt)
             }
         };
-        if let Some(d) = Timeouts::deadline(self.route, self.per_try, at, self.attempt) {
+        if let Some(d) = deadline {
             self.sleep = Some(Box::pin(tokio::time::sleep_until(d)));
+        }
+    }
+
+    fn error(&self) -> BoxError {
+        match self.due {
+            Due::AfterRequest { .. } => Box::new(ResponseTimeout),
+            Due::At(_) => Box::new(StreamDurationReached),
         }
     }
 }
@@ -264,64 +314,13 @@ impl HttpBody for Bounded {
         {
             this.sleep = None;
             this.fired = true;
-            return Poll::Ready(Some(Err(Box::new(ResponseTimeout))));
+            return Poll::Ready(Some(Err(this.error())));
         }
         Pin::new(&mut this.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
         self.fired || self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The stream ran past the client's `grpc-timeout` (Envoy's max stream duration).
-#[derive(Debug, thiserror::Error)]
-#[error("downstream duration timeout")]
-pub struct StreamDurationReached;
-
-/// A response body cut off at a fixed instant: the stream's end by the client's
-/// `grpc-timeout`, counted from the request's arrival.
-struct Capped {
-    inner: Body,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-/// `body` cut off at `at`.
-pub fn cap(body: Body, at: Instant) -> Body {
-    if body.is_end_stream() {
-        return body;
-    }
-    super::body::boxed(Capped {
-        inner: body,
-        sleep: Some(Box::pin(tokio::time::sleep_until(at))),
-    })
-}
-
-impl HttpBody for Capped {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let Some(s) = this.sleep.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if s.as_mut().poll(cx).is_ready() {
-            this.sleep = None;
-            return Poll::Ready(Some(Err(Box::new(StreamDurationReached))));
-        }
-        Pin::new(&mut this.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.sleep.is_none() || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

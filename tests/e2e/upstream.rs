@@ -1022,6 +1022,141 @@ fn workload_entries_selected_by_a_service_entry_are_its_endpoints_and_subsets() 
     assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
 }
 
+/// A websocket through the gateway to `path` with `headers`: the handshake's status and
+/// headers, and the open socket when it was upgraded.
+async fn ws_open(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (
+    u16,
+    http::HeaderMap,
+    Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut req = format!("ws://{HOST}:{port}{path}")
+        .into_client_request()
+        .expect("request");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            http::HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::client_async(req, tcp),
+    )
+    .await
+    .expect("handshake in time")
+    {
+        Ok((ws, resp)) => (resp.status().as_u16(), resp.headers().clone(), Some(ws)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            (resp.status().as_u16(), resp.headers().clone(), None)
+        }
+        Err(e) => panic!("websocket handshake: {e}"),
+    }
+}
+
+/// Which backend echoes on `ws` (its reply is `<name>: <text>`).
+async fn ws_backend(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hi"))
+        .await
+        .expect("send");
+    let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("echo in time")
+        .expect("a message")
+        .expect("not an error");
+    let t = m.into_text().expect("text").to_string();
+    t.strip_suffix(": hi").unwrap_or(&t).to_string()
+}
+
+#[test]
+fn websockets_keep_to_the_hash_key_the_connection_limit_and_the_route_headers() {
+    let be = Backends::new();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    for (name, p) in ["w1", "w2", "w3", "wl"].iter().zip(ports) {
+        be.websocket(name, p);
+    }
+    let mut svc = se("ws", "ws.team-a.internal", &ports[..3]);
+    svc.push_str(&dr(
+        "ws",
+        "ws.team-a.internal",
+        "{loadBalancer: {consistentHash: {httpHeaderName: x-user}}}",
+    ));
+    svc.push_str(&se("wsl", "wsl.team-a.internal", &ports[3..]));
+    svc.push_str(&dr(
+        "wsl",
+        "wsl.team-a.internal",
+        "{connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - match: [{uri: {prefix: /limited}}]\n    route: [{destination: {host: wsl.team-a.internal}}]\n  - headers: {response: {set: {x-route: ws}}}\n    route: [{destination: {host: ws.team-a.internal}}]\n",
+    );
+    let port = fx.port;
+    fx.be.rt.block_on(async move {
+        // The hash key chooses the backend of a websocket as of any request: each user's
+        // four sockets land on one backend, and the users spread over the three.
+        let mut seen = BTreeMap::<String, BTreeSet<String>>::new();
+        for user in ["ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal"] {
+            for _ in 0..4 {
+                let (status, headers, ws) = ws_open(port, "/chat", &[("x-user", user)]).await;
+                assert_eq!(status, 101);
+                // The route's response headers are set on the 101 too.
+                assert_eq!(
+                    headers.get("x-route").and_then(|v| v.to_str().ok()),
+                    Some("ws")
+                );
+                let mut ws = ws.expect("upgraded");
+                let b = ws_backend(&mut ws).await;
+                seen.entry(user.to_string()).or_default().insert(b);
+            }
+        }
+        for (user, backends) in &seen {
+            assert_eq!(backends.len(), 1, "{user}'s sockets went to {backends:?}");
+        }
+        let all: BTreeSet<&String> = seen.values().flatten().collect();
+        assert!(all.len() >= 2, "eight users on one backend: {seen:?}");
+
+        // A websocket holds one of the cluster's connections while it is open: with one
+        // allowed, the next waits (as a pending request) and the one after overflows.
+        let (status, _, first) = ws_open(port, "/limited", &[]).await;
+        assert_eq!(status, 101);
+        let mut first = first.expect("upgraded");
+        assert_eq!(ws_backend(&mut first).await, "wl");
+        let mut second = tokio::spawn(ws_open(port, "/limited", &[]));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut second)
+                .await
+                .is_err(),
+            "the second websocket waits while the first holds the only connection"
+        );
+        let (status, headers, _) = ws_open(port, "/limited", &[]).await;
+        assert_eq!(status, 503, "the third overflows");
+        assert_eq!(
+            headers
+                .get("x-envoy-overloaded")
+                .and_then(|v| v.to_str().ok()),
+            Some("true")
+        );
+        drop(first);
+        let (status, _, ws) = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the second upgraded once the first closed")
+            .expect("task");
+        assert_eq!(status, 101);
+        let mut ws = ws.expect("upgraded");
+        assert_eq!(ws_backend(&mut ws).await, "wl");
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. TLS origination
 // ---------------------------------------------------------------------------------------

@@ -434,9 +434,19 @@ async fn proxy(
 
     if let Some(on) = down_upgrade {
         let mut report = Report::default();
-        let r = Box::pin(websocket::forward(cluster, head, on, &mut report)).await;
+        let r = Box::pin(websocket::forward(
+            cluster,
+            head,
+            on,
+            hash,
+            &rb.retries,
+            &mut report,
+        ))
+        .await;
         rec.upstream = report.upstream;
-        return r;
+        let mut resp = r?;
+        decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref());
+        return Ok(resp);
     }
 
     // Envoy's route and per-try timeouts run from the end of the request: the body's end is
@@ -502,6 +512,20 @@ async fn proxy(
     rec.upstream = report.upstream;
     rec.service_time = report.service_time;
     let mut resp = result?;
+    decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref());
+    Ok(resp)
+}
+
+/// What the gateway adds to an upstream's response, a websocket's 101 included: hop-by-hop
+/// headers dropped (a 101 keeps its `Upgrade` and `Connection`), the generated sticky
+/// cookie, the route's and the destination's response header operations, CORS.
+fn decorate(
+    resp: &mut Response<Body>,
+    sticky: Option<(u64, HeaderValue)>,
+    rb: &tenants::snapshot::RouteBody,
+    wc: &tenants::snapshot::WeightedCluster,
+    cors_origin: Option<&HeaderValue>,
+) {
     let status = resp.status();
     let rh = resp.headers_mut();
     if status != StatusCode::SWITCHING_PROTOCOLS {
@@ -512,10 +536,9 @@ async fn proxy(
     }
     headers::apply(rh, &rb.rule.headers.response);
     headers::apply(rh, &wc.headers.response);
-    if let (Some(p), Some(o)) = (&rb.rule.cors, &cors_origin) {
+    if let (Some(p), Some(o)) = (&rb.rule.cors, cors_origin) {
         cors::decorate(p, o, rh);
     }
-    Ok(resp)
 }
 
 fn changes_headers(op: &tenants::model::HeaderOp) -> bool {

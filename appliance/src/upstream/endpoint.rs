@@ -1,6 +1,7 @@
 //! An upstream endpoint and its health as outlier detection sees it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use tenants::model::OutlierDetection;
@@ -148,6 +149,23 @@ impl<'a> Active<'a> {
 }
 
 impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// [`Active`] for a request that outlives the borrow (an upgraded connection's splice).
+pub struct ActiveOwned(Arc<Endpoint>);
+
+impl ActiveOwned {
+    /// Counts a request on `e` until dropped.
+    pub fn new(e: Arc<Endpoint>) -> Self {
+        e.active.fetch_add(1, Ordering::Relaxed);
+        Self(e)
+    }
+}
+
+impl Drop for ActiveOwned {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }

@@ -344,7 +344,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
-async fn permit(rt: &ClusterRt) -> Result<Option<OwnedSemaphorePermit>, PoolError> {
+/// A permit for one of the cluster's `maxConnections`, waiting as a pending request
+/// (`http1MaxPendingRequests`) when none is free; `None` without a limit.
+pub async fn permit(rt: &ClusterRt) -> Result<Option<OwnedSemaphorePermit>, PoolError> {
     let Some(sem) = &rt.limits.connections else {
         return Ok(None);
     };

@@ -197,6 +197,7 @@ fn demo(repo: Option<PathBuf>, admin: SocketAddr) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "gatehouse demo: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
             return ExitCode::from(1);
         }
     };
@@ -207,6 +208,7 @@ fn demo(repo: Option<PathBuf>, admin: SocketAddr) -> ExitCode {
             Ok(g) => Some(g),
             Err(e) => {
                 let _ = writeln!(std::io::stderr(), "gatehouse demo: {e}");
+                let _ = std::fs::remove_dir_all(&dir);
                 return ExitCode::from(1);
             }
         },

@@ -188,10 +188,11 @@ fn dispatch(args: Args) -> anyhow::Result<ExitCode> {
             }
             sockets.sort();
             sockets.dedup();
-            st.appliances = sockets
-                .iter()
-                .map(|s| ApplianceStatus::ask(s, std::time::Duration::from_secs(5)))
-                .collect();
+            st.appliances = ApplianceStatus::refresh(
+                &st.appliances,
+                &sockets,
+                std::time::Duration::from_secs(5),
+            );
             match format {
                 Format::Json => {
                     serde_json::to_writer_pretty(&mut out, &st)?;

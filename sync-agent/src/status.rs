@@ -135,26 +135,61 @@ pub struct ApplianceStatus {
 // === impl ApplianceStatus ===
 
 impl ApplianceStatus {
-    /// What the appliance on `socket` serves now, asked over its control socket: the
-    /// recorded entry is what it answered when last told of a release, which a rollback
-    /// through the `current` link, or an appliance started since, leaves out of date.
-    pub fn ask(socket: &str, timeout: std::time::Duration) -> Self {
-        match crate::notify::ask(Path::new(socket), timeout) {
-            Ok(r) => Self {
-                socket: socket.to_string(),
-                ok: r.ok,
-                generation: r.generation,
-                revision: r.revision,
-                error: r.error,
-            },
-            Err(e) => Self {
-                socket: socket.to_string(),
-                ok: false,
-                generation: None,
-                revision: None,
-                error: Some(e.to_string()),
-            },
-        }
+    /// What each appliance on `sockets` serves now, asked over its control socket, all at
+    /// once. The entries in `recorded` are what they answered when last told of a release,
+    /// which a rollback through the `current` link, or an appliance started since, leaves out
+    /// of date. An appliance that cannot be asked (permissions, no answer in time) keeps its
+    /// recorded entry, with why it could not be asked.
+    pub fn refresh(
+        recorded: &[Self],
+        sockets: &[String],
+        timeout: std::time::Duration,
+    ) -> Vec<Self> {
+        std::thread::scope(|scope| {
+            let asks: Vec<_> = sockets
+                .iter()
+                .map(|s| scope.spawn(move || crate::notify::ask(Path::new(s), timeout)))
+                .collect();
+            asks.into_iter()
+                .zip(sockets)
+                .map(|(ask, socket)| {
+                    let failed = |why: String| match recorded.iter().find(|r| &r.socket == socket) {
+                        Some(r) => Self {
+                            error: Some(format!(
+                                "{} (recorded; asking now failed: {why})",
+                                r.error.as_deref().unwrap_or("served")
+                            )),
+                            ..r.clone()
+                        },
+                        None => Self {
+                            socket: socket.clone(),
+                            ok: false,
+                            generation: None,
+                            revision: None,
+                            error: Some(why),
+                        },
+                    };
+                    match ask.join() {
+                        Ok(Ok(r)) => Self {
+                            socket: socket.clone(),
+                            ok: r.ok,
+                            generation: r.generation,
+                            revision: r.revision,
+                            error: r.error,
+                        },
+                        Ok(Err(e @ crate::notify::NotifyError::Absent(_))) => Self {
+                            socket: socket.clone(),
+                            ok: false,
+                            generation: None,
+                            revision: None,
+                            error: Some(e.to_string()),
+                        },
+                        Ok(Err(e)) => failed(e.to_string()),
+                        Err(_) => failed("the question failed".into()),
+                    }
+                })
+                .collect()
+        })
     }
 }
 

@@ -249,8 +249,15 @@ fn rewrite_redirect_and_header_operations() {
     assert_eq!(r.header("x-resp"), Some("gatehouse"));
     // Set before the route's response operations, as Envoy's router sets it: removable.
     assert_eq!(r.header("x-envoy-upstream-service-time"), None);
-    let r = Curl::new(&fx.url("web.example.com", "/other")).run();
+    let r = Curl::new(&fx.url("web.example.com", "/other"))
+        .header("x-envoy-retry-on: 5xx")
+        .run();
     assert_eq!(r.status, 200);
+    // The backend's `server: echo/1.0` is overwritten, as Envoy does by default.
+    assert_eq!(r.header("server"), Some("gatehouse"));
+    // A loopback client is internal (Envoy's classic internal addresses): its x-envoy-*
+    // headers pass; an external client's are removed (unit-tested in `headers`).
+    assert_eq!(r.json()["headers"]["x-envoy-retry-on"], "5xx");
     assert!(
         r.header("x-envoy-upstream-service-time")
             .is_some_and(|v| v.parse::<u64>().is_ok()),
@@ -270,7 +277,15 @@ fn rewrite_redirect_and_header_operations() {
 #[test]
 fn timeout_retries_and_faults() {
     let fx = fixture(
-        &vs(r#"  - match: [{uri: {prefix: /upload}}]
+        &vs(r#"  - match: [{uri: {prefix: /retry-deadline}}]
+    timeout: 400ms
+    retries: {attempts: 20, retryOn: 5xx}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /upload-streamed}}]
+    timeout: 300ms
+    retries: {attempts: 0}
+    route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /upload}}]
     timeout: 300ms
     route: [{destination: {host: default.team-a.internal}}]
   - match: [{uri: {prefix: /slow}}]
@@ -302,29 +317,58 @@ fn timeout_retries_and_faults() {
         "",
     );
     // The route timeout starts when the request has been received whole (Envoy): an upload
-    // taking longer than the timeout still reaches the backend and is answered.
-    {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", fx.port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            s,
-            "POST /upload HTTP/1.1\r\nHost: web.example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        )
-        .expect("head");
-        let t = Instant::now();
-        for i in 0..4u8 {
-            // The client's own pace: a chunk every 150 ms, 600 ms in all.
-            std::thread::sleep(Duration::from_millis(150));
-            write!(s, "3\r\nab{i}\r\n").expect("chunk");
+    // taking longer than the timeout still reaches the backend and is answered, and a backend
+    // slow after the upload still times out. Both with the default retry policy (the body
+    // streamed with a copy kept for retries) and without retries (streamed alone).
+    for path in ["/upload", "/upload-streamed"] {
+        for (delay, want) in [("0", 200), ("2000", 504)] {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", fx.port)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            write!(
+                s,
+                "POST {path} HTTP/1.1\r\nHost: web.example.com\r\nTransfer-Encoding: chunked\r\nx-test-delay-ms: {delay}\r\nConnection: close\r\n\r\n"
+            )
+            .expect("head");
+            let t = Instant::now();
+            for i in 0..4u8 {
+                // The client's own pace: a chunk every 150 ms, 600 ms in all.
+                std::thread::sleep(Duration::from_millis(150));
+                write!(s, "3\r\nab{i}\r\n").expect("chunk");
+            }
+            write!(s, "0\r\n\r\n").expect("end");
+            let sent = Instant::now();
+            assert!(sent - t >= Duration::from_millis(600));
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("the answer");
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {want} ")),
+                "{path}, delay {delay}: {out}"
+            );
+            if want == 200 {
+                assert!(out.contains("\"body_len\":12"), "{out}");
+            } else {
+                assert!(out.ends_with("upstream request timeout"), "{out}");
+                assert!(
+                    sent.elapsed() < Duration::from_millis(1500),
+                    "{path}: the 300 ms after the upload's end, not the backend's 2 s"
+                );
+            }
         }
-        write!(s, "0\r\n\r\n").expect("end");
-        assert!(t.elapsed() >= Duration::from_millis(600));
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("the answer");
-        assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
-        assert!(out.contains("\"body_len\":12"), "{out}");
+    }
+    // Retries of a 503 until the route's deadline: the deadline ends them with Envoy's 504
+    // UT, wherever it falls (in an attempt or in the backoff between two).
+    for _ in 0..5 {
+        let r = Curl::new(&fx.url("web.example.com", "/retry-deadline"))
+            .header("x-test-status: 503")
+            .header("x-test-delay-ms: 90")
+            .run();
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (504, "upstream request timeout"),
+            "{r:?}"
+        );
     }
     let t = Instant::now();
     let r = Curl::new(&fx.url("web.example.com", "/slow"))

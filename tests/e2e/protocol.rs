@@ -724,6 +724,30 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout_and_a_busy_one
 }
 
 #[test]
+fn a_request_waiting_for_its_answer_outlives_the_idle_timeout() {
+    let fx =
+        fixture_with("{limits: {maxRequestHeadersKb: 8, headerReadTimeout: 1s, idleTimeout: 1s}}");
+    // The backend is silent for 2.5 s before it answers: the 1 s idle timeout counts only
+    // time without a request in flight (Envoy's), over HTTP/1.1 and HTTP/2 alike.
+    for proto in ["--http1.1", "--http2-prior-knowledge"] {
+        let r = fx
+            .http("web.example.com", "/long-poll")
+            .arg(proto)
+            .header("x-test-delay-ms: 2500")
+            .run();
+        assert_eq!(
+            (r.status, r.backend().as_str(), r.exit),
+            (200, "web", 0),
+            "{proto}: {r:?}"
+        );
+    }
+    // A connection with nothing in flight still closes after the idle second.
+    let mut idle = connect(fx.plain);
+    get_on(&mut idle, "/idle");
+    read_until_closed(&mut idle, Duration::from_secs(6));
+}
+
+#[test]
 fn sigterm_closes_idle_keep_alive_connections() {
     let mut fx = fixture();
     let mut idle = connect(fx.plain);

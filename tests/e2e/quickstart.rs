@@ -1,14 +1,21 @@
 //! The README's first command: `gatehouse demo`, and every command it prints, run as a user
 //! would paste them, with what each must show.
 //!
-//! The demo listens on fixed ports (examples/repo: 18080, 18443-18445, 19443; backends
-//! 19001-19302), in the bench block that `free_port` never hands out; only this test runs it.
+//! The demo listens on fixed ports (examples/repo: 18080, 18443-18445, 19443, 31400; backends
+//! 19001-19302), outside what `free_port` hands out; their port locks are held while it runs,
+//! so two test runs on one machine take turns.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{bin, bin_dir, free_port, raw_http, wait_for};
+use crate::harness::{bin, bin_dir, free_port, lock_ports, raw_http, wait_for};
+
+/// Every port the demo listens on: examples/repo's listeners and the demo's backends.
+const DEMO_PORTS: &[u16] = &[
+    18080, 18443, 18444, 18445, 19443, 31400, 19001, 19002, 19003, 19004, 19101, 19102, 19201,
+    19202, 19301, 19302,
+];
 
 /// The running demo; stopped with SIGTERM so it stops its sync agent too.
 struct Demo {
@@ -103,6 +110,7 @@ fn block<'a>(blocks: &'a [(String, String)], comment: &str) -> &'a str {
 
 #[test]
 fn the_demo_serves_everything_its_guide_shows() {
+    let _ports = lock_ports(DEMO_PORTS);
     let admin = format!("127.0.0.1:{}", free_port());
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("demo.out");

@@ -345,7 +345,7 @@ fn a_request_in_flight_finishes_on_the_configuration_it_started_with() {
     let before = fx.be.counters.get("a");
     let slow = {
         let url = url.clone();
-        std::thread::spawn(move || Curl::new(&url).header("x-test-delay-ms: 1500").run())
+        std::thread::spawn(move || Curl::new(&url).header("x-test-delay-ms: 4000").run())
     };
     wait_for(
         "the slow request at backend a",
@@ -357,6 +357,10 @@ fn a_request_in_flight_finishes_on_the_configuration_it_started_with() {
     fx.repo.write("tenants/team-a/all.yaml", &doc("b", "300ms"));
     let (code, body) = fx.gw.reload();
     assert_eq!(code, 200, "{body}");
+    assert!(
+        !slow.is_finished(),
+        "the slow request must still be in flight when the new configuration is served"
+    );
     let now = Curl::new(&url).run();
     assert_eq!(now.backend(), "b");
     assert_eq!(now.header("x-config"), Some("b"));

@@ -192,25 +192,16 @@ impl Timeouts {
 #[error("upstream request timeout")]
 pub struct ResponseTimeout;
 
-/// The stream ran past the client's `grpc-timeout` (Envoy's max stream duration).
-#[derive(Debug, thiserror::Error)]
-#[error("downstream duration timeout")]
-pub struct StreamDurationReached;
-
-/// When a bounded body's deadline is.
-enum Due {
-    /// The route's and the attempt's timeouts, counted from the end of the request.
-    AfterRequest {
-        route: Option<Duration>,
-        per_try: Option<Duration>,
-        end: Arc<RequestEnd>,
-        attempt: Instant,
-    },
-    /// A fixed instant: the client's `grpc-timeout`, counted from the request's arrival.
-    At(Instant),
+/// When a bounded body's deadline is: the route's and the attempt's timeouts, counted from
+/// the end of the request.
+struct Due {
+    route: Option<Duration>,
+    per_try: Option<Duration>,
+    end: Arc<RequestEnd>,
+    attempt: Instant,
 }
 
-/// A response body cut off at its deadline with an error naming which.
+/// A response body cut off at its deadline.
 struct Bounded {
     inner: Body,
     due: Due,
@@ -229,21 +220,13 @@ pub fn bound(body: Body, t: &Timeouts, attempt: Instant) -> Body {
     }
     Bounded::wrap(
         body,
-        Due::AfterRequest {
+        Due {
             route: t.route,
             per_try: t.per_try,
             end,
             attempt,
         },
     )
-}
-
-/// `body` cut off at `at`.
-pub fn cap(body: Body, at: Instant) -> Body {
-    if body.is_end_stream() {
-        return body;
-    }
-    Bounded::wrap(body, Due::At(at))
 }
 
 impl Bounded {
@@ -256,42 +239,30 @@ impl Bounded {
         })
     }
 
-    /// Arms the timer once the deadline is known; until the request ends, its end wakes
-    /// this body's task.
+    /// Arms the timer once the request has ended; until then, its end wakes this body's
+    /// task.
     fn arm(&mut self, cx: &Context<'_>) {
         if self.sleep.is_some() || self.fired {
             return;
         }
-        let deadline = match &self.due {
-            Due::At(at) => Some(*at),
-            Due::AfterRequest {
-                route,
-                per_try,
-                end,
-                attempt,
-            } => {
-                let at = match end.at() {
+        let Due {
+            route,
+            per_try,
+            end,
+            attempt,
+        } = &self.due;
+        let at = match end.at() {
+            Some(a) => a,
+            None => {
+                end.wake_on_end(cx.waker());
+                match end.at() {
                     Some(a) => a,
-                    None => {
-                        end.wake_on_end(cx.waker());
-                        match end.at() {
-                            Some(a) => a,
-                            None => return,
-                        }
-                    }
-                };
-                Timeouts::deadline(*route, *per_try, at, *attempt)
+                    None => return,
+                }
             }
         };
-        if let Some(d) = deadline {
+        if let Some(d) = Timeouts::deadline(*route, *per_try, at, *attempt) {
             self.sleep = Some(Box::pin(tokio::time::sleep_until(d)));
-        }
-    }
-
-    fn error(&self) -> BoxError {
-        match self.due {
-            Due::AfterRequest { .. } => Box::new(ResponseTimeout),
-            Due::At(_) => Box::new(StreamDurationReached),
         }
     }
 }
@@ -314,7 +285,7 @@ impl HttpBody for Bounded {
         {
             this.sleep = None;
             this.fired = true;
-            return Poll::Ready(Some(Err(this.error())));
+            return Poll::Ready(Some(Err(Box::new(ResponseTimeout))));
         }
         Pin::new(&mut this.inner).poll_frame(cx)
     }
@@ -395,24 +366,6 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), t.expiry(Instant::now()))
             .await
             .expect("expired");
-    }
-
-    #[tokio::test]
-    async fn a_capped_body_ends_in_an_error_at_its_instant() {
-        let mut b = cap(
-            super::super::body::boxed(Silent),
-            Instant::now() + Duration::from_millis(10),
-        );
-        let e = b.frame().await.expect("an error").expect_err("cut off");
-        assert!(e.is::<StreamDurationReached>(), "{e}");
-        assert!(b.frame().await.is_none());
-        // A body that ends in time passes whole.
-        let b = cap(
-            super::super::body::full("in time"),
-            Instant::now() + Duration::from_secs(60),
-        );
-        let got = b.collect().await.expect("whole").to_bytes();
-        assert_eq!(&got[..], b"in time");
     }
 
     #[tokio::test]

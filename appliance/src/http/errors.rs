@@ -34,8 +34,6 @@ pub enum Flag {
     FaultDelay,
     /// Local reset / protocol error.
     LocalReset,
-    /// The stream outlived its maximum duration (the client's `grpc-timeout`).
-    DurationTimeout,
 }
 
 impl Flag {
@@ -54,7 +52,6 @@ impl Flag {
             Self::FaultAbort => "FI",
             Self::FaultDelay => "DI",
             Self::LocalReset => "LR",
-            Self::DurationTimeout => "DT",
         }
     }
 }
@@ -128,8 +125,6 @@ pub enum ProxyError {
     TenantConnections,
     /// An upgrade to a protocol other than websocket (Envoy: `upgrade_failed`).
     UpgradeRejected,
-    /// The client's `grpc-timeout` ran out before the response began.
-    StreamDuration,
 }
 
 impl ProxyError {
@@ -140,8 +135,7 @@ impl ProxyError {
             | Self::Overflow
             | Self::RateLimited
             | Self::TenantConnections
-            | Self::UpgradeRejected
-            | Self::StreamDuration => Origin::Local,
+            | Self::UpgradeRejected => Origin::Local,
             Self::BadRequest(_) => Origin::Downstream,
             Self::NoHealthyUpstream | Self::Connect(_) | Self::Timeout | Self::Reset(_) => {
                 Origin::Upstream
@@ -195,20 +189,6 @@ impl ProxyError {
                 "tenant connection limit reached".into(),
             ),
             Self::UpgradeRejected => (StatusCode::FORBIDDEN, None, String::new()),
-            Self::StreamDuration => (
-                StatusCode::GATEWAY_TIMEOUT,
-                Some(Flag::DurationTimeout),
-                "downstream duration timeout".into(),
-            ),
-        }
-    }
-
-    /// The `grpc-status` of the local reply to a gRPC request: Envoy's mapping of the HTTP
-    /// status, except where Envoy names one (DEADLINE_EXCEEDED at the stream's deadline).
-    pub fn grpc_status(&self) -> u8 {
-        match self {
-            Self::StreamDuration => 4,
-            _ => grpc_code(self.parts().0),
         }
     }
 }

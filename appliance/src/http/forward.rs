@@ -163,7 +163,11 @@ impl<G: Send + Sync + Unpin + 'static> http_body::Body for Guarded<G> {
     }
 }
 
-fn guarded<G: Send + Sync + Unpin + 'static>(resp: Response<Body>, guard: G) -> Response<Body> {
+/// `resp` with `guard` held until its body is done with.
+pub(crate) fn guarded<G: Send + Sync + Unpin + 'static>(
+    resp: Response<Body>,
+    guard: G,
+) -> Response<Body> {
     resp.map(|inner| {
         body::boxed(Guarded {
             inner,
@@ -359,6 +363,10 @@ pub async fn send(
         rt.config.policy.load_balancer,
         Some(LoadBalancer::ConsistentHash(_))
     );
+    // A retriable answer kept while its retry waits: it stands if the retry budget turns
+    // the retry down (Envoy passes the answer on then).
+    let mut kept: Option<(Response<Body>, Instant)> = None;
+    let mut accepted: Option<(Response<Body>, Instant)> = None;
     for n in 0..max_attempts {
         if n > 0 {
             // Kept from the first retry on: a request answered at once allocates nothing.
@@ -372,16 +380,24 @@ pub async fn send(
             let base = 25u64 << (n - 1).min(4);
             let wait = Duration::from_millis(rand::rng().random_range(0..=base.min(250)));
             if expired(wait) {
+                // Envoy's route timer fires during this backoff: 504 UT at the deadline. The
+                // kept answer's connection is let go first.
+                drop(kept.take());
+                if let Some(d) = timeouts.route_deadline() {
+                    tokio::time::sleep_until(d).await;
+                }
                 break;
             }
             if !retrying {
                 if rt.limits.retries.fetch_add(1, Ordering::AcqRel) >= rt.limits.max_retries {
                     rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+                    accepted = kept.take();
                     break;
                 }
                 retrying = true;
             }
             tokio::time::sleep(wait).await;
+            kept = None;
         }
         let eps = rt.endpoints.load();
         let now = crate::clock::now_ms();
@@ -428,36 +444,19 @@ pub async fn send(
             step.await
         };
         match result {
-            Ok(mut resp) => {
+            Ok(resp) => {
                 let status = resp.status().as_u16();
                 rt.record(&ep, outcome(status));
                 let retriable = retriable_status(policy, status, resp.headers(), head.grpc);
                 if retriable && left && replay && src.replayable() {
+                    kept = Some((resp, attempt));
                     continue;
                 }
                 if retriable && n > 0 {
                     flags.add(Flag::RetryLimitExceeded);
                 }
-                // This answer stands: a streamed body's copy has no retry left to serve.
-                if let Source::Tee(t) = &src {
-                    t.settle();
-                }
-                let took = started.elapsed();
-                report.service_time = Some(took);
-                resp.headers_mut().insert(
-                    headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
-                    headers::millis_value(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
-                );
-                if retrying {
-                    rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
-                }
-                if timed {
-                    resp = resp.map(|b| deadline::bound(b, timeouts, attempt));
-                }
-                return Ok(match in_flight {
-                    Some(g) => guarded(resp, g),
-                    None => resp,
-                });
+                accepted = Some((resp, attempt));
+                break;
             }
             Err(Fail::Pool(PoolError::Overflow)) => {
                 last = Some(ProxyError::Overflow);
@@ -497,6 +496,25 @@ pub async fn send(
     }
     if retrying {
         rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+    }
+    if let Some((mut resp, attempt)) = accepted {
+        // This answer stands: a streamed body's copy has no retry left to serve.
+        if let Source::Tee(t) = &src {
+            t.settle();
+        }
+        let took = started.elapsed();
+        report.service_time = Some(took);
+        resp.headers_mut().insert(
+            headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
+            headers::millis_value(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+        );
+        if timed {
+            resp = resp.map(|b| deadline::bound(b, timeouts, attempt));
+        }
+        return Ok(match in_flight {
+            Some(g) => guarded(resp, g),
+            None => resp,
+        });
     }
     if report.attempts > 1 {
         flags.add(Flag::RetryLimitExceeded);

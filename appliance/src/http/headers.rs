@@ -57,6 +57,36 @@ pub fn is_grpc(content_type: &[u8]) -> bool {
         .is_some_and(|rest| rest.is_empty() || matches!(rest[0], b'+' | b';'))
 }
 
+/// Whether Envoy, at an edge with `use_remote_address` as Istio's gateways run, takes a client
+/// at `ip` for internal: loopback, RFC 1918 and IPv6 unique-local addresses (Envoy's classic
+/// `internal_address_config`).
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unique_local()
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
+        }
+    }
+}
+
+/// Removes the `x-envoy-*` headers of an external client's request, as Envoy sanitises
+/// them: they steer the Envoys behind the gateway (retries, timeouts, forced traces), which
+/// only the mesh may do.
+pub fn strip_envoy(h: &mut HeaderMap) {
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-envoy-"))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(n);
+    }
+}
+
 /// A gRPC client's deadline for its call.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
@@ -81,6 +111,19 @@ pub fn grpc_timeout(v: &[u8]) -> Option<std::time::Duration> {
         b'n' => ceil_ms(n),
         _ => return None,
     })
+}
+
+/// `grpc-timeout` for `ms` milliseconds, in the finest unit its eight digits hold.
+pub fn grpc_timeout_value(ms: u64) -> HeaderValue {
+    const MAX: u64 = 99_999_999;
+    let s = if ms <= MAX {
+        format!("{ms}m")
+    } else if ms / 1000 <= MAX {
+        format!("{}S", ms.div_ceil(1000).min(MAX))
+    } else {
+        format!("{}H", ms.div_ceil(3_600_000).min(MAX))
+    };
+    HeaderValue::try_from(s).unwrap_or(HeaderValue::from_static("99999999H"))
 }
 
 /// Set on a 503 a circuit breaker answered.
@@ -331,6 +374,45 @@ fn unescape(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_clients_and_the_envoy_headers_of_external_ones() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.1.1",
+            "::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(ip(internal)), "{internal}");
+        }
+        for external in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "198.51.100.7",
+            "2001:db8::1",
+            "fe80::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_internal(ip(external)), "{external}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-envoy-retry-on", HeaderValue::from_static("5xx"));
+        h.insert(
+            "x-envoy-upstream-rq-timeout-ms",
+            HeaderValue::from_static("1"),
+        );
+        h.append("x-envoy-force-trace", HeaderValue::from_static("1"));
+        h.insert("x-envoyish", HeaderValue::from_static("kept"));
+        h.insert("host", HeaderValue::from_static("a"));
+        strip_envoy(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-envoyish"]);
+    }
 
     #[test]
     fn grpc_timeout_values_read_as_envoy_reads_them() {

@@ -13,7 +13,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tenants::snapshot::AccessLogPolicy;
 
 use super::body::{Body, BoxError};
-use super::deadline::{ResponseTimeout, StreamDurationReached};
+use super::deadline::ResponseTimeout;
 use super::record::Record;
 use super::service::ConnInfo;
 
@@ -114,7 +114,6 @@ impl Finish {
         let late = match failed {
             Failed::Upstream => Some("UC"),
             Failed::Timeout => Some("UT"),
-            Failed::Duration => Some("DT"),
             Failed::No if aborted => Some("DC"),
             Failed::No => None,
         };
@@ -142,8 +141,6 @@ enum Failed {
     Upstream,
     /// The route's timeout ran out mid-body.
     Timeout,
-    /// The client's `grpc-timeout` ran out mid-body.
-    Duration,
 }
 
 /// A response body that records the request when it ends.
@@ -184,8 +181,6 @@ impl HttpBody for Observed {
             Poll::Ready(Some(Err(e))) => {
                 self.failed = if e.is::<ResponseTimeout>() {
                     Failed::Timeout
-                } else if e.is::<StreamDurationReached>() {
-                    Failed::Duration
                 } else {
                     Failed::Upstream
                 };

@@ -179,12 +179,24 @@ pub async fn serve<I>(
         // an HTTP/1 connection is shut.
         let drain_wait = draining && !shut && DRAIN_IDLE < idle;
         let quiet = if drain_wait { DRAIN_IDLE } else { idle };
+        // Envoy's idle timeout counts only time without a request in flight, and Istio turns
+        // the stream idle timeout off: a long poll or a websocket silent past the idle
+        // timeout is left alone, and its connection idles out once it is done.
+        let idle_out = async {
+            loop {
+                activity.idle_for(quiet).await;
+                if drain_wait || !ctl.in_flight() {
+                    return;
+                }
+                tokio::time::sleep(quiet).await;
+            }
+        };
         tokio::select! {
             () = conn.run() => break,
             () = &mut signal, if !draining => draining = true,
-            () = Gated::new(activity.idle_for(quiet)) => {
+            () = Gated::new(idle_out) => {
                 if !drain_wait {
-                    // No bytes in either direction for the idle timeout: close.
+                    // No bytes in either direction for the idle timeout, nothing in flight.
                     break;
                 }
                 shut = true;
@@ -249,6 +261,8 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
     fn call(&self, req: Request<Incoming>) -> Served {
         let (info, ctl) = (self.info.clone(), self.ctl.clone());
         pinned(|| async move {
+            // An HTTP/2 stream in flight until its answer: the idle timeout leaves it be.
+            let _stream = Stream::new(&ctl);
             let mut req = req.map(crate::http::body::boxed);
             let mut resp = handle(&mut req, info).await?;
             if ctl.closing.load(Ordering::Relaxed)
@@ -259,6 +273,22 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
             }
             Ok(resp)
         })
+    }
+}
+
+/// Counts a request the hyper service works on until its answer.
+struct Stream<'a>(&'a Ctl);
+
+impl<'a> Stream<'a> {
+    fn new(ctl: &'a Ctl) -> Self {
+        ctl.streams.fetch_add(1, Ordering::Relaxed);
+        Self(ctl)
+    }
+}
+
+impl Drop for Stream<'_> {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

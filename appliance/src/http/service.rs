@@ -18,7 +18,7 @@ use tenants::model::{Abort, HashKey, LoadBalancer, PLATFORM_NAMESPACE};
 use tenants::snapshot::{ChainAction, ListenerKind, Route, RouteAction, RouteTable, VirtualHost};
 
 use super::body::{self, Body};
-use super::errors::{Flag, ProxyError, local, local_grpc};
+use super::errors::{self, Flag, ProxyError, local, local_grpc};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
 use super::headers::Upgrade;
@@ -133,27 +133,7 @@ pub async fn handle(
                 let b = std::mem::replace(req.body_mut(), body::empty());
                 *req.body_mut() = body::boxed(Counted::new(b, m.clone()));
             }
-            // A gRPC client's deadline bounds the whole stream (Istio sets Envoy's
-            // `grpc_timeout_header_max: 0s` on every route: the header's value, uncapped).
-            let stream_end = if grpc {
-                req.headers()
-                    .get(&headers::GRPC_TIMEOUT)
-                    .and_then(|v| headers::grpc_timeout(v.as_bytes()))
-                    .map(|d| started + d)
-            } else {
-                None
-            };
-            let answer = match stream_end {
-                None => proxy(req, &conn, &rt, group, rec, Aligned(grpc)).await,
-                // Boxed: the timer would otherwise enlarge every request's future.
-                Some(at) => Box::pin(tokio::time::timeout_at(
-                    at.into(),
-                    proxy(req, &conn, &rt, group, rec, Aligned(grpc)),
-                ))
-                .await
-                .unwrap_or(Err(ProxyError::StreamDuration))
-                .map(|r| r.map(|b| deadline::cap(b, at.into()))),
-            };
+            let answer = proxy(req, &conn, &rt, group, rec, Aligned(grpc)).await;
             match answer {
                 Ok(r) => r,
                 Err(e) => {
@@ -162,7 +142,7 @@ pub async fn handle(
                         rec.flags.add(f);
                     }
                     let mut r = if grpc {
-                        local_grpc(e.grpc_status(), &text)
+                        local_grpc(errors::grpc_code(status), &text)
                     } else {
                         local(status, text)
                     };
@@ -380,6 +360,9 @@ async fn proxy(
         // Its settings, when `Connection` did not list them.
         h.remove(headers::HTTP2_SETTINGS);
     }
+    if !headers::is_internal(conn.peer.ip()) {
+        headers::strip_envoy(&mut h);
+    }
     let rid = headers::forwarded(&mut h, &conn.peer_ip, scheme, conn.client_cert.as_ref());
     if let Some(l) = rec.log() {
         l.request_id = Some(rid.clone());
@@ -423,7 +406,7 @@ async fn proxy(
         Some((k, _)) => Some(*k),
         None => hash_key(lb, &h, path, conn.peer),
     };
-    let head = Head {
+    let mut head = Head {
         method: req.method().clone(),
         path: up_path,
         authority: up_authority,
@@ -449,9 +432,31 @@ async fn proxy(
         return Ok(resp);
     }
 
+    // A gRPC request's deadline: Istio sets Envoy's (deprecated) `max_grpc_timeout` to the
+    // route's timeout on every route, so the client's `grpc-timeout` replaces the route
+    // timeout, capped by it (0 on either side: none). Sent upstream as what applies.
+    let route_timeout = if grpc {
+        let asked = head
+            .headers
+            .get(&headers::GRPC_TIMEOUT)
+            .and_then(|v| headers::grpc_timeout(v.as_bytes()))
+            .filter(|d| !d.is_zero());
+        let t = match (asked, rb.rule.timeout) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        };
+        if let Some(t) = t {
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            head.headers
+                .insert(headers::GRPC_TIMEOUT, headers::grpc_timeout_value(ms));
+        }
+        t
+    } else {
+        rb.rule.timeout
+    };
     // Envoy's route and per-try timeouts run from the end of the request: the body's end is
     // marked when either is set.
-    let timed = rb.rule.timeout.is_some() || rb.retries.per_try_timeout.is_some();
+    let timed = route_timeout.is_some() || rb.retries.per_try_timeout.is_some();
     let (incoming, mut end) = if timed && !incoming.is_end_stream() {
         let (b, e) = deadline::Ending::wrap(incoming);
         (b, Some(e))
@@ -493,7 +498,7 @@ async fn proxy(
         end = Some(deadline::RequestEnd::now());
     }
     let timeouts = deadline::Timeouts {
-        route: rb.rule.timeout,
+        route: route_timeout,
         per_try: rb.retries.per_try_timeout,
         end,
     };
@@ -531,6 +536,9 @@ fn decorate(
     if status != StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(rh, false);
     }
+    // Envoy's default (`server_header_transformation: OVERWRITE`): the backend's software and
+    // version are not shown to clients; the gateway's own answers say the same.
+    rh.insert(header::SERVER, HeaderValue::from_static("gatehouse"));
     if let Some((_, c)) = sticky {
         rh.append(header::SET_COOKIE, c);
     }

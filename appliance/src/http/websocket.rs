@@ -54,6 +54,8 @@ pub async fn forward(
     let retry_connect = on.connect_failure || on.reset || on.five_xx || on.gateway_error;
     let attempts = 1 + if retry_connect { policy.attempts } else { 0 };
     let mut tried: Vec<SocketAddr> = Vec::new();
+    // As `forward::send`: a retry to a hashing cluster keeps to the key's endpoint.
+    let avoid_tried = !matches!(lb, Some(tenants::model::LoadBalancer::ConsistentHash(_)));
     let mut last = ProxyError::NoHealthyUpstream;
     for n in 0..attempts {
         let now = crate::clock::now_ms();
@@ -81,7 +83,9 @@ pub async fn forward(
             Err(e) => {
                 rt.record(&ep, Outcome::GatewayError);
                 last = ProxyError::Connect(e.to_string());
-                tried.push(ep.addr);
+                if avoid_tried {
+                    tried.push(ep.addr);
+                }
                 continue;
             }
         };
@@ -112,7 +116,11 @@ pub async fn forward(
             },
         );
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            return Ok(resp.map(body::boxed));
+            // Its connection is in use until the body is read.
+            return Ok(super::forward::guarded(
+                resp.map(body::boxed),
+                (permit, active),
+            ));
         }
         let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {

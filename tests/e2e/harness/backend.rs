@@ -333,6 +333,9 @@ async fn echo(
         "content-type",
         http::HeaderValue::from_static("application/json"),
     );
+    // As a real backend names its software (nginx, gunicorn): the gateway does not pass it on.
+    r.headers_mut()
+        .insert("server", http::HeaderValue::from_static("echo/1.0"));
     Ok(r)
 }
 

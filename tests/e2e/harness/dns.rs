@@ -38,14 +38,31 @@ pub struct Dns {
 impl Dns {
     /// Answers `name` with `answer` and `ttl` seconds, on a loopback address of its own.
     pub fn start(name: &str, answer: Answer, ttl: u32) -> Self {
-        // A loopback address per process and server: port 53 is fixed.
+        // Port 53 is fixed (resolv.conf has no port): a loopback address of its own, starting
+        // from one this process and server pick, and the next one while it is taken.
         static N: AtomicU64 = AtomicU64::new(1);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let ip = Ipv4Addr::new(127, 53, u8::try_from(pid % 250).unwrap_or(0) + 1, {
-            u8::try_from(n % 250).unwrap_or(0) + 1
-        });
-        let sock = UdpSocket::bind((ip, 53)).unwrap_or_else(|e| panic!("bind {ip}:53: {e}"));
+        let start = u64::from(std::process::id())
+            .wrapping_mul(251)
+            .wrapping_add(n * 977);
+        let (sock, ip) = (0..64_000u64)
+            .find_map(|i| {
+                let k = (start + i) % 64_000;
+                let ip = Ipv4Addr::new(
+                    127,
+                    53,
+                    u8::try_from(k / 250).unwrap_or(0),
+                    u8::try_from(k % 250).unwrap_or(0) + 1,
+                );
+                match UdpSocket::bind((ip, 53)) {
+                    Ok(s) => Some((s, ip)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => None,
+                    Err(e) => panic!(
+                        "bind {ip}:53: {e} (the DNS tests need root: port 53 and a private mount namespace for /etc/resolv.conf)"
+                    ),
+                }
+            })
+            .expect("a free loopback address for port 53");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let state = Arc::new(State {

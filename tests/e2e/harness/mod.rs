@@ -44,6 +44,10 @@ pub fn free_port() -> u16 {
     for _ in 0..SPAN {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = u16::try_from(LOW + (start + n) % SPAN).expect("port");
+        // The demo's TCP listener (examples/repo), which its test locks with `lock_ports`.
+        if port == 31400 {
+            continue;
+        }
         let Ok(lock) = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -64,6 +68,26 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port in {LOW}..{}", LOW + SPAN);
+}
+
+/// Holds the port locks of [`free_port`] for fixed `ports` (a server whose ports are not the
+/// test's to choose, such as `gatehouse demo`), waiting while another test run holds them.
+pub fn lock_ports(ports: &[u16]) -> Vec<std::fs::File> {
+    let dir = std::env::temp_dir().join("gatehouse-test-ports");
+    std::fs::create_dir_all(&dir).expect("port lock directory");
+    ports
+        .iter()
+        .map(|p| {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(p.to_string()))
+                .expect("port lock file");
+            f.lock().expect("port lock");
+            f
+        })
+        .collect()
 }
 
 /// A listener on `127.0.0.1:port` (a port from [`free_port`]), for servers the test process

@@ -19,7 +19,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Poll, ready};
 use std::time::Duration;
 
@@ -49,6 +49,15 @@ pub(crate) struct Ctl {
     pub(crate) busy: AtomicBool,
     /// Asks a connection handed to hyper to shut down gracefully.
     pub(crate) shutdown: Notify,
+    /// Requests the hyper service is answering (HTTP/2 streams, a handed-over request).
+    pub(crate) streams: AtomicUsize,
+}
+
+impl Ctl {
+    /// Whether a request is in flight on the connection.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) || self.streams.load(Ordering::Relaxed) > 0
+    }
 }
 
 /// The connection's request limits.

@@ -306,6 +306,35 @@ pub fn response_retries(p: &RetryPolicy, grpc: bool) -> bool {
             || (grpc && !on.grpc.is_empty()))
 }
 
+/// The answer that stands: a streamed body's copy has no retry left to serve; the service
+/// time is set; its body is bounded by the timeouts and holds the in-flight count.
+fn stands(
+    mut resp: Response<Body>,
+    attempt: Instant,
+    src: &Source,
+    started: Instant,
+    report: &mut Report,
+    timeouts: &Timeouts,
+    in_flight: Option<InFlight>,
+) -> Response<Body> {
+    if let Source::Tee(t) = src {
+        t.settle();
+    }
+    let took = started.elapsed();
+    report.service_time = Some(took);
+    resp.headers_mut().insert(
+        headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
+        headers::millis_value(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+    );
+    if timeouts.any() {
+        resp = resp.map(|b| deadline::bound(b, timeouts, attempt));
+    }
+    match in_flight {
+        Some(g) => guarded(resp, g),
+        None => resp,
+    }
+}
+
 /// Sends the request to `rt` with `policy`'s retries, within `timeouts` (from the end of the
 /// request to the end of the response, as Envoy counts them).
 #[allow(clippy::too_many_arguments)]
@@ -365,8 +394,7 @@ pub async fn send(
     );
     // A retriable answer kept while its retry waits: it stands if the retry budget turns
     // the retry down (Envoy passes the answer on then).
-    let mut kept: Option<(Response<Body>, Instant)> = None;
-    let mut accepted: Option<(Response<Body>, Instant)> = None;
+    let mut kept: Option<Box<(Response<Body>, Instant)>> = None;
     for n in 0..max_attempts {
         if n > 0 {
             // Kept from the first retry on: a request answered at once allocates nothing.
@@ -391,7 +419,12 @@ pub async fn send(
             if !retrying {
                 if rt.limits.retries.fetch_add(1, Ordering::AcqRel) >= rt.limits.max_retries {
                     rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
-                    accepted = kept.take();
+                    if let Some(k) = kept.take() {
+                        let (resp, attempt) = *k;
+                        return Ok(stands(
+                            resp, attempt, &src, started, report, timeouts, in_flight,
+                        ));
+                    }
                     break;
                 }
                 retrying = true;
@@ -427,21 +460,31 @@ pub async fn send(
         let _active = Active::new(&ep);
         let attempt = Instant::now();
         let left = n + 1 < max_attempts;
-        let step = async {
-            let conn = connect(rt, ep.addr, sni.as_deref(), h2)
-                .await
-                .map_err(Fail::Pool)?;
-            exchange(rt, ep.addr, sni.as_deref(), conn, head, &mut src).await
-        };
+        // Written out where it is awaited, so the attempt's future is built in place: moved
+        // (a named future), it cost a copy of its whole state on every request.
+        macro_rules! step {
+            () => {
+                async {
+                    let conn = connect(rt, ep.addr, sni.as_deref(), h2)
+                        .await
+                        .map_err(Fail::Pool)?;
+                    exchange(rt, ep.addr, sni.as_deref(), conn, head, &mut src).await
+                }
+            };
+        }
         let result = if timed {
             let expiry = timeouts.expiry(attempt);
-            tokio::select! {
-                biased;
-                r = step => r,
-                () = expiry => Err(Fail::Timeout),
-            }
+            // Boxed: the timer and the select stay out of the untimed request's future.
+            Box::pin(async {
+                tokio::select! {
+                    biased;
+                    r = step!() => r,
+                    () = expiry => Err(Fail::Timeout),
+                }
+            })
+            .await
         } else {
-            step.await
+            step!().await
         };
         match result {
             Ok(resp) => {
@@ -449,14 +492,18 @@ pub async fn send(
                 rt.record(&ep, outcome(status));
                 let retriable = retriable_status(policy, status, resp.headers(), head.grpc);
                 if retriable && left && replay && src.replayable() {
-                    kept = Some((resp, attempt));
+                    kept = Some(Box::new((resp, attempt)));
                     continue;
                 }
                 if retriable && n > 0 {
                     flags.add(Flag::RetryLimitExceeded);
                 }
-                accepted = Some((resp, attempt));
-                break;
+                if retrying {
+                    rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Ok(stands(
+                    resp, attempt, &src, started, report, timeouts, in_flight,
+                ));
             }
             Err(Fail::Pool(PoolError::Overflow)) => {
                 last = Some(ProxyError::Overflow);
@@ -496,25 +543,6 @@ pub async fn send(
     }
     if retrying {
         rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
-    }
-    if let Some((mut resp, attempt)) = accepted {
-        // This answer stands: a streamed body's copy has no retry left to serve.
-        if let Source::Tee(t) = &src {
-            t.settle();
-        }
-        let took = started.elapsed();
-        report.service_time = Some(took);
-        resp.headers_mut().insert(
-            headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
-            headers::millis_value(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
-        );
-        if timed {
-            resp = resp.map(|b| deadline::bound(b, timeouts, attempt));
-        }
-        return Ok(match in_flight {
-            Some(g) => guarded(resp, g),
-            None => resp,
-        });
     }
     if report.attempts > 1 {
         flags.add(Flag::RetryLimitExceeded);

@@ -96,10 +96,19 @@ fn start(
 /// team-a's `services` (ServiceEntries and DestinationRules) and its `http` rules on
 /// `web.example.com`.
 pub(crate) fn fixture(be: Backends, services: &str, http: &str) -> Fx {
-    let port = free_port();
+    fixture_with_credentials(be, services, http, tempfile::tempdir().expect("tmp"))
+}
+
+/// [`fixture`] with a credentials folder.
+fn fixture_with_credentials(
+    be: Backends,
+    services: &str,
+    http: &str,
+    creds: tempfile::TempDir,
+) -> Fx {
     start(
         be,
-        port,
+        free_port(),
         "",
         "",
         &[
@@ -109,7 +118,7 @@ pub(crate) fn fixture(be: Backends, services: &str, http: &str) -> Fx {
                 vs("web", HOST, "public", http),
             ),
         ],
-        tempfile::tempdir().expect("tmp"),
+        creds,
     )
 }
 
@@ -1267,21 +1276,7 @@ fn tls_origination_simple_sans_and_mutual() {
             "  - match: [{{uri: {{prefix: /{name}/}}}}]\n    route: [{{destination: {{host: {host}}}}}]\n"
         ));
     }
-    let port = free_port();
-    let fx = start(
-        be,
-        port,
-        "",
-        "",
-        &[
-            ("tenants/team-a/services.yaml", svc),
-            (
-                "tenants/team-a/routes.yaml",
-                vs("web", HOST, "public", &http),
-            ),
-        ],
-        creds,
-    );
+    let fx = fixture_with_credentials(be, &svc, &http, creds);
 
     // SIMPLE: the backend's certificate verifies against the credential's ca.crt.
     let r = fx.get("/simple/x");
@@ -1314,6 +1309,48 @@ fn tls_origination_simple_sans_and_mutual() {
     }
     assert_eq!(fx.be.counters.get("mtls"), 1);
     assert_eq!(fx.be.counters.get("tls"), 2);
+}
+
+/// A cluster spoken to over HTTP/2 with TLS, to a backend offering both `h2` and `http/1.1`
+/// (as nginx with `http2 on`): requests go over HTTP/2, and a websocket upgrade, being an
+/// HTTP/1.1 exchange, gets a connection on which only `http/1.1` was offered.
+#[test]
+fn websocket_to_a_tls_http2_cluster_negotiates_http1() {
+    let server_ca = Ca::new("upstream CA");
+    let server = server_ca.server(&["backend.internal"], 12);
+    let be = Backends::new();
+    let pb = free_port();
+    be.tls_h2_and_websocket("both", pb, &server.cert, &server.key);
+    let creds = tempfile::tempdir().expect("tmp");
+    write_ca_only(
+        &creds.path().join("team-a").join("upstream-ca"),
+        &server_ca.pem,
+    );
+    let host = "both.team-a.internal";
+    let mut svc = se("both", host, &[pb]);
+    svc.push_str(&dr(
+        "both",
+        host,
+        "{tls: {mode: SIMPLE, credentialName: upstream-ca, sni: backend.internal}, connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}",
+    ));
+    let fx = fixture_with_credentials(
+        be,
+        &svc,
+        &format!("  - route: [{{destination: {{host: {host}}}}}]\n"),
+        creds,
+    );
+    let port = fx.port;
+    let r = fx.get("/plain");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.backend(), "both");
+    assert_eq!(r.json()["version"], "HTTP/2.0", "requests go over HTTP/2");
+    fx.be.rt.block_on(async move {
+        let (status, _, ws) = ws_open(port, "/chat", &[]).await;
+        assert_eq!(status, 101, "the upgrade reached the backend over HTTP/1.1");
+        let mut ws = ws.expect("upgraded");
+        assert_eq!(ws_backend(&mut ws).await, "both");
+    });
+    assert_eq!(fx.be.counters.get("bad-handshake:both"), 0);
 }
 
 #[test]

@@ -22,8 +22,6 @@ use super::body::{Body, BoxError};
 pub struct RequestEnd {
     at: OnceLock<Instant>,
     notify: Notify,
-    /// A response body's task waiting for the end to arm its timer.
-    waker: Mutex<Option<Waker>>,
 }
 
 impl RequestEnd {
@@ -38,26 +36,6 @@ impl RequestEnd {
     fn ended(&self) {
         if self.at.set(Instant::now()).is_ok() {
             self.notify.notify_waiters();
-            let w = self
-                .waker
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(w) = w {
-                w.wake();
-            }
-        }
-    }
-
-    /// Wakes `w` when the request ends.
-    fn wake_on_end(&self, w: &Waker) {
-        let mut g = self
-            .waker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match g.as_ref() {
-            Some(old) if old.will_wake(w) => {}
-            _ => *g = Some(w.clone()),
         }
     }
 
@@ -192,78 +170,73 @@ impl Timeouts {
 #[error("upstream request timeout")]
 pub struct ResponseTimeout;
 
-/// When a bounded body's deadline is: the route's and the attempt's timeouts, counted from
-/// the end of the request.
-struct Due {
-    route: Option<Duration>,
-    per_try: Option<Duration>,
-    end: Arc<RequestEnd>,
-    attempt: Instant,
+/// A response body cut off at its deadline by a timer of its own, as Envoy's route timer
+/// fires whether or not anyone reads. The body is not only checked when polled: a client
+/// that stops reading (a full socket buffer, an HTTP/2 window at zero) would otherwise hold
+/// the upstream connection, its pool permit and the backend's work past the deadline. At
+/// the deadline the timer task drops the upstream body (closing or resetting the upstream
+/// stream and giving its connection back), and the next poll reports [`ResponseTimeout`].
+struct Bounded {
+    slot: Arc<Mutex<Slot>>,
+    /// The timer task, stopped when the body ends or is dropped first.
+    timer: tokio::task::AbortHandle,
+    /// Whether the timeout was reported.
+    reported: bool,
 }
 
-/// A response body cut off at its deadline.
-struct Bounded {
-    inner: Body,
-    due: Due,
-    /// Armed once the deadline is known.
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    fired: bool,
+/// What the body and its timer share.
+struct Slot {
+    /// The upstream body; `None` once cut off.
+    body: Option<Body>,
+    /// The task reading the body, woken when the timer cuts it off.
+    waker: Option<Waker>,
+    /// The body ended or failed by itself: nothing to cut.
+    done: bool,
 }
 
 /// `body` (a response's) bounded by the timeouts of the attempt started at `attempt`.
 pub fn bound(body: Body, t: &Timeouts, attempt: Instant) -> Body {
-    let Some(end) = t.end.clone() else {
-        return body;
-    };
     if !t.any() || body.is_end_stream() {
         return body;
     }
-    Bounded::wrap(
-        body,
-        Due {
-            route: t.route,
-            per_try: t.per_try,
-            end,
-            attempt,
-        },
-    )
+    let slot = Arc::new(Mutex::new(Slot {
+        body: Some(body),
+        waker: None,
+        done: false,
+    }));
+    let expiry = t.expiry(attempt);
+    let cut = slot.clone();
+    let timer = tokio::spawn(async move {
+        expiry.await;
+        let (body, waker) = {
+            let mut g = lock(&cut);
+            if g.done {
+                return;
+            }
+            (g.body.take(), g.waker.take())
+        };
+        // Dropped outside the lock: closing the upstream stream may take a while.
+        drop(body);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    })
+    .abort_handle();
+    super::body::boxed(Bounded {
+        slot,
+        timer,
+        reported: false,
+    })
 }
 
-impl Bounded {
-    fn wrap(inner: Body, due: Due) -> Body {
-        super::body::boxed(Self {
-            inner,
-            due,
-            sleep: None,
-            fired: false,
-        })
-    }
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
-    /// Arms the timer once the request has ended; until then, its end wakes this body's
-    /// task.
-    fn arm(&mut self, cx: &Context<'_>) {
-        if self.sleep.is_some() || self.fired {
-            return;
-        }
-        let Due {
-            route,
-            per_try,
-            end,
-            attempt,
-        } = &self.due;
-        let at = match end.at() {
-            Some(a) => a,
-            None => {
-                end.wake_on_end(cx.waker());
-                match end.at() {
-                    Some(a) => a,
-                    None => return,
-                }
-            }
-        };
-        if let Some(d) = Timeouts::deadline(*route, *per_try, at, *attempt) {
-            self.sleep = Some(Box::pin(tokio::time::sleep_until(d)));
-        }
+impl Drop for Bounded {
+    fn drop(&mut self) {
+        self.timer.abort();
     }
 }
 
@@ -275,27 +248,48 @@ impl HttpBody for Bounded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.fired {
-            return Poll::Ready(None);
-        }
-        this.arm(cx);
-        if let Some(s) = this.sleep.as_mut()
-            && s.as_mut().poll(cx).is_ready()
-        {
-            this.sleep = None;
-            this.fired = true;
+        let mut g = lock(&self.slot);
+        let Some(body) = g.body.as_mut() else {
+            drop(g);
+            if self.reported {
+                return Poll::Ready(None);
+            }
+            self.reported = true;
             return Poll::Ready(Some(Err(Box::new(ResponseTimeout))));
+        };
+        let r = Pin::new(&mut *body).poll_frame(cx);
+        let done = match &r {
+            Poll::Pending => {
+                match g.waker.as_ref() {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => g.waker = Some(cx.waker().clone()),
+                }
+                false
+            }
+            Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+            Poll::Ready(None | Some(Err(_))) => true,
+        };
+        g.done = done;
+        drop(g);
+        if done {
+            // Ended (or failed) in time: the timer has nothing left to cut.
+            self.timer.abort();
         }
-        Pin::new(&mut this.inner).poll_frame(cx)
+        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.fired || self.inner.is_end_stream()
+        match &lock(&self.slot).body {
+            Some(b) => b.is_end_stream(),
+            None => self.reported,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &lock(&self.slot).body {
+            Some(b) => b.size_hint(),
+            None => SizeHint::default(),
+        }
     }
 }
 
@@ -303,20 +297,6 @@ impl HttpBody for Bounded {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-
-    /// A body whose next frame never comes.
-    struct Silent;
-
-    impl HttpBody for Silent {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Pending
-        }
-    }
 
     fn timeouts(route: Option<u64>, per_try: Option<u64>, end: Arc<RequestEnd>) -> Timeouts {
         Timeouts {
@@ -330,7 +310,11 @@ mod tests {
     async fn the_clock_starts_at_the_end_of_the_request_and_covers_the_response_body() {
         let (mut req, end) = Ending::wrap(super::super::body::full("upload"));
         let t = timeouts(Some(20), None, end.clone());
-        let mut resp = bound(super::super::body::boxed(Silent), &t, Instant::now());
+        let mut resp = bound(
+            super::super::body::boxed(Silent::default()),
+            &t,
+            Instant::now(),
+        );
         // The request is still being read: no deadline yet, however long the wait.
         assert!(
             tokio::time::timeout(Duration::from_millis(100), resp.frame())
@@ -366,6 +350,61 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), t.expiry(Instant::now()))
             .await
             .expect("expired");
+    }
+
+    /// A body whose next frame never comes, that says when it is dropped.
+    #[derive(Default)]
+    struct Silent(Arc<std::sync::atomic::AtomicBool>);
+
+    impl HttpBody for Silent {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Silent {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_timer_drops_an_unread_upstream_body_at_the_deadline() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let t = timeouts(Some(20), None, RequestEnd::now());
+        let mut resp = bound(
+            super::super::body::boxed(Silent(dropped.clone())),
+            &t,
+            Instant::now(),
+        );
+        // Never polled (a client that stopped reading): cut all the same.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the upstream body dropped at the deadline");
+        let e = resp.frame().await.expect("an error").expect_err("cut off");
+        assert!(e.is::<ResponseTimeout>(), "{e}");
+        assert!(resp.frame().await.is_none(), "nothing after the cut");
+        assert!(resp.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn a_body_done_in_time_stops_its_timer() {
+        let t = timeouts(Some(50), None, RequestEnd::now());
+        let mut resp = bound(super::super::body::full("x"), &t, Instant::now());
+        // A `Full` body is not yet at its end before its frame is read: it is bounded.
+        let f = resp.frame().await.expect("a frame").expect("data");
+        assert_eq!(f.into_data().ok().as_deref(), Some(&b"x"[..]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(resp.frame().await.is_none(), "ended, not cut off");
     }
 
     #[tokio::test]

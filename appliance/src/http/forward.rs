@@ -326,13 +326,14 @@ fn stands(
         headers::X_ENVOY_UPSTREAM_SERVICE_TIME,
         headers::millis_value(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
     );
+    if let Some(g) = in_flight {
+        resp = guarded(resp, g);
+    }
+    // Outside the in-flight guard: a body cut off at its deadline stops counting at once.
     if timeouts.any() {
         resp = resp.map(|b| deadline::bound(b, timeouts, attempt));
     }
-    match in_flight {
-        Some(g) => guarded(resp, g),
-        None => resp,
-    }
+    resp
 }
 
 /// Sends the request to `rt` with `policy`'s retries, within `timeouts` (from the end of the

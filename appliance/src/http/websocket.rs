@@ -78,7 +78,7 @@ pub async fn forward(
         report.upstream = Some(ep.addr);
         report.attempts = n + 1;
         let active = ActiveOwned::new(ep.clone());
-        let io = match pool::transport(rt, ep.addr, Some(&sni)).await {
+        let io = match pool::upgrade_transport(rt, ep.addr, Some(&sni)).await {
             Ok(io) => io,
             Err(e) => {
                 rt.record(&ep, Outcome::GatewayError);

@@ -373,12 +373,44 @@ pub async fn transport(
     addr: SocketAddr,
     sni: Option<&str>,
 ) -> Result<Box<dyn Io>, PoolError> {
+    open(rt, addr, sni, rt.tls.clone()).await
+}
+
+/// [`transport`] for an HTTP/1.1 upgrade: TLS offers only `http/1.1` by ALPN. The upgrade is
+/// an HTTP/1.1 exchange whatever the cluster's protocol; offering `h2` as the cluster's
+/// pooled connections do would let a backend that speaks both choose HTTP/2 and then read
+/// the request as a broken preface.
+pub async fn upgrade_transport(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+) -> Result<Box<dyn Io>, PoolError> {
+    let h1: &[u8] = b"http/1.1";
+    let tls = rt.tls.as_ref().map(|cfg| {
+        if cfg.alpn_protocols.iter().all(|p| p.as_slice() == h1) {
+            cfg.clone()
+        } else {
+            // Shares the session cache: only the offer differs.
+            let mut c = (**cfg).clone();
+            c.alpn_protocols = vec![h1.to_vec()];
+            Arc::new(c)
+        }
+    });
+    open(rt, addr, sni, tls).await
+}
+
+async fn open(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Box<dyn Io>, PoolError> {
     let tcp = connect::tcp(addr, rt.config.source_address, rt.limits.connect_timeout).await?;
-    match &rt.tls {
+    match tls {
         None => Ok(Box::new(tcp)),
         Some(cfg) => {
             let name = sni.unwrap_or_else(|| rt.config.host.as_str());
-            let t = connect::tls(tcp, cfg.clone(), name, addr, rt.limits.connect_timeout).await?;
+            let t = connect::tls(tcp, cfg, name, addr, rt.limits.connect_timeout).await?;
             Ok(Box::new(t))
         }
     }

@@ -163,21 +163,30 @@ impl Backends {
 
     /// A TLS backend presenting `cert`/`key` and answering HTTP/1.1 with `name`.
     pub fn tls_http(&self, name: &str, port: u16, cert_pem: &str, key_pem: &str) {
-        use rustls_pki_types::pem::PemObject;
-        let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
-            rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .expect("certs");
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        self.tls_serve(
+            name,
+            port,
+            acceptor(cert_pem, key_pem, &[b"http/1.1"]),
+            false,
+        );
+    }
+
+    /// A TLS backend like most web servers: it offers `h2` and `http/1.1` by ALPN, answers
+    /// HTTP/2 with the echo, and takes websockets over HTTP/1.1 (replying `<name>: <text>`).
+    pub fn tls_h2_and_websocket(&self, name: &str, port: u16, cert_pem: &str, key_pem: &str) {
+        let acceptor = acceptor(cert_pem, key_pem, &[b"h2", b"http/1.1"]);
+        self.tls_serve(name, port, acceptor, true);
+    }
+
+    /// Serves TLS connections: the echo over HTTP/2 when ALPN chose it, otherwise websockets
+    /// (`websockets`) or the echo over HTTP/1.1.
+    fn tls_serve(
+        &self,
+        name: &str,
+        port: u16,
+        acceptor: tokio_rustls::TlsAcceptor,
+        websockets: bool,
+    ) {
         let name: Arc<str> = Arc::from(name);
         let counters = self.counters.clone();
         let fails = self.fail_first.clone();
@@ -199,6 +208,14 @@ impl Backends {
                     let Ok(tls) = acceptor.accept(s).await else {
                         return;
                     };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    if websockets && !h2 {
+                        match tokio_tungstenite::accept_async(tls).await {
+                            Ok(ws) => ws_echo(ws, &name).await,
+                            Err(_) => counters.bump(&format!("bad-handshake:{name}")),
+                        }
+                        return;
+                    }
                     let svc = service_fn(move |req| {
                         echo(
                             req,
@@ -209,9 +226,16 @@ impl Backends {
                             peer,
                         )
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
+                    let io = TokioIo::new(tls);
+                    let _ = if h2 {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await
+                    };
                 });
             }
         });
@@ -228,26 +252,52 @@ impl Backends {
                 };
                 let name = name.clone();
                 tokio::spawn(async move {
-                    let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                        return;
-                    };
-                    while let Some(Ok(m)) = ws.next().await {
-                        if m.is_text() {
-                            let t = format!("{name}: {}", m.into_text().unwrap_or_default());
-                            if ws
-                                .send(tokio_tungstenite::tungstenite::Message::text(t))
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
-                        } else if m.is_close() {
-                            break;
-                        }
+                    if let Ok(ws) = tokio_tungstenite::accept_async(s).await {
+                        ws_echo(ws, &name).await;
                     }
                 });
             }
         });
+    }
+}
+
+/// A TLS acceptor presenting `cert_pem`/`key_pem` and offering `alpn`.
+fn acceptor(cert_pem: &str, key_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("certs");
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// Echoes each text message as `<name>: <text>` until the socket closes.
+async fn ws_echo<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, name: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(m)) = ws.next().await {
+        if m.is_text() {
+            let t = format!("{name}: {}", m.into_text().unwrap_or_default());
+            if ws
+                .send(tokio_tungstenite::tungstenite::Message::text(t))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        } else if m.is_close() {
+            break;
+        }
     }
 }
 

@@ -10,7 +10,8 @@
 //! reads the upload and reports its length), `/early-close` (413 at the head, then closes with
 //! the upload unread), `/malformed` (two lengths), `/endless-head` (1 MiB of header line
 //! without a line feed), `/held-body` (the head at once, its 5-byte body only once
-//! `Backends::held_body` is notified); anything else: `ok`.
+//! `Backends::held_body` is notified), `/firehose` (an endless chunked body, written until the
+//! connection fails); anything else: `ok`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,6 +151,17 @@ async fn serve(s: TcpStream, conn: u64, held: &tokio::sync::Notify) -> std::io::
             held.notified().await;
             r.s.write_all(b"hello").await?;
             continue;
+        }
+        if path == "/firehose" {
+            // An endless chunked body, written until the connection fails.
+            r.s.write_all(
+                format!("HTTP/1.1 200 OK\r\n{ids}transfer-encoding: chunked\r\n\r\n").as_bytes(),
+            )
+            .await?;
+            let chunk = format!("4000\r\n{}\r\n", "f".repeat(0x4000));
+            loop {
+                r.s.write_all(chunk.as_bytes()).await?;
+            }
         }
         if path == "/early-close" {
             // Refuses the upload at its head and closes with it unread: the kernel then

@@ -14,6 +14,8 @@ DEBS=(curl openssl nghttp2-client wrk git nginx-light haproxy fcgiwrap openssh-s
 # Packaging checks: a real systemd in a container, the Debian and RPM linters.
 # Debian's Prometheus server scrapes the admin /metrics endpoint in the telemetry tests.
 DEBS+=(prometheus)
+# ss (iproute2) reads the gateway's upstream sockets' keepalive timers.
+DEBS+=(iproute2)
 # A virtualenv for aioquic, the HTTP/3 client.
 DEBS+=(python3 python3-venv)
 DEBS+=(systemd systemd-container debootstrap lintian rpm rpmlint binutils dpkg-dev)

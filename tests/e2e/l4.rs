@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::harness::certs::{Ca, write_credential};
-use crate::harness::tools::served_subject;
+use crate::harness::tools::{keepalive_within_a_minute, served_subject, timers_to};
 use crate::harness::{Backends, Gateway, Repo, free_port, wait_for};
 use crate::protocol::wait_listening;
 
@@ -87,13 +87,10 @@ fn half_closer(port: u16) -> Arc<Mutex<Vec<u8>>> {
     got
 }
 
-fn tcp_fixture() -> TcpFx {
-    let (port, half_port) = (free_port(), free_port());
-    let (pa, pb, ph) = (free_port(), free_port(), free_port());
-    let be = Backends::new();
-    be.tcp_echo("echo-a", pa);
-    be.tcp_echo("echo-b", pb);
-    let half_got = half_closer(ph);
+/// A repository whose group `public-gw` listens for TCP on 31400 and 31401 (served on
+/// `first` and `second`) for team-tcp, and the team's Gateway for both ports, to which the
+/// test adds its routes and services.
+fn tcp_repo(first: u16, second: u16) -> (Repo, String) {
     let repo = Repo::new();
     repo.write(
         "gatehouse.yaml",
@@ -101,7 +98,7 @@ fn tcp_fixture() -> TcpFx {
             &group(
                 "ingressGateways",
                 "public-gw",
-                &[(31400, port), (31401, half_port)],
+                &[(31400, first), (31401, second)],
                 "",
             ),
             &tenant(
@@ -112,9 +109,20 @@ fn tcp_fixture() -> TcpFx {
             ),
         ),
     );
-    let mut t = String::from(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp}\nspec:\n  selector: {istio: public-gw}\n  servers:\n  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n  - port: {number: 31401, name: tcp-half, protocol: TCP}\n    hosts: [\"*\"]\n---\n",
+    let gateway = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: tcp}\nspec:\n  selector: {istio: public-gw}\n  servers:\n  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n  - port: {number: 31401, name: tcp-second, protocol: TCP}\n    hosts: [\"*\"]\n---\n",
     );
+    (repo, gateway)
+}
+
+fn tcp_fixture() -> TcpFx {
+    let (port, half_port) = (free_port(), free_port());
+    let (pa, pb, ph) = (free_port(), free_port(), free_port());
+    let be = Backends::new();
+    be.tcp_echo("echo-a", pa);
+    be.tcp_echo("echo-b", pb);
+    let half_got = half_closer(ph);
+    let (repo, mut t) = tcp_repo(port, half_port);
     t.push_str(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: tcp}\nspec:\n  hosts: [\"*\"]\n  gateways: [tcp]\n  tcp:\n  - match: [{port: 31400}]\n    route:\n    - {destination: {host: echo.team-tcp.internal, subset: a}, weight: 20}\n    - {destination: {host: echo.team-tcp.internal, subset: b}, weight: 80}\n  - match: [{port: 31401}]\n    route: [{destination: {host: half.team-tcp.internal}}]\n---\n",
     );
@@ -242,6 +250,75 @@ impl Fnv {
 }
 
 // --- SNI: terminate and pass through on one port -----------------------------------------
+
+/// A TCP route whose DestinationRule sets `tcpKeepalive` and `maxConnectionDuration`,
+/// beside one whose rule sets neither.
+#[test]
+fn tcp_keepalive_and_max_connection_duration_from_the_destination_rule() {
+    let (port, plain_port) = (free_port(), free_port());
+    let (pl, pp) = (free_port(), free_port());
+    let be = Backends::new();
+    be.tcp_echo("limited", pl);
+    be.tcp_echo("plain", pp);
+    let (repo, mut t) = tcp_repo(port, plain_port);
+    t.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: tcp}\nspec:\n  hosts: [\"*\"]\n  gateways: [tcp]\n  tcp:\n  - match: [{port: 31400}]\n    route: [{destination: {host: limited.team-tcp.internal}}]\n  - match: [{port: 31401}]\n    route: [{destination: {host: plain.team-tcp.internal}}]\n---\n",
+    );
+    t.push_str(&se(
+        "limited",
+        "limited.team-tcp.internal",
+        9000,
+        "TCP",
+        pl,
+        "",
+    ));
+    t.push_str(&se("plain", "plain.team-tcp.internal", 9001, "TCP", pp, ""));
+    t.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: limited}\nspec:\n  host: limited.team-tcp.internal\n  trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 1500ms, tcpKeepalive: {time: 7s, interval: 2s, probes: 3}}}}\n---\n",
+    );
+    repo.write("tenants/team-tcp/tcp.yaml", &t);
+    let creds = tempfile::tempdir().expect("tmp");
+    let _gw = start(&repo, creds.path(), &[port, plain_port]);
+
+    let (mut limited, hello) = greeting(port);
+    assert_eq!(hello, "limited");
+    let (mut plain, hello) = greeting(plain_port);
+    assert_eq!(hello, "plain");
+    // `tcpKeepalive`: the gateway's connection to the backend has a keepalive timer on the
+    // 7 s asked for (the system's default is two hours); the other has none.
+    let timers = timers_to(pl);
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert!(keepalive_within_a_minute(&timers[0]), "{timers:?}");
+    assert_eq!(
+        timers_to(pp),
+        vec![String::new()],
+        "keepalive on the plain route"
+    );
+
+    // `maxConnectionDuration`: the connection is closed once it has lasted that long,
+    // however busy it is; the other route's stays open.
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        if limited.write_all(b"ping\n").is_err() {
+            break true;
+        }
+        match limited.read(&mut buf) {
+            Ok(0) | Err(_) => break true,
+            Ok(_) => {}
+        }
+        if t0.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(closed, "still open 15 s into a 1.5 s maximum duration");
+    plain.write_all(b"still here\n").expect("write");
+    let mut r = BufReader::new(plain.try_clone().expect("clone"));
+    let mut line = String::new();
+    r.read_line(&mut line).expect("echo");
+    assert_eq!(line, "still here\n");
+}
 
 #[test]
 fn one_port_terminates_web_and_passes_db_and_mq_through_by_sni() {

@@ -4,6 +4,7 @@
 //! sent before its body, and a malformed response. curl drives each sequence over one client
 //! connection, so every request lands on the same worker and its connection pool.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -427,4 +428,77 @@ fn the_route_timeout_frees_the_upstream_of_a_client_that_stops_reading() {
     // The unread client did not stop the gateway serving the route.
     assert_eq!(fx.get("/").status, 200);
     drop(s);
+}
+
+#[test]
+fn connections_retire_at_max_connection_duration_and_keep_alive_by_the_rule() {
+    let be = Backends::new();
+    let port = free_port();
+    be.scripted(port);
+    let mut services = se("raw", "raw.team-a.internal", &[port]);
+    services.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: raw}\nspec:\n  host: raw.team-a.internal\n  trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 1s, tcpKeepalive: {time: 9s}}}}\n---\n",
+    );
+    let p2 = free_port();
+    be.http("e2", p2);
+    services.push_str(&se("e2", "e2.team-a.internal", &[p2]));
+    services.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: e2}\nspec:\n  host: e2.team-a.internal\n  trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 1s}, http: {h2UpgradePolicy: UPGRADE}}}\n---\n",
+    );
+    let fx = fixture(
+        be,
+        &services,
+        &format!(
+            "  - match: [{{uri: {{prefix: /h2}}}}]\n    route: [{{destination: {{host: e2.team-a.internal}}}}]\n{ROUTE}"
+        ),
+    );
+    let conn = |fx: &Fx| {
+        let r = fx.get("/");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.header("x-conn").expect("x-conn").to_string()
+    };
+    let first = conn(&fx);
+    // `tcpKeepalive`: the pooled connection's keepalive timer runs on the 9 s asked for, not
+    // the system's two hours.
+    let timers = crate::harness::tools::timers_to(port);
+    assert!(
+        timers
+            .iter()
+            .any(|t| crate::harness::tools::keepalive_within_a_minute(t)),
+        "no keepalive timer within a minute: {timers:?}"
+    );
+    // `maxConnectionDuration`: a connection older than 1 s takes no new request, however
+    // often it is used; a request every 100 ms soon lands on a new one.
+    let next = wait_for(
+        "a request on a new connection after the 1 s maximum duration",
+        Duration::from_secs(15),
+        || {
+            std::thread::sleep(Duration::from_millis(100));
+            let c = conn(&fx);
+            (c != first).then_some(c)
+        },
+    );
+    assert_ne!(next, first);
+    // The same over HTTP/2: the backend sees a second connection (another source port).
+    let ports = |fx: &Fx| {
+        let r = fx.get("/h2");
+        assert_eq!(
+            (r.status, r.json()["version"].as_str()),
+            (200, Some("HTTP/2.0"))
+        );
+        let peers = fx.be.peers.lock().expect("lock");
+        peers["e2"]
+            .iter()
+            .map(|a| a.port())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(ports(&fx).len(), 1);
+    wait_for(
+        "an HTTP/2 request on a new connection after the 1 s maximum duration",
+        Duration::from_secs(15),
+        || {
+            std::thread::sleep(Duration::from_millis(100));
+            (ports(&fx).len() > 1).then_some(())
+        },
+    );
 }

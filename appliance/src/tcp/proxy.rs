@@ -109,6 +109,7 @@ pub async fn connect_upstream(cluster: &ClusterRt, report: &mut TcpReport) -> Op
         addr,
         cluster.config.source_address,
         cluster.limits.connect_timeout,
+        cluster.limits.keepalive.as_ref(),
     )
     .await
     {
@@ -172,6 +173,14 @@ pub async fn splice<D>(
         .limits
         .tcp_idle_timeout
         .unwrap_or(Duration::from_secs(u64::MAX / 4_000));
+    // Istio sets the DestinationRule's `maxConnectionDuration` as the TCP proxy's
+    // `max_downstream_connection_duration`: the connection is closed when it is reached.
+    let lifetime = async {
+        match cluster.limits.max_connection_duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut d, &mut u) => {
             if let Ok((a, b)) = r {
@@ -181,6 +190,9 @@ pub async fn splice<D>(
         }
         () = activity.idle_for(idle) => {
             report.flag = Some("IT");
+        }
+        () = lifetime => {
+            report.flag = Some("DT");
         }
     }
 }

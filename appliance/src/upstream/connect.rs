@@ -39,11 +39,13 @@ pub enum ConnectError {
     },
 }
 
-/// Connects to `addr`, leaving from `source` when given (egress groups).
+/// Connects to `addr`, leaving from `source` when given (egress groups), with TCP
+/// keepalive when the cluster asks for it.
 pub async fn tcp(
     addr: SocketAddr,
     source: Option<IpAddr>,
     timeout: Duration,
+    keepalive: Option<&socket2::TcpKeepalive>,
 ) -> Result<TcpStream, ConnectError> {
     let io_err = |source| ConnectError::Io { addr, source };
     let sock = if addr.is_ipv4() {
@@ -62,6 +64,11 @@ pub async fn tcp(
         Err(_) => return Err(ConnectError::Timeout(addr)),
     };
     let _ = s.set_nodelay(true);
+    if let Some(k) = keepalive {
+        socket2::SockRef::from(&s)
+            .set_tcp_keepalive(k)
+            .map_err(io_err)?;
+    }
     Ok(s)
 }
 
@@ -96,7 +103,7 @@ pub async fn tcp_by_name(
         .ok()?
         .ok()?;
     for a in addrs {
-        if let Ok(s) = tcp(a, source, timeout).await {
+        if let Ok(s) = tcp(a, source, timeout, None).await {
             return Some((s, a));
         }
     }

@@ -48,6 +48,12 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// `tcp.idleTimeout` for TCP proxying (default 1h; `0s` disables).
     pub tcp_idle_timeout: Option<Duration>,
+    /// `tcp.tcpKeepalive`: TCP keepalive on every upstream connection (the operating
+    /// system's time, interval or probe count for any it leaves out).
+    pub keepalive: Option<socket2::TcpKeepalive>,
+    /// `tcp.maxConnectionDuration`: an HTTP connection this old takes no new request and
+    /// closes once its requests are done; a TCP proxy connection is closed (flag DT).
+    pub max_connection_duration: Option<Duration>,
 }
 
 /// Requests waiting for a connection permit (`http1MaxPendingRequests`). Pooled connections
@@ -114,6 +120,20 @@ impl ClusterRt {
                 Some(d) => Some(d),
                 None => Some(Duration::from_secs(3600)),
             },
+            keepalive: pool.tcp_keepalive.map(|(time, interval, probes)| {
+                let mut k = socket2::TcpKeepalive::new();
+                if let Some(t) = time {
+                    k = k.with_time(t);
+                }
+                if let Some(i) = interval {
+                    k = k.with_interval(i);
+                }
+                if let Some(n) = probes {
+                    k = k.with_retries(n);
+                }
+                k
+            }),
+            max_connection_duration: pool.max_connection_duration.filter(|d| !d.is_zero()),
         };
         let alpn: &[&[u8]] = match config.protocol {
             UpstreamProtocol::Http2 => &[b"h2"],

@@ -94,13 +94,16 @@ struct H2Conn {
     idle_timeout_ms: u64,
     /// `maxRequestsPerConnection` (0: no limit).
     max_streams_total: u32,
+    /// When it takes no new stream (`maxConnectionDuration`; `u64::MAX`: never).
+    retire_at_ms: u64,
 }
 
 impl H2Conn {
-    /// Whether it carried all the streams it may.
-    fn used_up(&self) -> bool {
-        self.max_streams_total != 0
-            && self.state.streams.load(Ordering::Relaxed) >= self.max_streams_total
+    /// Whether it carried all the streams it may, or lived as long as it may.
+    fn used_up(&self, now_ms: u64) -> bool {
+        (self.max_streams_total != 0
+            && self.state.streams.load(Ordering::Relaxed) >= self.max_streams_total)
+            || now_ms >= self.retire_at_ms
     }
 
     /// Closed, its cluster replaced or removed by a reload, or with no stream open and idle
@@ -109,7 +112,7 @@ impl H2Conn {
         self.tx.is_closed()
             || self.cluster.strong_count() == 0
             || (self.state.busy.load(Ordering::SeqCst) == 0
-                && (self.used_up()
+                && (self.used_up(now_ms)
                     || now_ms.saturating_sub(self.state.last_used_ms.load(Ordering::Relaxed))
                         > self.idle_timeout_ms))
     }
@@ -205,8 +208,10 @@ fn sweep() -> usize {
 }
 
 impl Idle {
+    /// Idle past its timeout, or past its `maxConnectionDuration`.
     fn expired(&self, now_ms: u64) -> bool {
         now_ms.saturating_sub(self.since_ms) > self.lease.idle_timeout_ms
+            || now_ms >= self.lease.retire_at_ms
     }
 
     /// Its cluster is no more (a reload replaced or removed it).
@@ -279,6 +284,8 @@ pub struct Lease {
     used: u32,
     max_per_conn: u32,
     idle_timeout_ms: u64,
+    /// When it stops taking requests (`maxConnectionDuration`; `u64::MAX`: never).
+    retire_at_ms: u64,
     reused: bool,
     /// Gone once a reload replaced the cluster: its idle connections are then closed rather
     /// than kept to their idle timeout.
@@ -311,7 +318,7 @@ impl Lease {
             since_ms: clock::now_ms(),
             lease: self,
         };
-        if idle.wanted() || idle.orphaned() {
+        if idle.wanted() || idle.orphaned() || idle.expired(idle.since_ms) {
             return;
         }
         H1.with(|p| {
@@ -405,7 +412,14 @@ async fn open(
     sni: Option<&str>,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Box<dyn Io>, PoolError> {
-    let tcp = connect::tcp(addr, rt.config.source_address, rt.limits.connect_timeout).await?;
+    let l = &rt.limits;
+    let tcp = connect::tcp(
+        addr,
+        rt.config.source_address,
+        l.connect_timeout,
+        l.keepalive.as_ref(),
+    )
+    .await?;
     match tls {
         None => Ok(Box::new(tcp)),
         Some(cfg) => {
@@ -444,6 +458,14 @@ fn key(rt: &ClusterRt, addr: SocketAddr, sni: Option<&str>) -> Key {
     }
 }
 
+/// When a connection opened now stops taking requests (`maxConnectionDuration`).
+fn retire_at(rt: &ClusterRt) -> u64 {
+    match rt.limits.max_connection_duration {
+        Some(d) => clock::now_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => u64::MAX,
+    }
+}
+
 /// An HTTP/1.1 connection to `addr`: an idle pooled one, or a new one.
 pub async fn http1(
     rt: &Arc<ClusterRt>,
@@ -474,6 +496,7 @@ pub async fn http1(
         used: 0,
         max_per_conn: rt.limits.per_connection,
         idle_timeout_ms: u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        retire_at_ms: retire_at(rt),
         reused: false,
         cluster: Arc::downgrade(rt),
         pending: rt.limits.pending.clone(),
@@ -498,13 +521,19 @@ pub async fn http2(
         .as_ref()
         .and_then(|p| p.max_concurrent_streams)
         .unwrap_or(u32::MAX);
+    // Read only when connections retire by age (the one use of the time here).
+    let now = if rt.limits.max_connection_duration.is_some() {
+        clock::now_ms()
+    } else {
+        0
+    };
     if let Some((tx, state)) = H2.with(|p| {
         p.borrow().get(&k).and_then(|v| {
             v.iter()
                 .find(|c| {
                     !c.tx.is_closed()
                         && c.tx.is_ready()
-                        && !c.used_up()
+                        && !c.used_up(now)
                         && c.state.busy.load(Ordering::SeqCst) < max_streams
                 })
                 .map(|c| (c.tx.clone(), c.state.clone()))
@@ -523,6 +552,7 @@ pub async fn http2(
         cluster: Arc::downgrade(rt),
         idle_timeout_ms: u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
         max_streams_total: rt.limits.per_connection,
+        retire_at_ms: retire_at(rt),
     };
     H2.with(|p| p.borrow_mut().entry(k).or_default().push(entry));
     sweeper();

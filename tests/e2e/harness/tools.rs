@@ -172,3 +172,31 @@ pub fn data(name: &str) -> PathBuf {
         .join("data")
         .join(name)
 }
+
+/// The TCP timer (`ss -o`) of each established loopback connection to `port`, such as
+/// `timer:(keepalive,6.9sec,0)`; empty for a connection without one.
+pub fn timers_to(port: u16) -> Vec<String> {
+    let out = Command::new("ss")
+        .args(["-tnoH", "state", "established", "dst"])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("timer:"))
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Whether `timer` (from [`timers_to`]) is a keepalive timer due within a minute: `ss`
+/// prints the system's default two hours as `119min`, seven seconds as `6.992ms` (sic).
+pub fn keepalive_within_a_minute(timer: &str) -> bool {
+    timer
+        .strip_prefix("timer:(keepalive,")
+        .and_then(|t| t.split(',').next())
+        .is_some_and(|t| !t.contains("min"))
+}

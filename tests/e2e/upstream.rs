@@ -1090,6 +1090,17 @@ async fn ws_open(
     }
 }
 
+/// The answer says the cluster overflowed, as Envoy's does.
+fn assert_overloaded(headers: &http::HeaderMap) {
+    assert_eq!(
+        headers
+            .get("x-envoy-overloaded")
+            .and_then(|v| v.to_str().ok()),
+        Some("true"),
+        "{headers:?}"
+    );
+}
+
 /// Which backend echoes on `ws` (its reply is `<name>: <text>`).
 async fn ws_backend(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> String {
     use futures_util::{SinkExt, StreamExt};
@@ -1182,12 +1193,7 @@ fn websockets_keep_to_the_hash_key_the_connection_limit_and_the_route_headers() 
                 break headers;
             }
         };
-        assert_eq!(
-            headers
-                .get("x-envoy-overloaded")
-                .and_then(|v| v.to_str().ok()),
-            Some("true")
-        );
+        assert_overloaded(&headers);
         drop(first);
         let (status, _, ws) = tokio::time::timeout(Duration::from_secs(10), second)
             .await
@@ -1196,6 +1202,86 @@ fn websockets_keep_to_the_hash_key_the_connection_limit_and_the_route_headers() 
         assert_eq!(status, 101);
         let mut ws = ws.expect("upgraded");
         assert_eq!(ws_backend(&mut ws).await, "wl");
+    });
+}
+
+/// Until its answer an upgrade is an ordinary request: the route timeout bounds the wait,
+/// a reset before the answer is retried on another endpoint, and `http2MaxRequests` counts
+/// an open websocket.
+#[test]
+fn websocket_upgrades_time_out_retry_resets_and_count_as_requests() {
+    let be = Backends::new();
+    let (silent, slam, ws, limited) = (free_port(), free_port(), free_port(), free_port());
+    be.unanswering("silent", silent, false);
+    be.unanswering("slam", slam, true);
+    be.websocket("ws", ws);
+    be.websocket("wl", limited);
+    let mut svc = se("silent", "silent.team-a.internal", &[silent]);
+    // The resetting endpoint first in a round robin of two: the first attempt meets it.
+    svc.push_str(&se("pair", "pair.team-a.internal", &[slam, ws]));
+    svc.push_str(&dr(
+        "pair",
+        "pair.team-a.internal",
+        "{loadBalancer: {simple: ROUND_ROBIN}}",
+    ));
+    svc.push_str(&se("wsl", "wsl.team-a.internal", &[limited]));
+    svc.push_str(&dr(
+        "wsl",
+        "wsl.team-a.internal",
+        "{connectionPool: {http: {http2MaxRequests: 1}}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - match: [{uri: {prefix: /silent}}]\n    timeout: 500ms\n    route: [{destination: {host: silent.team-a.internal}}]\n  - match: [{uri: {prefix: /pair}}]\n    retries: {attempts: 2, retryOn: reset}\n    route: [{destination: {host: pair.team-a.internal}}]\n  - match: [{uri: {prefix: /limited}}]\n    route: [{destination: {host: wsl.team-a.internal}}]\n",
+    );
+    let port = fx.port;
+    let counters = fx.be.counters.clone();
+    fx.be.rt.block_on(async move {
+        // A reset before the answer is retried on the other endpoint: whichever the first
+        // attempt meets, the websocket backend answers.
+        for _ in 0..4 {
+            let (status, _, sock) = ws_open(port, "/pair", &[]).await;
+            assert_eq!(status, 101);
+            assert_eq!(ws_backend(&mut sock.expect("upgraded")).await, "ws");
+        }
+        assert!(
+            counters.get("slam") >= 1,
+            "the resetting endpoint was never tried"
+        );
+
+        // `http2MaxRequests: 1`: an open websocket is the cluster's one request in flight;
+        // the next overflows, and once it closes there is room again.
+        let (status, _, first) = ws_open(port, "/limited", &[]).await;
+        assert_eq!(status, 101);
+        let mut first = first.expect("upgraded");
+        assert_eq!(ws_backend(&mut first).await, "wl");
+        let (status, headers, _) = ws_open(port, "/limited", &[]).await;
+        assert_eq!(status, 503, "the second websocket overflows");
+        assert_overloaded(&headers);
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, _, _) = ws_open(port, "/limited", &[]).await;
+            if status == 101 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {status} after the first closed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // A backend that never answers the upgrade: 504 at the route's 500 ms, not a wait
+        // for ever.
+        let t = Instant::now();
+        let (status, _, _) =
+            tokio::time::timeout(Duration::from_secs(10), ws_open(port, "/silent", &[]))
+                .await
+                .expect("an answer within 10 s of a 500 ms timeout");
+        assert_eq!(status, 504);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     });
 }
 

@@ -177,11 +177,11 @@ pub(crate) fn guarded<G: Send + Sync + Unpin + 'static>(
 }
 
 /// One request counted against the cluster's `http2MaxRequests` until dropped.
-struct InFlight(Arc<ClusterRt>);
+pub(crate) struct InFlight(Arc<ClusterRt>);
 
 impl InFlight {
     /// Counts a request, or `None` when the cluster is at its limit (overflow).
-    fn new(rt: &Arc<ClusterRt>) -> Option<Self> {
+    pub(crate) fn new(rt: &Arc<ClusterRt>) -> Option<Self> {
         let l = &rt.limits;
         if l.requests.fetch_add(1, Ordering::AcqRel) >= l.max_requests {
             l.requests.fetch_sub(1, Ordering::AcqRel);
@@ -195,6 +195,35 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.limits.requests.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A request's share of the cluster's retry budget (`maxRetries`: requests retrying at
+/// once), taken at its first retry and given back when the request is done.
+pub(crate) struct RetryBudget<'a>(&'a ClusterRt);
+
+impl<'a> RetryBudget<'a> {
+    /// The share, or `None` when the budget is spent (the retry is turned down).
+    pub(crate) fn take(rt: &'a ClusterRt) -> Option<Self> {
+        let l = &rt.limits;
+        if l.retries.fetch_add(1, Ordering::AcqRel) >= l.max_retries {
+            l.retries.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(rt))
+    }
+}
+
+impl Drop for RetryBudget<'_> {
+    fn drop(&mut self) {
+        self.0.limits.retries.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Envoy's backoff before retry `n` (1 for the first): 25 ms base, doubling, full jitter,
+/// capped at 250 ms.
+pub(crate) fn backoff(n: u32) -> Duration {
+    let base = 25u64 << n.saturating_sub(1).min(4);
+    Duration::from_millis(rand::rng().random_range(0..=base.min(250)))
 }
 
 async fn connect(
@@ -382,7 +411,7 @@ pub async fn send(
     let replay = response_retries(policy, head.grpc) && !matches!(src, Source::Stream(_));
     let max_attempts = 1 + policy.attempts;
     let mut last: Option<ProxyError> = None;
-    let mut retrying = false;
+    let mut retrying: Option<RetryBudget<'_>> = None;
     let od = rt.config.policy.outlier_detection.as_ref();
     let on = &policy.retry_on;
     // Endpoints already tried: a retry goes elsewhere when it can. Istio configures Envoy's
@@ -405,9 +434,7 @@ pub async fn send(
             {
                 tried.push(prev);
             }
-            // Envoy's backoff: 25ms base, doubling, full jitter, capped at 250ms.
-            let base = 25u64 << (n - 1).min(4);
-            let wait = Duration::from_millis(rand::rng().random_range(0..=base.min(250)));
+            let wait = backoff(n);
             if expired(wait) {
                 // Envoy's route timer fires during this backoff: 504 UT at the deadline. The
                 // kept answer's connection is let go first.
@@ -417,9 +444,9 @@ pub async fn send(
                 }
                 break;
             }
-            if !retrying {
-                if rt.limits.retries.fetch_add(1, Ordering::AcqRel) >= rt.limits.max_retries {
-                    rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
+            if retrying.is_none() {
+                retrying = RetryBudget::take(rt);
+                if retrying.is_none() {
                     if let Some(k) = kept.take() {
                         let (resp, attempt) = *k;
                         return Ok(stands(
@@ -428,7 +455,6 @@ pub async fn send(
                     }
                     break;
                 }
-                retrying = true;
             }
             tokio::time::sleep(wait).await;
             kept = None;
@@ -499,9 +525,7 @@ pub async fn send(
                 if retriable && n > 0 {
                     flags.add(Flag::RetryLimitExceeded);
                 }
-                if retrying {
-                    rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
-                }
+                drop(retrying);
                 return Ok(stands(
                     resp, attempt, &src, started, report, timeouts, in_flight,
                 ));
@@ -542,9 +566,7 @@ pub async fn send(
             }
         }
     }
-    if retrying {
-        rt.limits.retries.fetch_sub(1, Ordering::AcqRel);
-    }
+    drop(retrying);
     if report.attempts > 1 {
         flags.add(Flag::RetryLimitExceeded);
     }

@@ -417,12 +417,20 @@ async fn proxy(
 
     if let Some(on) = down_upgrade {
         let mut report = Report::default();
+        // The route's timeouts bound the wait for the upgrade's answer, from now.
+        let (route, per_try) = (rb.rule.timeout, rb.retries.per_try_timeout);
+        let timeouts = deadline::Timeouts {
+            route,
+            per_try,
+            end: (route.is_some() || per_try.is_some()).then(deadline::RequestEnd::now),
+        };
         let r = Box::pin(websocket::forward(
             cluster,
             head,
             on,
             hash,
             &rb.retries,
+            &timeouts,
             &mut report,
         ))
         .await;

@@ -4,26 +4,45 @@
 //! The endpoint is chosen as for any request of the cluster: by its load balancer with the
 //! request's hash key (a sticky session keeps its websocket on the same backend), never an
 //! ejected endpoint, and the outcome is recorded for outlier detection. The upgraded
-//! connection holds one of the cluster's `maxConnections` and counts as a request in flight
-//! on its endpoint (LEAST_REQUEST) until it closes. TLS origination uses the
-//! DestinationRule's `sni` when it names one. A connection that cannot be made is tried on
-//! another endpoint when the route's retry policy retries connect failures.
+//! connection holds one of the cluster's `maxConnections`, counts against `http2MaxRequests`
+//! and as a request in flight on its endpoint (LEAST_REQUEST) until it closes. TLS
+//! origination uses the DestinationRule's `sni` and offers only `http/1.1`.
+//!
+//! Until the upstream answers, the upgrade is an ordinary request: a connection that cannot
+//! be made, or one reset before its answer, is tried again on another endpoint when the
+//! route retries connect failures or resets, after Envoy's backoff and within the cluster's
+//! retry budget; the route `timeout` (and `perTryTimeout`) bound the wait for the answer,
+//! counted from the request, as Envoy does for upgrades since 1.36. The answer disarms them:
+//! a spliced connection lives as long as its two sides do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Response, StatusCode, Uri};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tenants::model::RetryPolicy;
+use tenants::model::{LoadBalancer, RetryPolicy};
+use tokio::time::Instant;
 
 use super::body::{self, Body};
+use super::deadline::Timeouts;
 use super::errors::ProxyError;
-use super::forward::{Head, Report};
+use super::forward::{self, Head, InFlight, Report, RetryBudget};
 use crate::upstream::endpoint::ActiveOwned;
 use crate::upstream::pool::{self, PoolError};
-use crate::upstream::{ClusterRt, Outcome};
+use crate::upstream::{ClusterRt, Endpoint, Outcome};
+
+/// Why one attempt got no answer.
+enum Fail {
+    /// No connection (UF).
+    Connect(String),
+    /// The connection failed before the answer (UF, reset).
+    Reset(String),
+    /// The attempt's time ran out (UT).
+    Timeout,
+}
 
 /// Forwards an upgrade request and, on 101, splices the two upgraded connections.
 pub async fn forward(
@@ -32,13 +51,18 @@ pub async fn forward(
     downstream: OnUpgrade,
     hash: Option<u64>,
     policy: &RetryPolicy,
+    timeouts: &Timeouts,
     report: &mut Report,
 ) -> Result<Response<Body>, ProxyError> {
+    let in_flight = if rt.limits.max_requests == u32::MAX {
+        None
+    } else {
+        Some(InFlight::new(rt).ok_or(ProxyError::Overflow)?)
+    };
     let permit = pool::permit(rt).await.map_err(|e| match e {
         PoolError::Overflow => ProxyError::Overflow,
         e => ProxyError::Connect(e.to_string()),
     })?;
-    let od = rt.config.policy.outlier_detection.as_ref();
     let lb = rt.config.policy.load_balancer.as_ref();
     let sni = rt
         .config
@@ -52,89 +76,154 @@ pub async fn forward(
         });
     let on = &policy.retry_on;
     let retry_connect = on.connect_failure || on.reset || on.five_xx || on.gateway_error;
+    let retry_reset = on.reset || on.five_xx || on.gateway_error;
     let attempts = 1 + if retry_connect { policy.attempts } else { 0 };
     let mut tried: Vec<SocketAddr> = Vec::new();
     // As `forward::send`: a retry to a hashing cluster keeps to the key's endpoint.
-    let avoid_tried = !matches!(lb, Some(tenants::model::LoadBalancer::ConsistentHash(_)));
+    let avoid_tried = !matches!(lb, Some(LoadBalancer::ConsistentHash(_)));
+    let route_expired = || {
+        timeouts
+            .route_deadline()
+            .is_some_and(|d| Instant::now() >= d)
+    };
+    let mut budget: Option<RetryBudget<'_>> = None;
     let mut last = ProxyError::NoHealthyUpstream;
     for n in 0..attempts {
-        let now = crate::clock::now_ms();
-        let eps = rt.endpoints.load();
-        let others: Vec<_> = eps
-            .iter()
-            .filter(|e| !tried.contains(&e.addr))
-            .cloned()
-            .collect();
-        let candidates = if others.is_empty() {
-            &eps[..]
-        } else {
-            &others[..]
-        };
-        let Some(ep) = rt.balancer.pick(candidates, lb, od, hash, now) else {
+        if n > 0 {
+            if budget.is_none() {
+                budget = RetryBudget::take(rt);
+                if budget.is_none() {
+                    break;
+                }
+            }
+            tokio::time::sleep(forward::backoff(n)).await;
+            if route_expired() {
+                last = ProxyError::Timeout;
+                break;
+            }
+        }
+        let Some(ep) = pick(rt, &tried, hash) else {
             break;
         };
-        drop(others);
-        drop(eps);
         report.upstream = Some(ep.addr);
         report.attempts = n + 1;
         let active = ActiveOwned::new(ep.clone());
-        let io = match pool::upgrade_transport(rt, ep.addr, Some(&sni)).await {
-            Ok(io) => io,
-            Err(e) => {
-                rt.record(&ep, Outcome::GatewayError);
-                last = ProxyError::Connect(e.to_string());
-                if avoid_tried {
-                    tried.push(ep.addr);
-                }
-                continue;
-            }
+        let result = tokio::select! {
+            biased;
+            r = attempt(rt, ep.addr, &sni, &head) => r,
+            () = timeouts.expiry(Instant::now()) => Err(Fail::Timeout),
         };
-        let (mut tx, conn) = http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| ProxyError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let mut req = http::Request::new(body::empty());
-        *req.method_mut() = head.method;
-        *req.uri_mut() = Uri::from(head.path);
-        *req.headers_mut() = head.headers;
-        req.headers_mut().insert(http::header::HOST, head.authority);
-        let mut resp = match tx.send_request(req).await {
-            Ok(r) => r,
-            Err(e) => {
-                rt.record(&ep, Outcome::GatewayError);
-                return Err(ProxyError::Reset(e.to_string()));
+        let failed = match result {
+            Ok(resp) => {
+                rt.record(
+                    &ep,
+                    match resp.status().as_u16() {
+                        502..=504 => Outcome::GatewayError,
+                        500..=599 => Outcome::Error5xx,
+                        _ => Outcome::Success,
+                    },
+                );
+                return Ok(answer(resp, downstream, (permit, active, in_flight)));
             }
+            Err(f) => f,
         };
-        rt.record(
-            &ep,
-            match resp.status().as_u16() {
-                502..=504 => Outcome::GatewayError,
-                500..=599 => Outcome::Error5xx,
-                _ => Outcome::Success,
-            },
-        );
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            // Its connection is in use until the body is read.
-            return Ok(super::forward::guarded(
-                resp.map(body::boxed),
-                (permit, active),
-            ));
+        rt.record(&ep, Outcome::GatewayError);
+        if avoid_tried {
+            tried.push(ep.addr);
         }
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            // Held for the life of the spliced connection.
-            let _held = (permit, active);
-            let (Ok(d), Ok(u)) = tokio::join!(downstream, upstream) else {
-                return;
-            };
-            let mut d = TokioIo::new(d);
-            let mut u = TokioIo::new(u);
-            let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
-        });
-        let (parts, _) = resp.into_parts();
-        return Ok(Response::from_parts(parts, body::empty()));
+        let again = match failed {
+            Fail::Connect(e) => {
+                last = ProxyError::Connect(e);
+                retry_connect
+            }
+            Fail::Reset(e) => {
+                last = ProxyError::Reset(e);
+                retry_reset
+            }
+            Fail::Timeout => {
+                last = ProxyError::Timeout;
+                retry_reset && !route_expired()
+            }
+        };
+        if !again {
+            break;
+        }
     }
     Err(last)
+}
+
+/// The endpoint for the next attempt: the balancer's choice among those not tried yet (all
+/// of them once every one was tried).
+fn pick(rt: &ClusterRt, tried: &[SocketAddr], hash: Option<u64>) -> Option<Arc<Endpoint>> {
+    let policy = &rt.config.policy;
+    let eps = rt.endpoints.load();
+    let others: Vec<_> = eps
+        .iter()
+        .filter(|e| !tried.contains(&e.addr))
+        .cloned()
+        .collect();
+    let candidates = if others.is_empty() {
+        &eps[..]
+    } else {
+        &others[..]
+    };
+    rt.balancer.pick(
+        candidates,
+        policy.load_balancer.as_ref(),
+        policy.outlier_detection.as_ref(),
+        hash,
+        crate::clock::now_ms(),
+    )
+}
+
+/// One attempt: a fresh connection to `addr`, the upgrade request, its answer.
+async fn attempt(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: &str,
+    head: &Head,
+) -> Result<Response<Incoming>, Fail> {
+    let io = pool::upgrade_transport(rt, addr, Some(sni))
+        .await
+        .map_err(|e| Fail::Connect(e.to_string()))?;
+    let (mut tx, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Fail::Reset(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut req = http::Request::new(body::empty());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = Uri::from(head.path.clone());
+    *req.headers_mut() = head.headers.clone();
+    req.headers_mut()
+        .insert(http::header::HOST, head.authority.clone());
+    tx.send_request(req)
+        .await
+        .map_err(|e| Fail::Reset(e.to_string()))
+}
+
+/// The answer to the client. A 101 splices the two connections in a task of their own that
+/// holds `held` (the connection permit, the endpoint's and the cluster's request counts)
+/// until either side closes; any other answer holds it until its body is read.
+fn answer<G: Send + Sync + Unpin + 'static>(
+    mut resp: Response<Incoming>,
+    downstream: OnUpgrade,
+    held: G,
+) -> Response<Body> {
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return forward::guarded(resp.map(body::boxed), held);
+    }
+    let upstream = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let _held = held;
+        let (Ok(d), Ok(u)) = tokio::join!(downstream, upstream) else {
+            return;
+        };
+        let mut d = TokioIo::new(d);
+        let mut u = TokioIo::new(u);
+        let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+    });
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, body::empty())
 }

@@ -443,6 +443,43 @@ impl Backends {
         });
     }
 
+    /// A backend named `name` that reads each request's head and never answers: it holds
+    /// the connection (`reset: false`) or closes it with a reset (`reset: true`). Counts
+    /// connections as `name`.
+    pub(crate) fn unanswering(&self, name: &str, port: u16, reset: bool) {
+        let name = name.to_string();
+        let counters = self.counters.clone();
+        let l = super::bind_loopback_tokio(&self.rt, port);
+        self.rt.spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    continue;
+                };
+                counters.bump(&name);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if reset {
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                    // Held until the gateway gives up on it.
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
     /// An echo backend named `name` that answers every request with 503.
     pub(crate) fn failing(&self, name: &str, port: u16) {
         self.http_with(

@@ -133,7 +133,7 @@ pub async fn handle(
             let cluster = cluster.clone();
             let session = Session::new(&shared, group, &tcp.tenant, peer, l.addr, None);
             drop(rt);
-            Box::pin(session.run(stream, Bytes::new(), &cluster, name)).await;
+            Box::pin(session.run(stream, Bytes::new(), &cluster, name, true)).await;
         }
         ListenerKind::Tls(_) => {
             drop(rt);
@@ -193,7 +193,7 @@ async fn tls(
             let cluster = cluster.clone();
             let session = Session::new(shared, group, &chain.tenant, peer, l.addr, hello.sni);
             drop(rt);
-            Box::pin(session.run(stream, hello_bytes, &cluster, name)).await;
+            Box::pin(session.run(stream, hello_bytes, &cluster, name, false)).await;
         }
         ChainAction::TerminateHttp { .. } | ChainAction::TerminateTcp { .. } => {
             let Some(state) = group.chains.get(&chain.name).cloned() else {
@@ -232,7 +232,7 @@ async fn tls(
                 Err(_) => return,
             };
             if let Some((cluster, name, session)) = tcp_target {
-                Box::pin(session.run(tls, Bytes::new(), &cluster, name)).await;
+                Box::pin(session.run(tls, Bytes::new(), &cluster, name, true)).await;
                 return;
             }
             let proto = match tls.get_ref().1.alpn_protocol() {

@@ -320,6 +320,66 @@ fn tcp_keepalive_and_max_connection_duration_from_the_destination_rule() {
     assert_eq!(line, "still here\n");
 }
 
+/// A `tcp` route to a cluster whose DestinationRule originates TLS gets TLS to its backend
+/// (as Envoy's TCP proxy uses the cluster's transport socket), and `consistentHash:
+/// {useSourceIp: true}` keeps a client's connections on one endpoint.
+#[test]
+fn tcp_routes_originate_the_rule_s_tls_and_hash_by_source_ip() {
+    let ca = Ca::new("upstream CA");
+    let server = ca.server(&["backend.internal"], 31);
+    let (port, hashed_port) = (free_port(), free_port());
+    let (pt, e1, e2, e3) = (free_port(), free_port(), free_port(), free_port());
+    let be = Backends::new();
+    be.tls_http("tls", pt, &server.cert, &server.key);
+    for (name, p) in [("h1", e1), ("h2", e2), ("h3", e3)] {
+        be.tcp_echo(name, p);
+    }
+    let (repo, mut t) = tcp_repo(port, hashed_port);
+    t.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: tcp}\nspec:\n  hosts: [\"*\"]\n  gateways: [tcp]\n  tcp:\n  - match: [{port: 31400}]\n    route: [{destination: {host: secure.team-tcp.internal}}]\n  - match: [{port: 31401}]\n    route: [{destination: {host: hashed.team-tcp.internal}}]\n---\n",
+    );
+    t.push_str(&se(
+        "secure",
+        "secure.team-tcp.internal",
+        9443,
+        "TCP",
+        pt,
+        "",
+    ));
+    t.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: secure}\nspec:\n  host: secure.team-tcp.internal\n  trafficPolicy: {tls: {mode: SIMPLE, credentialName: upstream-ca, sni: backend.internal}}\n---\n",
+    );
+    t.push_str(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: hashed}}\nspec:\n  hosts: [hashed.team-tcp.internal]\n  location: MESH_INTERNAL\n  ports: [{{number: 9000, name: p, protocol: TCP}}]\n  resolution: STATIC\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{p: {e1}}}}}\n  - {{address: 127.0.0.1, ports: {{p: {e2}}}}}\n  - {{address: 127.0.0.1, ports: {{p: {e3}}}}}\n---\n"
+    ));
+    t.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: hashed}\nspec:\n  host: hashed.team-tcp.internal\n  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}\n---\n",
+    );
+    repo.write("tenants/team-tcp/tcp.yaml", &t);
+    let creds = tempfile::tempdir().expect("tmp");
+    let ca_dir = creds.path().join("team-tcp").join("upstream-ca");
+    std::fs::create_dir_all(&ca_dir).expect("mkdir");
+    std::fs::write(ca_dir.join("ca.crt"), &ca.pem).expect("write ca");
+    let _gw = start(&repo, creds.path(), &[port, hashed_port]);
+
+    // Plain bytes in, TLS to the backend: an HTTP/1.1 request written over the TCP route is
+    // answered by the TLS backend (which would drop a plaintext connection).
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    s.write_all(b"GET /over-tls HTTP/1.1\r\nHost: secure\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut got = String::new();
+    s.read_to_string(&mut got).expect("read");
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.contains("x-backend: tls\r\n"), "{got}");
+    assert!(got.contains("\"path\":\"/over-tls\""), "{got}");
+
+    // useSourceIp: every connection from 127.0.0.1 greets the same one of three backends.
+    let names: std::collections::BTreeSet<String> =
+        (0..12).map(|_| greeting(hashed_port).1).collect();
+    assert_eq!(names.len(), 1, "one source address spread over {names:?}");
+}
+
 #[test]
 fn one_port_terminates_web_and_passes_db_and_mq_through_by_sni() {
     let (https, auto) = (free_port(), free_port());

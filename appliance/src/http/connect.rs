@@ -72,7 +72,12 @@ pub async fn handle(
         None => None,
     };
     let mut report = TcpReport::default();
-    let Some(up) = proxy::connect_upstream(&cluster, &mut report).await else {
+    // The tunnel carries the client's own bytes (its TLS, usually): never originated.
+    let dial = proxy::Dial {
+        peer: conn.peer.ip(),
+        originate_tls: false,
+    };
+    let Some(up) = proxy::connect_upstream(&cluster, dial, &mut report).await else {
         rec.upstream = report.upstream;
         return Err(match report.flag {
             Some("UO") => ProxyError::Overflow,

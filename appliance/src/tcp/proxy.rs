@@ -1,23 +1,25 @@
 //! Copying bytes between a downstream connection and an upstream endpoint, both ways, with
 //! half-close honoured and an idle timeout.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
 use std::sync::atomic::Ordering;
+use tenants::model::{HashKey, LoadBalancer};
 use tenants::snapshot::TcpProxy;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::idle::{Activity, Idle};
 use crate::runtime::GroupRt;
 use crate::upstream::connect;
 use crate::upstream::endpoint::Endpoint;
+use crate::upstream::lb::hash_bytes;
+use crate::upstream::pool::{self, Io, PoolError};
 use crate::upstream::{ClusterRt, Outcome};
 
 /// How a proxied connection ended, for logs and metrics.
@@ -45,22 +47,10 @@ pub fn choose<'g>(tcp: &TcpProxy, group: &'g GroupRt) -> Option<(&'g Arc<Cluster
         .map(|c| (c, wc.cluster.to_string()))
 }
 
-/// Proxies `down` to the cluster: connects (from the egress source address when set),
-/// writes `prefix` (bytes already read, e.g. the ClientHello), then copies both ways until
-/// both sides closed or nothing moved for the cluster's TCP idle timeout.
-pub async fn run<D>(down: D, prefix: Bytes, cluster: &ClusterRt, report: &mut TcpReport)
-where
-    D: AsyncRead + AsyncWrite + Unpin,
-{
-    if let Some(up) = connect_upstream(cluster, report).await {
-        splice(down, up, prefix, cluster, report).await;
-    }
-}
-
 /// An open upstream connection, counted on its endpoint (least-request) and on the
 /// cluster's connection limit while it lives.
 pub struct Upstream {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     endpoint: Arc<Endpoint>,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -71,16 +61,38 @@ impl Drop for Upstream {
     }
 }
 
+/// How an upstream connection of a TCP session is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Dial {
+    /// The client's address: the hash key of a `consistentHash: {useSourceIp: true}`
+    /// cluster, as Istio configures Envoy's TCP proxy.
+    pub peer: IpAddr,
+    /// Whether the cluster's DestinationRule `tls` is originated: yes for `tcp` routes, no
+    /// for TLS passthrough and CONNECT tunnels, whose bytes are the client's own TLS.
+    pub originate_tls: bool,
+}
+
 /// Picks an endpoint and connects to it; `None` (with the Envoy flag in `report`) when no
 /// endpoint is healthy, the cluster's connection limit is reached, or the connect fails.
-pub async fn connect_upstream(cluster: &ClusterRt, report: &mut TcpReport) -> Option<Upstream> {
+pub async fn connect_upstream(
+    cluster: &ClusterRt,
+    dial: Dial,
+    report: &mut TcpReport,
+) -> Option<Upstream> {
     let eps = cluster.endpoints.load();
-    let od = cluster.config.policy.outlier_detection.as_ref();
+    let policy = &cluster.config.policy;
+    let od = policy.outlier_detection.as_ref();
+    let hash = match &policy.load_balancer {
+        Some(LoadBalancer::ConsistentHash(HashKey::SourceIp)) => {
+            Some(hash_bytes(dial.peer.to_string().as_bytes()))
+        }
+        _ => None,
+    };
     let Some(ep) = cluster.balancer.pick(
         &eps,
-        cluster.config.policy.load_balancer.as_ref(),
+        policy.load_balancer.as_ref(),
         od,
-        None,
+        hash,
         crate::clock::now_ms(),
     ) else {
         report.flag = Some("UH");
@@ -105,14 +117,22 @@ pub async fn connect_upstream(cluster: &ClusterRt, report: &mut TcpReport) -> Op
         permit,
     };
     let addr = report.upstream?;
-    match connect::tcp(
-        addr,
-        cluster.config.source_address,
-        cluster.limits.connect_timeout,
-        cluster.limits.keepalive.as_ref(),
-    )
-    .await
-    {
+    let connected = if dial.originate_tls && cluster.tls.is_some() {
+        let sni = cluster.config.tls.as_ref().and_then(|t| t.sni.as_deref());
+        pool::transport_offering(cluster, addr, sni, &[]).await
+    } else {
+        let l = &cluster.limits;
+        connect::tcp(
+            addr,
+            cluster.config.source_address,
+            l.connect_timeout,
+            l.keepalive.as_ref(),
+        )
+        .await
+        .map(|s| Box::new(s) as Box<dyn Io>)
+        .map_err(PoolError::from)
+    };
+    match connected {
         Ok(stream) => {
             let endpoint = pending.endpoint.take()?;
             cluster.record(&endpoint, Outcome::Success);

@@ -54,9 +54,16 @@ impl Session {
         }
     }
 
-    /// Proxies `down` to `cluster` (named `name`) and records the session.
-    pub async fn run<D>(self, down: D, prefix: Bytes, cluster: &ClusterRt, name: String)
-    where
+    /// Proxies `down` to `cluster` (named `name`), originating the cluster's TLS when
+    /// `originate_tls` (a `tcp` route's bytes, not passthrough TLS), and records the session.
+    pub async fn run<D>(
+        self,
+        down: D,
+        prefix: Bytes,
+        cluster: &ClusterRt,
+        name: String,
+        originate_tls: bool,
+    ) where
         D: AsyncRead + AsyncWrite + Unpin,
     {
         let opened = self.open(&name);
@@ -64,7 +71,11 @@ impl Session {
             cluster: Some(name),
             ..TcpReport::default()
         };
-        if let Some(up) = proxy::connect_upstream(cluster, &mut report).await {
+        let dial = proxy::Dial {
+            peer: self.peer.ip(),
+            originate_tls,
+        };
+        if let Some(up) = proxy::connect_upstream(cluster, dial, &mut report).await {
             proxy::splice(down, up, prefix, cluster, &mut report).await;
         }
         self.close(opened, report);

@@ -392,14 +392,28 @@ pub async fn upgrade_transport(
     addr: SocketAddr,
     sni: Option<&str>,
 ) -> Result<Box<dyn Io>, PoolError> {
-    let h1: &[u8] = b"http/1.1";
+    transport_offering(rt, addr, sni, &[b"http/1.1"]).await
+}
+
+/// [`transport`] offering `alpn` (nothing, for bytes proxied over TCP).
+pub async fn transport_offering(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    sni: Option<&str>,
+    alpn: &[&[u8]],
+) -> Result<Box<dyn Io>, PoolError> {
     let tls = rt.tls.as_ref().map(|cfg| {
-        if cfg.alpn_protocols.iter().all(|p| p.as_slice() == h1) {
+        if cfg
+            .alpn_protocols
+            .iter()
+            .map(Vec::as_slice)
+            .eq(alpn.iter().copied())
+        {
             cfg.clone()
         } else {
             // Shares the session cache: only the offer differs.
             let mut c = (**cfg).clone();
-            c.alpn_protocols = vec![h1.to_vec()];
+            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             Arc::new(c)
         }
     });

@@ -38,6 +38,43 @@ pub trait Attributes {
     fn index(&self, path: &[&str], key: &str) -> Option<Value>;
 }
 
+/// The attributes gatehouse's access-log entries have (Envoy has more): `request.headers`
+/// is a map, indexed as `request.headers['x-id']`.
+pub const ATTRIBUTES: &[&str] = &[
+    "response.code",
+    "response.flags",
+    "response.size",
+    "response.total_size",
+    "request.method",
+    "request.path",
+    "request.url_path",
+    "request.host",
+    "request.protocol",
+    "request.id",
+    "request.useragent",
+    "request.size",
+    "request.total_size",
+    "request.duration",
+    "request.headers",
+    "connection.requested_server_name",
+    "upstream.address",
+    "source.address",
+    "xds.route_name",
+    "xds.cluster_name",
+];
+
+/// The functions the evaluator has.
+const FUNCTIONS: &[&str] = &[
+    "startsWith",
+    "endsWith",
+    "contains",
+    "matches",
+    "size",
+    "has",
+    "int",
+    "string",
+];
+
 /// A parsed expression.
 #[derive(Clone)]
 pub struct Expr {
@@ -426,6 +463,61 @@ impl Parser {
     }
 }
 
+impl Expr {
+    /// The attributes and functions the expression names that gatehouse does not have:
+    /// evaluating such an expression fails, which counts as false.
+    pub fn unknown_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        unknown(&self.root, &mut out);
+        out.dedup();
+        out
+    }
+}
+
+fn unknown(n: &Node, out: &mut Vec<String>) {
+    match n {
+        Node::Lit(_) => {}
+        Node::Path(p) => {
+            let name = p.join(".");
+            let known = ATTRIBUTES.contains(&name.as_str())
+                || (p.len() == 3 && p[0] == "request" && p[1] == "headers");
+            if !known {
+                out.push(name);
+            }
+        }
+        Node::Index(b, i) => {
+            unknown(b, out);
+            unknown(i, out);
+        }
+        Node::Unary(_, e) => unknown(e, out),
+        Node::Binary(_, l, r) => {
+            unknown(l, out);
+            unknown(r, out);
+        }
+        Node::Cond(c, x, y) => {
+            for e in [c, x, y] {
+                unknown(e, out);
+            }
+        }
+        Node::Call(name, target, args) => {
+            if !FUNCTIONS.contains(&name.as_str()) {
+                out.push(format!("{name}()"));
+            }
+            if let Some(t) = target {
+                unknown(t, out);
+            }
+            for a in args {
+                unknown(a, out);
+            }
+        }
+        Node::List(items) => {
+            for i in items {
+                unknown(i, out);
+            }
+        }
+    }
+}
+
 fn path_strs(p: &[String]) -> Vec<&str> {
     p.iter().map(String::as_str).collect()
 }
@@ -585,6 +677,18 @@ mod tests {
         fn index(&self, p: &[&str], k: &str) -> Option<Value> {
             (p == ["request", "headers"] && k == "x-debug").then(|| Value::Str("1".into()))
         }
+    }
+
+    #[test]
+    fn names_what_it_does_not_know() {
+        let e = Expr::parse(
+            "response.code >= 400 && connection.mtls && request.headers['x'] == '1' && request.headers.y == '2' && duration('1s') > 0",
+        )
+        .expect("parses");
+        assert_eq!(e.unknown_names(), ["connection.mtls", "duration()"]);
+        let known = Expr::parse("request.path.startsWith('/a') || size(xds.route_name) > 3")
+            .expect("parses");
+        assert!(known.unknown_names().is_empty());
     }
 
     #[test]

@@ -172,3 +172,38 @@ fn default_providers_pick_the_provider_of_a_rule_that_names_none() {
     assert_eq!(s("public-gw", "team-a"), ["otel"]);
     assert_eq!(s("public-gw", "team-b"), NONE);
 }
+
+#[test]
+fn a_filter_naming_an_attribute_gatehouse_lacks_is_a_warning_that_names_it() {
+    let all = vec![
+        SourceFile {
+            path: "gatehouse.yaml".into(),
+            bytes: OPERATOR.replace("MESH\n", "").into_bytes(),
+        },
+        SourceFile {
+            path: "tenants/team-a/telemetry.yaml".into(),
+            bytes: telemetry(
+                "logs",
+                "{providers: [{name: envoy}], filter: {expression: \"response.code >= 400 && connection.mtls\"}}",
+                None,
+            )
+            .into_bytes(),
+        },
+    ];
+    let loaded = tenants::load(&all, &LoadOptions::default());
+    let out = tenants::build(&loaded, "test", None).expect("builds");
+    let warned: Vec<String> = out
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == tenants::Severity::Warning)
+        .map(|d| d.to_string())
+        .filter(|d| d.contains("connection.mtls"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:#?}", out.diagnostics);
+    assert!(
+        warned[0].contains("tenants/team-a/telemetry.yaml")
+            && warned[0].contains("not known to gatehouse"),
+        "{}",
+        warned[0]
+    );
+}

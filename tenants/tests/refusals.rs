@@ -974,3 +974,23 @@ spec:
         d.message
     );
 }
+
+#[test]
+fn a_unix_socket_endpoint_is_a_warning_naming_its_line() {
+    let we = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: uds}\nspec:\n  address: unix:///run/app.sock\n  labels: {app: uds}\n";
+    let out = build(&repo(&[("tenants/team-a/uds.yaml", we)]), "uds", None);
+    let warned: Vec<String> = out
+        .diagnostics
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(ToString::to_string)
+        .filter(|d| d.contains("unix domain socket"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", show(&out.diagnostics));
+    assert!(
+        warned[0].contains("tenants/team-a/uds.yaml:5"),
+        "{}",
+        warned[0]
+    );
+    assert_eq!(state(&out, "team-a"), (TenantState::Applied, Some("uds")));
+}

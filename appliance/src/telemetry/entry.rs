@@ -241,6 +241,24 @@ mod tests {
     }
 
     #[test]
+    fn every_attribute_the_compiler_accepts_is_there() {
+        let mut full = e();
+        full.sni = Some("web.example.com".into());
+        full.upstream = Some(([127, 0, 0, 1], 8080).into());
+        full.peer = Some(([127, 0, 0, 2], 5555).into());
+        full.route = Some("r".into());
+        for a in tenants::cel::ATTRIBUTES {
+            let path: Vec<&str> = a.split('.').collect();
+            let found = if *a == "request.headers" {
+                full.index(&path, "user-agent")
+            } else {
+                full.get(&path)
+            };
+            assert!(found.is_some(), "{a}");
+        }
+    }
+
+    #[test]
     fn json_and_cel() {
         let j: serde_json::Value =
             serde_json::from_str(&e().render_json(DEFAULT_JSON.iter().copied())).expect("json");

@@ -131,7 +131,20 @@ impl Telemetry {
                 match f.expression.as_deref() {
                     None | Some("") => None,
                     Some(e) => match Expr::parse(e) {
-                        Ok(x) => Some(x),
+                        Ok(x) => {
+                            let unknown = x.unknown_names();
+                            if !unknown.is_empty() {
+                                c.warn(
+                                    &fp,
+                                    format!(
+                                        "{} not known to gatehouse: an entry whose filter needs them is not logged (known attributes: {})",
+                                        unknown.join(", "),
+                                        crate::cel::ATTRIBUTES.join(", ")
+                                    ),
+                                );
+                            }
+                            Some(x)
+                        }
                         Err(err) => {
                             c.error(&fp, err.to_string());
                             None

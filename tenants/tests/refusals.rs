@@ -975,17 +975,21 @@ spec:
     );
 }
 
+/// The warnings of `out` that contain `text`.
+fn warnings(out: &Output, text: &str) -> Vec<String> {
+    out.diagnostics
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(ToString::to_string)
+        .filter(|d| d.contains(text))
+        .collect()
+}
+
 #[test]
 fn a_unix_socket_endpoint_is_a_warning_naming_its_line() {
     let we = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: uds}\nspec:\n  address: unix:///run/app.sock\n  labels: {app: uds}\n";
     let out = build(&repo(&[("tenants/team-a/uds.yaml", we)]), "uds", None);
-    let warned: Vec<String> = out
-        .diagnostics
-        .iter()
-        .filter(|d| !d.is_error())
-        .map(ToString::to_string)
-        .filter(|d| d.contains("unix domain socket"))
-        .collect();
+    let warned = warnings(&out, "unix domain socket");
     assert_eq!(warned.len(), 1, "{}", show(&out.diagnostics));
     assert!(
         warned[0].contains("tenants/team-a/uds.yaml:5"),
@@ -993,4 +997,14 @@ fn a_unix_socket_endpoint_is_a_warning_naming_its_line() {
         warned[0]
     );
     assert_eq!(state(&out, "team-a"), (TenantState::Applied, Some("uds")));
+}
+
+#[test]
+fn a_header_variable_gatehouse_does_not_fill_in_is_a_warning() {
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vars}\nspec:\n  hosts: [\"vars.a.example.com\"]\n  gateways: [web]\n  http:\n  - headers:\n      request:\n        set: {x-ok: \"%DOWNSTREAM_REMOTE_ADDRESS%\", x-odd: \"%UPSTREAM_METADATA([\\\"a\\\"])%\"}\n    route: [{destination: {host: web.team-a.internal, subset: v1}}]\n";
+    let out = build(&repo(&[("tenants/team-a/vars.yaml", vs)]), "vars", None);
+    let warned = warnings(&out, "not filled in by gatehouse");
+    assert_eq!(warned.len(), 1, "{}", show(&out.diagnostics));
+    assert!(warned[0].contains("UPSTREAM_METADATA"), "{}", warned[0]);
+    assert_eq!(state(&out, "team-a"), (TenantState::Applied, Some("vars")));
 }

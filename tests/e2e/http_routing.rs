@@ -227,6 +227,17 @@ fn rewrite_redirect_and_header_operations() {
     - destination: {host: default.team-a.internal}
       headers:
         request: {set: {x-dest: v}}
+  - match: [{uri: {prefix: /vars}}]
+    headers:
+      request:
+        set:
+          x-client: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+          x-copied: "id=%REQ(x-in)%"
+          x-percent: "100%%"
+          x-empty: "%REQ(x-absent)%"
+      response:
+        set: {x-proto: "%PROTOCOL%", x-served-on: "%DOWNSTREAM_LOCAL_PORT%"}
+    route: [{destination: {host: default.team-a.internal}}]
   - match: [{uri: {prefix: /moved}}]
     redirect: {uri: /elsewhere, authority: new.example.com, redirectCode: 308}
   - match: [{uri: {exact: /teapot}}]
@@ -264,6 +275,19 @@ fn rewrite_redirect_and_header_operations() {
         "other routes keep it: {:?}",
         r.header("x-envoy-upstream-service-time")
     );
+    // Envoy's variables in header values are filled in; `%%` is a percent sign; a value
+    // that comes out empty adds no header.
+    let r = Curl::new(&fx.url("web.example.com", "/vars"))
+        .header("x-in: 42")
+        .run();
+    assert_eq!(r.status, 200);
+    let j = r.json();
+    assert_eq!(j["headers"]["x-client"], "127.0.0.1");
+    assert_eq!(j["headers"]["x-copied"], "id=42");
+    assert_eq!(j["headers"]["x-percent"], "100%");
+    assert!(j["headers"].get("x-empty").is_none(), "{j}");
+    assert_eq!(r.header("x-proto"), Some("HTTP/1.1"));
+    assert_eq!(r.header("x-served-on"), Some(fx.port.to_string().as_str()));
     let r = Curl::new(&fx.url("web.example.com", "/moved/x")).run();
     assert_eq!(r.status, 308);
     assert_eq!(

@@ -8,6 +8,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
 use tenants::model::HeaderOp;
 
+use super::vars::{self, Vars};
+
 /// Headers that only concern one hop. `HeaderName`s rather than strings: a lookup by `&str`
 /// parses and validates the name on every call, and this runs twice per request.
 const HOP_COUNT: usize = 8;
@@ -331,44 +333,43 @@ pub fn millis_value(ms: u64) -> HeaderValue {
         .unwrap_or_else(|| HeaderValue::from(ms))
 }
 
-/// Applies set/add/remove. Returns an authority override (`set`/`add` of `:authority` or
-/// `host`), which the caller applies to the request target.
-pub fn apply(h: &mut HeaderMap, op: &HeaderOp) -> Option<String> {
+/// Applies set/add/remove, with Envoy's variables filled in (`%REQ(..)%` from the request's
+/// own headers when `request_side`). Returns an authority override (`set`/`add` of
+/// `:authority` or `host`), which the caller applies to the request target. A value that
+/// comes out empty adds no header, as in Envoy.
+pub fn apply(
+    h: &mut HeaderMap,
+    op: &HeaderOp,
+    vars: &Vars<'_>,
+    request_side: bool,
+) -> Option<String> {
     let mut authority = None;
-    for (k, v) in &op.set {
-        if k == ":authority" || k == "host" {
-            authority = Some(v.clone());
-            continue;
-        }
-        if let (Ok(n), Ok(val)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(&unescape(v)),
-        ) {
-            h.insert(n, val);
-        }
-    }
-    for (k, v) in &op.add {
-        if k == ":authority" || k == "host" {
-            authority = Some(v.clone());
-            continue;
-        }
-        if let (Ok(n), Ok(val)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(&unescape(v)),
-        ) {
-            h.append(n, val);
+    for (set, list) in [(true, &op.set), (false, &op.add)] {
+        for (k, v) in list {
+            let val = vars::render(v, vars, request_side.then_some(&*h));
+            if k == ":authority" || k == "host" {
+                authority = Some(val.into_owned());
+                continue;
+            }
+            if val.is_empty() {
+                continue;
+            }
+            if let (Ok(n), Ok(val)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&val),
+            ) {
+                if set {
+                    h.insert(n, val);
+                } else {
+                    h.append(n, val);
+                }
+            }
         }
     }
     for k in &op.remove {
         h.remove(k.as_str());
     }
     authority
-}
-
-/// Istio header values escape `%` as `%%`; `%VAR%` expressions are Envoy's and are passed
-/// through as written.
-fn unescape(v: &str) -> String {
-    v.replace("%%", "%")
 }
 
 #[cfg(test)]

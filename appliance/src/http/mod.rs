@@ -21,5 +21,6 @@ pub mod rewrite;
 pub mod server;
 pub mod service;
 pub mod tee;
+pub mod vars;
 pub mod websocket;
 pub mod xfcc;

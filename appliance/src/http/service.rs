@@ -26,6 +26,7 @@ use super::layout::Aligned;
 use super::observe::{Counted, Finish, Meter, Observed};
 use super::record::{LogFields, Record, Unanswered};
 use super::tee::Tee;
+use super::vars::Vars;
 use super::{cors, deadline, early, fault, headers, mirror, rewrite, websocket};
 use crate::quota::ConnTenant;
 use crate::runtime::{GroupRt, Runtime};
@@ -382,15 +383,18 @@ async fn proxy(
             up_authority = a;
         }
     }
-    if let Some(a) =
-        headers::apply(&mut h, &rb.rule.headers.request).and_then(|a| HeaderValue::try_from(a).ok())
-    {
-        up_authority = a;
-    }
-    if let Some(a) =
-        headers::apply(&mut h, &wc.headers.request).and_then(|a| HeaderValue::try_from(a).ok())
-    {
-        up_authority = a;
+    let vars = Vars {
+        peer: conn.peer,
+        local: conn.listener,
+        sni: conn.sni.as_deref(),
+        protocol: protocol(req.version()),
+    };
+    for op in [&rb.rule.headers.request, &wc.headers.request] {
+        if let Some(a) =
+            headers::apply(&mut h, op, &vars, true).and_then(|a| HeaderValue::try_from(a).ok())
+        {
+            up_authority = a;
+        }
     }
     // Looked up again only if a header operation may have changed it.
     let grpc = if changes_headers(&rb.rule.headers.request) || changes_headers(&wc.headers.request)
@@ -436,7 +440,7 @@ async fn proxy(
         .await;
         rec.upstream = report.upstream;
         let mut resp = r?;
-        decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref());
+        decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref(), &vars);
         return Ok(resp);
     }
 
@@ -525,7 +529,7 @@ async fn proxy(
     rec.upstream = report.upstream;
     rec.service_time = report.service_time;
     let mut resp = result?;
-    decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref());
+    decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref(), &vars);
     Ok(resp)
 }
 
@@ -538,6 +542,7 @@ fn decorate(
     rb: &tenants::snapshot::RouteBody,
     wc: &tenants::snapshot::WeightedCluster,
     cors_origin: Option<&HeaderValue>,
+    vars: &Vars<'_>,
 ) {
     let status = resp.status();
     let rh = resp.headers_mut();
@@ -550,8 +555,9 @@ fn decorate(
     if let Some((_, c)) = sticky {
         rh.append(header::SET_COOKIE, c);
     }
-    headers::apply(rh, &rb.rule.headers.response);
-    headers::apply(rh, &wc.headers.response);
+    for op in [&rb.rule.headers.response, &wc.headers.response] {
+        headers::apply(rh, op, vars, false);
+    }
     if let (Some(p), Some(o)) = (&rb.rule.cors, cors_origin) {
         cors::decorate(p, o, rh);
     }

@@ -334,8 +334,27 @@ fn check_header_name(
     true
 }
 
+/// The Envoy variables gatehouse fills in in header values (`REQ` as `%REQ(name)%`, on
+/// request headers). Envoy has more; a value naming another is a warning.
+pub const HEADER_VARIABLES: &[&str] = &[
+    "DOWNSTREAM_REMOTE_ADDRESS",
+    "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_REMOTE_PORT",
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS",
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_DIRECT_REMOTE_PORT",
+    "DOWNSTREAM_LOCAL_ADDRESS",
+    "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_LOCAL_PORT",
+    "REQUESTED_SERVER_NAME",
+    "HOSTNAME",
+    "PROTOCOL",
+    "START_TIME",
+    "REQ",
+];
+
 /// Istio's `header_value_validator.go`: no control characters; `%` must be `%%` or a
-/// well-formed `%VAR(...)%` expression.
+/// well-formed `%VAR(...)%` expression. A variable gatehouse does not fill in is a warning.
 fn check_header_value(c: &mut Checker, p: &FieldPath, v: &str) {
     if v.chars().any(|ch| ch.is_control() && ch != '\t') {
         c.error(p, "header value contains control characters");
@@ -361,6 +380,15 @@ fn check_header_value(c: &mut Checker, p: &FieldPath, v: &str) {
                             format!("invalid header value variable %{var}%; escape % as %%"),
                         );
                         return;
+                    }
+                    if !HEADER_VARIABLES.contains(&name) {
+                        c.warn(
+                            p,
+                            format!(
+                                "%{var}% is not filled in by gatehouse: it comes out empty (known: {})",
+                                HEADER_VARIABLES.join(", ")
+                            ),
+                        );
                     }
                     i += end + 2;
                 }

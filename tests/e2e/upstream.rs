@@ -219,6 +219,29 @@ fn h2load(port: u16, path: &str, n: u32, c: u32, headers: &[&str]) -> Load {
     parse_h2load(&out)
 }
 
+/// `n` HTTP/2 requests to `path`, `m` at a time on one client connection (so one worker
+/// thread), each answered after `delay_ms`.
+fn h2load_streams(port: u16, path: &str, n: u32, m: u32, delay_ms: u32) -> Load {
+    let out = Command::new("h2load")
+        .args([
+            "-n",
+            &n.to_string(),
+            "-c",
+            "1",
+            "-m",
+            &m.to_string(),
+            "-N",
+            "15",
+        ])
+        .args(["-H", &format!(":authority: {HOST}")])
+        .args(["-H", &format!("x-test-delay-ms: {delay_ms}")])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("h2load");
+    parse_h2load(&out)
+}
+
 /// `n` curl processes at once, each with `f`.
 fn concurrently(n: usize, f: impl Fn(usize) -> Reply + Sync) -> Vec<Reply> {
     let f = &f;
@@ -690,19 +713,7 @@ fn an_http2_upstream_keeps_to_stream_and_request_limits_and_closes_when_idle() {
     // stream per upstream connection they need three.
     // (h2load, as curl 7.88's `-Z` fails multiplexed prior-knowledge streams against any
     // server, nginx included.)
-    let out = Command::new("h2load")
-        .args(["-n", "3", "-c", "1", "-m", "3", "-N", "15"])
-        .args([
-            "-H",
-            &format!(":authority: {HOST}"),
-            "-H",
-            "x-test-delay-ms: 500",
-        ])
-        .arg(format!("http://127.0.0.1:{}/streams", fx.port))
-        .stdin(Stdio::null())
-        .output()
-        .expect("h2load");
-    let seq = parse_h2load(&out);
+    let seq = h2load_streams(fx.port, "/streams", 3, 3, 500);
     assert_eq!(seq.s2xx, 3, "{seq:?}");
     assert_eq!(upstream_conns(&fx.be, "streams", 0).len(), 3, "{seq:?}");
     // Six requests one after another on one client connection: two per upstream connection.
@@ -730,6 +741,36 @@ fn an_http2_upstream_keeps_to_stream_and_request_limits_and_closes_when_idle() {
         "the idle upstream connection closed",
         Duration::from_secs(10),
         || (open() == 0).then_some(()),
+    );
+}
+
+/// `maxConnections: 1` with `maxConcurrentStreams: 1`: requests beyond the one stream wait
+/// for it, as Envoy queues them, and all go over the one connection, instead of each
+/// closing the connection that just went idle to open its own (a handshake per request).
+#[test]
+fn http2_requests_past_the_stream_and_connection_limits_queue_on_the_connection() {
+    let be = Backends::new();
+    let p = free_port();
+    be.http("one", p);
+    let mut svc = se("one", "one.team-a.internal", &[p]);
+    svc.push_str(&dr(
+        "one",
+        "one.team-a.internal",
+        "{connectionPool: {tcp: {maxConnections: 1}, http: {h2UpgradePolicy: UPGRADE, maxConcurrentStreams: 1}}}",
+    ));
+    let fx = fixture(
+        be,
+        &svc,
+        "  - route: [{destination: {host: one.team-a.internal}}]\n",
+    );
+    // Twelve requests, four at a time, on one client connection (one worker thread).
+    let l = h2load_streams(fx.port, "/queued", 12, 4, 50);
+    assert_eq!(l.s2xx, 12, "{l:?}");
+    let conns = upstream_conns(&fx.be, "one", 0);
+    assert_eq!(
+        conns.len(),
+        1,
+        "one connection carries all twelve: {conns:?}"
     );
 }
 

@@ -67,6 +67,12 @@ pub struct Pending {
     /// Wakes HTTP/2 connection tasks to check whether they should give their permit back
     /// (idle HTTP/1.1 connections have no task: each thread's pool sweeper is woken instead).
     pub reclaim: tokio::sync::Notify,
+    /// Requests waiting for a stream on an HTTP/2 connection of the cluster (at
+    /// `maxConcurrentStreams`, with `maxConnections` reached): pending requests too, but
+    /// they want a connection kept, not one closed.
+    pub for_stream: AtomicU32,
+    /// Wakes them when a stream ends.
+    pub stream_freed: tokio::sync::Notify,
 }
 
 /// A cluster at run time.

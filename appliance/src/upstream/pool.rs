@@ -68,6 +68,9 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        if self.pending.for_stream.load(Ordering::SeqCst) > 0 {
+            self.pending.stream_freed.notify_waiters();
+        }
         if self.state.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.state
                 .last_used_ms
@@ -121,6 +124,9 @@ impl H2Conn {
 thread_local! {
     static H1: RefCell<HashMap<Key, Vec<Idle>>> = RefCell::new(HashMap::default());
     static H2: RefCell<HashMap<Key, Vec<H2Conn>>> = RefCell::new(HashMap::default());
+    /// HTTP/2 connections being opened, by endpoint: requests at the connection limit wait
+    /// for their streams rather than for a permit.
+    static CONNECTING: RefCell<HashMap<Key, u32>> = RefCell::new(HashMap::default());
     /// Whether this thread's sweeper runs.
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
@@ -363,7 +369,7 @@ pub async fn permit(rt: &ClusterRt) -> Result<Option<OwnedSemaphorePermit>, Pool
     let pending = &*rt.limits.pending;
     let waiting = pending.count.fetch_add(1, Ordering::SeqCst);
     let _waiting = Waiting(pending);
-    if waiting >= rt.limits.max_pending {
+    if waiting + pending.for_stream.load(Ordering::SeqCst) >= rt.limits.max_pending {
         return Err(PoolError::Overflow);
     }
     // Idle pooled connections (on any thread) give their permits back.
@@ -541,22 +547,33 @@ pub async fn http2(
     } else {
         0
     };
-    if let Some((tx, state)) = H2.with(|p| {
-        p.borrow().get(&k).and_then(|v| {
-            v.iter()
-                .find(|c| {
-                    !c.tx.is_closed()
-                        && c.tx.is_ready()
-                        && !c.used_up(now)
-                        && c.state.busy.load(Ordering::SeqCst) < max_streams
-                })
-                .map(|c| (c.tx.clone(), c.state.clone()))
+    let find = || {
+        H2.with(|p| {
+            p.borrow().get(&k).and_then(|v| {
+                v.iter()
+                    .find(|c| {
+                        !c.tx.is_closed()
+                            && c.tx.is_ready()
+                            && !c.used_up(now)
+                            && c.state.busy.load(Ordering::SeqCst) < max_streams
+                    })
+                    .map(|c| (c.tx.clone(), c.state.clone()))
+            })
         })
-    }) {
+    };
+    if let Some((tx, state)) = find() {
         return Ok((tx, Busy::new(state, rt.limits.pending.clone())));
     }
     // Boxed for the same reason as in `http1`.
-    let (permit, tx, conn) = Box::pin(http2_connect(rt, addr, sni)).await?;
+    let (permit, tx, conn) = match Box::pin(stream_or_permit(rt, &k, find)).await? {
+        Wait::Stream(tx, state) => {
+            return Ok((tx, Busy::new(state, rt.limits.pending.clone())));
+        }
+        Wait::Permit(p) => {
+            let _opening = Opening::new(&k, &rt.limits.pending);
+            Box::pin(http2_connect(rt, addr, sni, p)).await?
+        }
+    };
     let state = Arc::new(ConnState::default());
     let busy = Busy::new(state.clone(), rt.limits.pending.clone());
     run_conn(conn, permit, state.clone(), rt.limits.pending.clone());
@@ -569,15 +586,124 @@ pub async fn http2(
         retire_at_ms: retire_at(rt),
     };
     H2.with(|p| p.borrow_mut().entry(k).or_default().push(entry));
+    // Requests waiting for a stream may find one on it.
+    rt.limits.pending.stream_freed.notify_waiters();
     sweeper();
     Ok((tx, busy))
 }
 
-/// A new HTTP/2 connection to `addr`, handshake done; its connection future still to run.
+/// Counts an HTTP/2 connection being opened to an endpoint on this thread until dropped
+/// (opened and registered, or failed: either way its waiters look again).
+struct Opening {
+    key: Key,
+    pending: Arc<Pending>,
+}
+
+impl Opening {
+    fn new(key: &Key, pending: &Arc<Pending>) -> Self {
+        CONNECTING.with(|c| *c.borrow_mut().entry(key.clone()).or_default() += 1);
+        Self {
+            key: key.clone(),
+            pending: pending.clone(),
+        }
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        CONNECTING.with(|c| {
+            let mut c = c.borrow_mut();
+            if let Some(n) = c.get_mut(&self.key) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&self.key);
+                }
+            }
+        });
+        self.pending.stream_freed.notify_waiters();
+    }
+}
+
+/// What a request without a free HTTP/2 stream gets.
+enum Wait {
+    /// A stream on one of the thread's connections to the endpoint.
+    Stream(http2::SendRequest<Body>, Arc<ConnState>),
+    /// A permit for a new connection (`None`: the cluster has no connection limit).
+    Permit(Option<OwnedSemaphorePermit>),
+}
+
+/// At `maxConnections` with this thread's connections to the endpoint at
+/// `maxConcurrentStreams` (or still being opened), a request waits for one of their streams,
+/// as Envoy queues it on the pool, rather than for a permit: waiting for a permit would close whichever
+/// connection goes idle first only to open another (a handshake per request). It takes a
+/// permit instead if one comes free first, or if it has no connection of its own to wait on.
+async fn stream_or_permit(
+    rt: &ClusterRt,
+    k: &Key,
+    find: impl Fn() -> Option<(http2::SendRequest<Body>, Arc<ConnState>)>,
+) -> Result<Wait, PoolError> {
+    let Some(sem) = &rt.limits.connections else {
+        return Ok(Wait::Permit(None));
+    };
+    if let Ok(p) = sem.clone().try_acquire_owned() {
+        return Ok(Wait::Permit(Some(p)));
+    }
+    // A connection that will take streams again once one ends (not one used up or aged out:
+    // that one gives its permit back once idle, which a pending request asks for).
+    let live = || {
+        let now = clock::now_ms();
+        CONNECTING.with(|c| c.borrow().contains_key(k))
+            || H2.with(|p| {
+                p.borrow()
+                    .get(k)
+                    .is_some_and(|v| v.iter().any(|c| !c.tx.is_closed() && !c.used_up(now)))
+            })
+    };
+    if !live() {
+        return permit(rt).await.map(Wait::Permit);
+    }
+    let pending = &*rt.limits.pending;
+    let waiting = pending.for_stream.fetch_add(1, Ordering::SeqCst);
+    let _waiting = ForStream(pending);
+    if waiting + pending.count.load(Ordering::SeqCst) >= rt.limits.max_pending {
+        return Err(PoolError::Overflow);
+    }
+    loop {
+        // Registered before looking, so a stream ending in between is not missed.
+        let freed = pending.stream_freed.notified();
+        let mut freed = std::pin::pin!(freed);
+        freed.as_mut().enable();
+        if let Some((tx, state)) = find() {
+            return Ok(Wait::Stream(tx, state));
+        }
+        if !live() {
+            return permit(rt).await.map(Wait::Permit);
+        }
+        tokio::select! {
+            () = &mut freed => {}
+            p = sem.clone().acquire_owned() => {
+                return p.map(|p| Wait::Permit(Some(p))).map_err(|_| PoolError::Overflow);
+            }
+        }
+    }
+}
+
+/// Counts a request waiting for a stream until dropped.
+struct ForStream<'a>(&'a Pending);
+
+impl Drop for ForStream<'_> {
+    fn drop(&mut self) {
+        self.0.for_stream.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A new HTTP/2 connection to `addr` on `permit`, handshake done; its connection future
+/// still to run.
 async fn http2_connect(
     rt: &ClusterRt,
     addr: SocketAddr,
     sni: Option<&str>,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> Result<
     (
         Option<OwnedSemaphorePermit>,
@@ -586,7 +712,6 @@ async fn http2_connect(
     ),
     PoolError,
 > {
-    let permit = permit(rt).await?;
     let io = transport(rt, addr, sni).await?;
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new());

@@ -503,6 +503,12 @@ fn mirror_and_cors() {
       exposeHeaders: [x-backend]
       maxAge: 60s
     route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /strict-cors}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://app.example.com"}]
+      allowMethods: [GET]
+      unmatchedPreflights: IGNORE
+    route: [{destination: {host: default.team-a.internal}}]
 "#),
         "",
     );
@@ -550,4 +556,22 @@ fn mirror_and_cors() {
         .header("origin: https://evil.example.com")
         .run();
     assert_eq!(r.header("access-control-allow-origin"), None);
+    // A preflight from another origin: forwarded to the backend by default (FORWARD), and
+    // answered at the gateway without the allow-origin header under IGNORE.
+    let preflight = |path: &str| {
+        Curl::new(&fx.url("web.example.com", path))
+            .arg("-X")
+            .arg("OPTIONS")
+            .header("origin: https://evil.example.com")
+            .header("access-control-request-method: GET")
+            .run()
+    };
+    let r = preflight("/cors");
+    assert_eq!((r.status, r.backend().as_str()), (200, "default"), "{r:?}");
+    let before = fx.be.counters.get("default");
+    let r = preflight("/strict-cors");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-backend"), None, "reached the backend: {r:?}");
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(fx.be.counters.get("default"), before);
 }

@@ -23,12 +23,16 @@ pub fn is_preflight(method: &Method, h: &HeaderMap) -> bool {
         && h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-/// The answer to an allowed preflight.
-pub fn preflight(p: &CorsPolicy, origin: &HeaderValue) -> Response<Body> {
+/// The answer to a preflight: with the origin when the policy allows it, without (so the
+/// browser refuses the request) when it does not and the policy keeps such preflights from
+/// the backend.
+pub fn preflight(p: &CorsPolicy, origin: Option<&HeaderValue>) -> Response<Body> {
     let mut r = Response::new(body::empty());
     *r.status_mut() = StatusCode::OK;
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+    }
     let join = |v: &[String]| HeaderValue::from_str(&v.join(",")).ok();
     if let Some(v) = join(&p.allow_methods).filter(|v| !v.is_empty()) {
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);

@@ -310,16 +310,19 @@ async fn proxy(
         }
         RouteAction::Forward(cs) => cs,
     };
-    // CORS preflights are answered here when the origin is allowed.
+    // CORS preflights are answered here when the origin is allowed, and also when it is not
+    // under `unmatchedPreflights: IGNORE` (without the allow-origin header, as Envoy's
+    // filter with `forward_not_matching_preflights: false`).
     let cors_origin = rb
         .rule
         .cors
         .as_ref()
         .and_then(|p| cors::allowed_origin(p, req.headers()).cloned());
-    if let (Some(p), Some(o)) = (&rb.rule.cors, &cors_origin)
+    if let Some(p) = &rb.rule.cors
+        && (cors_origin.is_some() || !p.forward_unmatched_preflights)
         && cors::is_preflight(req.method(), req.headers())
     {
-        return Ok(cors::preflight(p, o));
+        return Ok(cors::preflight(p, cors_origin.as_ref()));
     }
     if let Some(f) = &rb.rule.fault {
         let d = fault::decide(f);

@@ -253,8 +253,9 @@ pub struct CorsPolicy {
     pub max_age: Option<Duration>,
     /// `allowCredentials`.
     pub allow_credentials: Option<bool>,
-    /// `unmatchedPreflights: IGNORE`: preflights from unknown origins get no CORS headers and
-    /// are forwarded upstream (FORWARD, the default, also forwards them).
+    /// `unmatchedPreflights`: FORWARD (the default) passes preflights from origins the
+    /// policy does not allow to the backend; IGNORE answers them at the gateway without the
+    /// allow-origin header (Envoy's `forward_not_matching_preflights: false`).
     pub forward_unmatched_preflights: bool,
 }
 

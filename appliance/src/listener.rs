@@ -93,12 +93,14 @@ pub async fn handle(
         return;
     };
     let _ = stream.set_nodelay(true);
+    let local = local_addr(&stream, l.addr);
     let drain = shared.drain.subscribe();
     match &listener.kind {
         ListenerKind::Http(_) => {
             let info = Arc::new(ConnInfo {
                 group: l.group.clone(),
                 listener: l.addr,
+                local,
                 peer,
                 peer_ip: crate::http::headers::ip_value(peer.ip()),
                 tls: false,
@@ -139,15 +141,25 @@ pub async fn handle(
             drop(rt);
             // Boxed: the ClientHello read and the handshake are large states, and inline they
             // would size every connection's task, plain HTTP ones included, for its whole life.
-            Box::pin(tls(stream, peer, &l, &shared, drain, stop)).await;
+            Box::pin(tls(stream, (peer, local), &l, &shared, drain, stop)).await;
         }
+    }
+}
+
+/// The connection's local address: the listener's, unless it listens on a wildcard address
+/// (then asked of the socket, a system call only those listeners pay).
+fn local_addr(s: &TcpStream, bind: SocketAddr) -> SocketAddr {
+    if bind.ip().is_unspecified() {
+        s.local_addr().unwrap_or(bind)
+    } else {
+        bind
     }
 }
 
 /// A TLS listener's connection: routed by the ClientHello's SNI to passthrough or termination.
 async fn tls(
     mut stream: TcpStream,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     l: &WantedListener,
     shared: &Arc<Shared>,
     drain: watch::Receiver<bool>,
@@ -248,6 +260,7 @@ async fn tls(
             let info = Arc::new(ConnInfo {
                 group: l.group.clone(),
                 listener: l.addr,
+                local,
                 peer,
                 peer_ip: crate::http::headers::ip_value(peer.ip()),
                 tls: true,

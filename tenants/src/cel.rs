@@ -38,8 +38,8 @@ pub trait Attributes {
     fn index(&self, path: &[&str], key: &str) -> Option<Value>;
 }
 
-/// The attributes gatehouse's access-log entries have (Envoy has more): `request.headers`
-/// is a map, indexed as `request.headers['x-id']`.
+/// The attributes gatehouse's access-log entries have (Envoy has more), and
+/// `request.headers['x-id']` (or `request.headers.x`, one header: the map itself is not).
 pub const ATTRIBUTES: &[&str] = &[
     "response.code",
     "response.flags",
@@ -55,7 +55,6 @@ pub const ATTRIBUTES: &[&str] = &[
     "request.size",
     "request.total_size",
     "request.duration",
-    "request.headers",
     "connection.requested_server_name",
     "upstream.address",
     "source.address",
@@ -486,7 +485,10 @@ fn unknown(n: &Node, out: &mut Vec<String>) {
             }
         }
         Node::Index(b, i) => {
-            unknown(b, out);
+            if !matches!(&**b, Node::Path(p) if p.len() == 2 && p[0] == "request" && p[1] == "headers")
+            {
+                unknown(b, out);
+            }
             unknown(i, out);
         }
         Node::Unary(_, e) => unknown(e, out),
@@ -682,10 +684,13 @@ mod tests {
     #[test]
     fn names_what_it_does_not_know() {
         let e = Expr::parse(
-            "response.code >= 400 && connection.mtls && request.headers['x'] == '1' && request.headers.y == '2' && duration('1s') > 0",
+            "response.code >= 400 && connection.mtls && request.headers['x'] == '1' && request.headers.y == '2' && duration('1s') > 0 && size(request.headers) > 1",
         )
         .expect("parses");
-        assert_eq!(e.unknown_names(), ["connection.mtls", "duration()"]);
+        assert_eq!(
+            e.unknown_names(),
+            ["connection.mtls", "duration()", "request.headers"]
+        );
         let known = Expr::parse("request.path.startsWith('/a') || size(xds.route_name) > 3")
             .expect("parses");
         assert!(known.unknown_names().is_empty());

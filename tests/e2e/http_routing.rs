@@ -236,7 +236,7 @@ fn rewrite_redirect_and_header_operations() {
           x-percent: "100%%"
           x-empty: "%REQ(x-absent)%"
       response:
-        set: {x-proto: "%PROTOCOL%", x-served-on: "%DOWNSTREAM_LOCAL_PORT%"}
+        set: {x-proto: "%PROTOCOL%", x-served-on: "%DOWNSTREAM_LOCAL_PORT%", x-in-back: "%REQ(x-in)%"}
     route: [{destination: {host: default.team-a.internal}}]
   - match: [{uri: {prefix: /moved}}]
     redirect: {uri: /elsewhere, authority: new.example.com, redirectCode: 308}
@@ -288,6 +288,11 @@ fn rewrite_redirect_and_header_operations() {
     assert!(j["headers"].get("x-empty").is_none(), "{j}");
     assert_eq!(r.header("x-proto"), Some("HTTP/1.1"));
     assert_eq!(r.header("x-served-on"), Some(fx.port.to_string().as_str()));
+    assert_eq!(
+        r.header("x-in-back"),
+        Some("42"),
+        "REQ on the response side"
+    );
     let r = Curl::new(&fx.url("web.example.com", "/moved/x")).run();
     assert_eq!(r.status, 308);
     assert_eq!(

@@ -437,7 +437,13 @@ fn connections_retire_at_max_connection_duration_and_keep_alive_by_the_rule() {
     be.scripted(port);
     let mut services = se("raw", "raw.team-a.internal", &[port]);
     services.push_str(
-        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: raw}\nspec:\n  host: raw.team-a.internal\n  trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 1s, tcpKeepalive: {time: 9s}}}}\n---\n",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: raw}\nspec:\n  host: raw.team-a.internal\n  trafficPolicy: {connectionPool: {tcp: {maxConnectionDuration: 1s}}}\n---\n",
+    );
+    let pk = free_port();
+    be.http("ka", pk);
+    services.push_str(&se("ka", "ka.team-a.internal", &[pk]));
+    services.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ka}\nspec:\n  host: ka.team-a.internal\n  trafficPolicy: {connectionPool: {tcp: {tcpKeepalive: {time: 9s}}}}\n---\n",
     );
     let p2 = free_port();
     be.http("e2", p2);
@@ -449,7 +455,7 @@ fn connections_retire_at_max_connection_duration_and_keep_alive_by_the_rule() {
         be,
         &services,
         &format!(
-            "  - match: [{{uri: {{prefix: /h2}}}}]\n    route: [{{destination: {{host: e2.team-a.internal}}}}]\n{ROUTE}"
+            "  - match: [{{uri: {{prefix: /h2}}}}]\n    route: [{{destination: {{host: e2.team-a.internal}}}}]\n  - match: [{{uri: {{prefix: /ka}}}}]\n    route: [{{destination: {{host: ka.team-a.internal}}}}]\n{ROUTE}"
         ),
     );
     let conn = |fx: &Fx| {
@@ -460,7 +466,8 @@ fn connections_retire_at_max_connection_duration_and_keep_alive_by_the_rule() {
     let first = conn(&fx);
     // `tcpKeepalive`: the pooled connection's keepalive timer runs on the 9 s asked for, not
     // the system's two hours.
-    let timers = crate::harness::tools::timers_to(port);
+    assert_eq!(fx.get("/ka").status, 200);
+    let timers = crate::harness::tools::timers_to(pk);
     assert!(
         timers
             .iter()

@@ -86,14 +86,7 @@ pub async fn handle(
         });
     };
     rec.upstream = report.upstream;
-    let session = Session::new(
-        &conn.shared,
-        group,
-        &t.tenant,
-        conn.peer,
-        conn.listener,
-        None,
-    );
+    let session = Session::new(&conn.shared, group, &t.tenant, conn.peer, conn.local, None);
     let name = t.cluster.clone();
     tokio::spawn(async move {
         let _permit = permit;

@@ -333,25 +333,41 @@ pub fn millis_value(ms: u64) -> HeaderValue {
         .unwrap_or_else(|| HeaderValue::from(ms))
 }
 
-/// Applies set/add/remove, with Envoy's variables filled in (`%REQ(..)%` from the request's
-/// own headers when `request_side`). Returns an authority override (`set`/`add` of
-/// `:authority` or `host`), which the caller applies to the request target. A value that
-/// comes out empty adds no header, as in Envoy.
+/// Where `%REQ(..)%` reads from when header operations are applied.
+#[derive(Clone, Copy)]
+pub enum ReqHeaders<'a> {
+    /// The map being changed: the request's own headers.
+    Changed,
+    /// The request's headers, beside the response's being changed.
+    Of(&'a HeaderMap),
+    /// None at hand.
+    Unknown,
+}
+
+/// Applies set/add/remove, with Envoy's variables filled in (`%REQ(..)%` from `req`).
+/// Returns an authority override (`set`/`add` of `:authority` or `host`), which the caller
+/// applies to the request target. A value that comes out empty adds no header (and sets no
+/// authority), as in Envoy.
 pub fn apply(
     h: &mut HeaderMap,
     op: &HeaderOp,
     vars: &Vars<'_>,
-    request_side: bool,
+    req: ReqHeaders<'_>,
 ) -> Option<String> {
     let mut authority = None;
     for (set, list) in [(true, &op.set), (false, &op.add)] {
         for (k, v) in list {
-            let val = vars::render(v, vars, request_side.then_some(&*h));
-            if k == ":authority" || k == "host" {
-                authority = Some(val.into_owned());
+            let from = match req {
+                ReqHeaders::Changed => Some(&*h),
+                ReqHeaders::Of(r) => Some(r),
+                ReqHeaders::Unknown => None,
+            };
+            let val = vars::render(v, vars, from);
+            if val.is_empty() {
                 continue;
             }
-            if val.is_empty() {
+            if k == ":authority" || k == "host" {
+                authority = Some(val.into_owned());
                 continue;
             }
             if let (Ok(n), Ok(val)) = (

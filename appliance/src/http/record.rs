@@ -88,7 +88,7 @@ impl Record {
             upstream_time: self.service_time,
             upstream: self.upstream,
             cluster: self.cluster,
-            local: Some(conn.listener),
+            local: Some(conn.local),
             peer: Some(conn.peer),
             route: self.route,
             tenant: self.tenant.unwrap_or_else(|| Arc::from(PLATFORM_NAMESPACE)),

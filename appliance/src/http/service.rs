@@ -21,6 +21,7 @@ use super::body::{self, Body};
 use super::errors::{self, Flag, ProxyError, local, local_grpc};
 use super::forward::{self, Head, Report, Source};
 use super::guard::Framing;
+use super::headers::ReqHeaders;
 use super::headers::Upgrade;
 use super::layout::Aligned;
 use super::observe::{Counted, Finish, Meter, Observed};
@@ -42,6 +43,8 @@ pub struct ConnInfo {
     pub group: Arc<str>,
     /// The listener's bind address.
     pub listener: SocketAddr,
+    /// The connection's own local address (the bind address unless that is a wildcard).
+    pub local: SocketAddr,
     /// The client.
     pub peer: SocketAddr,
     /// The client's address as `x-forwarded-for` gives it, rendered once per connection.
@@ -134,7 +137,7 @@ pub async fn handle(
                 let b = std::mem::replace(req.body_mut(), body::empty());
                 *req.body_mut() = body::boxed(Counted::new(b, m.clone()));
             }
-            let answer = proxy(req, &conn, &rt, group, rec, Aligned(grpc)).await;
+            let answer = proxy(req, &conn, &rt, group, rec, Aligned(grpc), started).await;
             match answer {
                 Ok(r) => r,
                 Err(e) => {
@@ -224,6 +227,7 @@ async fn proxy(
     group: Option<&GroupRt>,
     rec: &mut Record,
     Aligned(grpc): Aligned<bool>,
+    started: Instant,
 ) -> Result<Response<Body>, ProxyError> {
     if req.method() == Method::CONNECT {
         // Boxed, as the websocket path below: rare, and large futures inline would make every
@@ -388,13 +392,14 @@ async fn proxy(
     }
     let vars = Vars {
         peer: conn.peer,
-        local: conn.listener,
+        local: conn.local,
         sni: conn.sni.as_deref(),
         protocol: protocol(req.version()),
+        started,
     };
     for op in [&rb.rule.headers.request, &wc.headers.request] {
-        if let Some(a) =
-            headers::apply(&mut h, op, &vars, true).and_then(|a| HeaderValue::try_from(a).ok())
+        if let Some(a) = headers::apply(&mut h, op, &vars, ReqHeaders::Changed)
+            .and_then(|a| HeaderValue::try_from(a).ok())
         {
             up_authority = a;
         }
@@ -421,6 +426,13 @@ async fn proxy(
         downstream: req.version(),
         grpc,
     };
+    let decor = Decor {
+        sticky,
+        rb,
+        wc,
+        cors_origin: cors_origin.as_ref(),
+        vars: &vars,
+    };
 
     if let Some(on) = down_upgrade {
         let mut report = Report::default();
@@ -443,7 +455,7 @@ async fn proxy(
         .await;
         rec.upstream = report.upstream;
         let mut resp = r?;
-        decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref(), &vars);
+        decorate(&mut resp, decor, ReqHeaders::Unknown);
         return Ok(resp);
     }
 
@@ -532,21 +544,29 @@ async fn proxy(
     rec.upstream = report.upstream;
     rec.service_time = report.service_time;
     let mut resp = result?;
-    decorate(&mut resp, sticky, rb, wc, cors_origin.as_ref(), &vars);
+    decorate(&mut resp, decor, ReqHeaders::Of(&head.headers));
     Ok(resp)
 }
 
 /// What the gateway adds to an upstream's response, a websocket's 101 included: hop-by-hop
 /// headers dropped (a 101 keeps its `Upgrade` and `Connection`), the generated sticky
 /// cookie, the route's and the destination's response header operations, CORS.
-fn decorate(
-    resp: &mut Response<Body>,
+struct Decor<'a> {
     sticky: Option<(u64, HeaderValue)>,
-    rb: &tenants::snapshot::RouteBody,
-    wc: &tenants::snapshot::WeightedCluster,
-    cors_origin: Option<&HeaderValue>,
-    vars: &Vars<'_>,
-) {
+    rb: &'a tenants::snapshot::RouteBody,
+    wc: &'a tenants::snapshot::WeightedCluster,
+    cors_origin: Option<&'a HeaderValue>,
+    vars: &'a Vars<'a>,
+}
+
+fn decorate(resp: &mut Response<Body>, d: Decor<'_>, req: ReqHeaders<'_>) {
+    let Decor {
+        sticky,
+        rb,
+        wc,
+        cors_origin,
+        vars,
+    } = d;
     let status = resp.status();
     let rh = resp.headers_mut();
     if status != StatusCode::SWITCHING_PROTOCOLS {
@@ -559,7 +579,7 @@ fn decorate(
         rh.append(header::SET_COOKIE, c);
     }
     for op in [&rb.rule.headers.response, &wc.headers.response] {
-        headers::apply(rh, op, vars, false);
+        headers::apply(rh, op, vars, req);
     }
     if let (Some(p), Some(o)) = (&rb.rule.cors, cors_origin) {
         cors::decorate(p, o, rh);

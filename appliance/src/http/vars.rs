@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::LazyLock;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use http::HeaderMap;
 
@@ -14,12 +14,14 @@ use http::HeaderMap;
 pub struct Vars<'a> {
     /// The client.
     pub peer: SocketAddr,
-    /// The listener's address.
+    /// The connection's local address.
     pub local: SocketAddr,
     /// The TLS server name the client asked for.
     pub sni: Option<&'a str>,
     /// The downstream protocol (`HTTP/1.1`).
     pub protocol: &'static str,
+    /// When the request started (`START_TIME`, on the response too).
+    pub started: Instant,
 }
 
 /// The machine's host name, read once.
@@ -30,7 +32,7 @@ static HOSTNAME: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// `v` with `%%` unescaped and each variable filled in, `%REQ(..)%` from `request` (the
-/// request's headers, on the request side only). Borrowed when there is nothing to do (a
+/// request's headers). Borrowed when there is nothing to do (a
 /// plain value, the common case: no allocation).
 pub fn render<'v>(v: &'v str, vars: &Vars<'_>, request: Option<&HeaderMap>) -> Cow<'v, str> {
     if !v.contains('%') {
@@ -89,20 +91,24 @@ fn variable(var: &str, vars: &Vars<'_>, request: Option<&HeaderMap>, out: &mut S
             Ok(())
         }
         "START_TIME" => {
-            out.push_str(&crate::telemetry::entry::rfc3339_millis(SystemTime::now()));
+            let start = SystemTime::now() - vars.started.elapsed();
+            out.push_str(&crate::telemetry::entry::rfc3339_millis(start));
             Ok(())
         }
         _ => {
-            if let Some(names) = var.strip_prefix("REQ(").and_then(|r| r.split(')').next()) {
-                request_header(names, request, out);
+            // `REQ(name)`, `REQ(name?fallback)`, either with `:N` (at most N characters).
+            if let Some((names, rest)) = var.strip_prefix("REQ(").and_then(|r| r.split_once(')')) {
+                let max = rest.strip_prefix(':').and_then(|n| n.parse::<usize>().ok());
+                request_header(names, request, max, out);
             }
             Ok(())
         }
     };
 }
 
-/// `REQ(name)` or `REQ(name?fallback)`: the first value of the request header.
-fn request_header(names: &str, request: Option<&HeaderMap>, out: &mut String) {
+/// `REQ(name)` or `REQ(name?fallback)`: the first value of the request header, cut to `max`
+/// characters.
+fn request_header(names: &str, request: Option<&HeaderMap>, max: Option<usize>, out: &mut String) {
     let Some(h) = request else {
         return;
     };
@@ -111,7 +117,10 @@ fn request_header(names: &str, request: Option<&HeaderMap>, out: &mut String) {
         .find_map(|n| h.get(n.trim().to_ascii_lowercase().as_str()))
         .and_then(|v| v.to_str().ok());
     if let Some(v) = value {
-        out.push_str(v);
+        match max {
+            Some(n) => out.extend(v.chars().take(n)),
+            None => out.push_str(v),
+        }
     }
 }
 
@@ -125,6 +134,7 @@ mod tests {
             local: "127.0.0.1:8080".parse().expect("addr"),
             sni: Some("web.example.com"),
             protocol: "HTTP/2",
+            started: Instant::now(),
         }
     }
 
@@ -158,6 +168,7 @@ mod tests {
             ("%DOWNSTREAM_LOCAL_PORT%/%PROTOCOL%", "8080/HTTP/2"),
             ("%REQUESTED_SERVER_NAME%", "web.example.com"),
             ("%REQ(X-A?x-b)%", "bee"),
+            ("%REQ(x-b):2%", "be"),
             ("%REQ(x-missing)%", ""),
             ("%NOT_A_VARIABLE%x", "x"),
         ];
@@ -168,7 +179,7 @@ mod tests {
         assert_eq!(
             render("%REQ(x-b)%", &v, None),
             "",
-            "no request on the response side"
+            "no request headers given"
         );
     }
 }

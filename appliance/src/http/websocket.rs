@@ -59,10 +59,15 @@ pub async fn forward(
     } else {
         Some(InFlight::new(rt).ok_or(ProxyError::Overflow)?)
     };
-    let permit = pool::permit(rt).await.map_err(|e| match e {
-        PoolError::Overflow => ProxyError::Overflow,
-        e => ProxyError::Connect(e.to_string()),
-    })?;
+    // A wait for one of the cluster's connections counts against the route timeout too.
+    let permit = tokio::select! {
+        biased;
+        p = pool::permit(rt) => p.map_err(|e| match e {
+            PoolError::Overflow => ProxyError::Overflow,
+            e => ProxyError::Connect(e.to_string()),
+        })?,
+        () = timeouts.expiry(Instant::now()) => return Err(ProxyError::Timeout),
+    };
     let lb = rt.config.policy.load_balancer.as_ref();
     let sni = rt
         .config
@@ -108,10 +113,11 @@ pub async fn forward(
         report.upstream = Some(ep.addr);
         report.attempts = n + 1;
         let active = ActiveOwned::new(ep.clone());
+        let started = Instant::now();
         let result = tokio::select! {
             biased;
             r = attempt(rt, ep.addr, &sni, &head) => r,
-            () = timeouts.expiry(Instant::now()) => Err(Fail::Timeout),
+            () = timeouts.expiry(started) => Err(Fail::Timeout),
         };
         let failed = match result {
             Ok(resp) => {
@@ -123,7 +129,8 @@ pub async fn forward(
                         _ => Outcome::Success,
                     },
                 );
-                return Ok(answer(resp, downstream, (permit, active, in_flight)));
+                let held = (permit, active, in_flight);
+                return Ok(answer(resp, downstream, held, timeouts, started));
             }
             Err(f) => f,
         };
@@ -205,14 +212,18 @@ async fn attempt(
 
 /// The answer to the client. A 101 splices the two connections in a task of their own that
 /// holds `held` (the connection permit, the endpoint's and the cluster's request counts)
-/// until either side closes; any other answer holds it until its body is read.
+/// until either side closes; any other answer holds it until its body is read, which the
+/// route's timeouts bound as any response's.
 fn answer<G: Send + Sync + Unpin + 'static>(
     mut resp: Response<Incoming>,
     downstream: OnUpgrade,
     held: G,
+    timeouts: &Timeouts,
+    attempt: Instant,
 ) -> Response<Body> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return forward::guarded(resp.map(body::boxed), held);
+        return forward::guarded(resp.map(body::boxed), held)
+            .map(|b| super::deadline::bound(b, timeouts, attempt));
     }
     let upstream = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {

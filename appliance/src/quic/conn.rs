@@ -150,6 +150,7 @@ pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) 
     let info = Arc::new(ConnInfo {
         group: cx.group.clone(),
         listener: cx.addr,
+        local: cx.addr,
         peer,
         peer_ip: crate::http::headers::ip_value(peer.ip()),
         tls: true,

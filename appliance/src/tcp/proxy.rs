@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::Rng;
@@ -175,6 +175,7 @@ pub async fn splice<D>(
     mut up: Upstream,
     prefix: Bytes,
     cluster: &ClusterRt,
+    opened: Instant,
     report: &mut TcpReport,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
@@ -194,10 +195,11 @@ pub async fn splice<D>(
         .tcp_idle_timeout
         .unwrap_or(Duration::from_secs(u64::MAX / 4_000));
     // Istio sets the DestinationRule's `maxConnectionDuration` as the TCP proxy's
-    // `max_downstream_connection_duration`: the connection is closed when it is reached.
+    // `max_downstream_connection_duration`: the connection is closed when it is reached,
+    // counted from when the session opened.
     let lifetime = async {
         match cluster.limits.max_connection_duration {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => tokio::time::sleep_until((opened + d).into()).await,
             None => std::future::pending().await,
         }
     };

@@ -76,7 +76,7 @@ impl Session {
             originate_tls,
         };
         if let Some(up) = proxy::connect_upstream(cluster, dial, &mut report).await {
-            proxy::splice(down, up, prefix, cluster, &mut report).await;
+            proxy::splice(down, up, prefix, cluster, opened.1, &mut report).await;
         }
         self.close(opened, report);
     }
@@ -95,7 +95,7 @@ impl Session {
     {
         let opened = self.open(&name);
         report.cluster = Some(name);
-        proxy::splice(down, up, Bytes::new(), cluster, &mut report).await;
+        proxy::splice(down, up, Bytes::new(), cluster, opened.1, &mut report).await;
         self.close(opened, report);
     }
 

@@ -192,6 +192,7 @@ impl Attributes for Entry {
             ["source", "address"] => Value::Str(self.peer?.ip().to_string()),
             ["xds", "route_name"] => Value::Str(self.route.as_deref()?.to_string()),
             ["xds", "cluster_name"] => Value::Str(self.cluster.as_deref()?.to_string()),
+            ["request", "headers", name] => return self.index(&["request", "headers"], name),
             _ => return None,
         })
     }
@@ -249,12 +250,15 @@ mod tests {
         full.route = Some("r".into());
         for a in tenants::cel::ATTRIBUTES {
             let path: Vec<&str> = a.split('.').collect();
-            let found = if *a == "request.headers" {
-                full.index(&path, "user-agent")
-            } else {
-                full.get(&path)
-            };
-            assert!(found.is_some(), "{a}");
+            assert!(full.get(&path).is_some(), "{a}");
+        }
+        for src in [
+            "request.headers['user-agent'] == 'curl/7.88.1'",
+            "request.headers.host == 'web.example.com'",
+        ] {
+            let f = tenants::cel::Expr::parse(src).expect("cel");
+            assert!(f.unknown_names().is_empty(), "{src}");
+            assert!(f.matches(&full), "{src}");
         }
     }
 

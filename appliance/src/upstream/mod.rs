@@ -71,8 +71,6 @@ pub struct Pending {
     /// `maxConcurrentStreams`, with `maxConnections` reached): pending requests too, but
     /// they want a connection kept, not one closed.
     pub for_stream: AtomicU32,
-    /// Wakes them when a stream ends.
-    pub stream_freed: tokio::sync::Notify,
 }
 
 /// A cluster at run time.

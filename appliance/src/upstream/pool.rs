@@ -49,6 +49,9 @@ struct ConnState {
     last_used_ms: AtomicU64,
     /// Streams it carried, for `maxRequestsPerConnection`.
     streams: AtomicU32,
+    /// Wakes a request of this thread waiting for a stream to the endpoint when one ends
+    /// (shared by the thread's connections to the endpoint).
+    freed: Arc<tokio::sync::Notify>,
 }
 
 /// Counts one stream on an HTTP/2 connection until dropped. When the connection becomes idle while
@@ -69,7 +72,7 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         if self.pending.for_stream.load(Ordering::SeqCst) > 0 {
-            self.pending.stream_freed.notify_waiters();
+            self.state.freed.notify_one();
         }
         if self.state.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.state
@@ -127,6 +130,8 @@ thread_local! {
     /// HTTP/2 connections being opened, by endpoint: requests at the connection limit wait
     /// for their streams rather than for a permit.
     static CONNECTING: RefCell<HashMap<Key, u32>> = RefCell::new(HashMap::default());
+    /// What wakes this thread's requests waiting for a stream to an endpoint.
+    static FREED: RefCell<HashMap<Key, Arc<tokio::sync::Notify>>> = RefCell::new(HashMap::default());
     /// Whether this thread's sweeper runs.
     static SWEEPING: Cell<bool> = const { Cell::new(false) };
 }
@@ -174,6 +179,8 @@ fn sweeper() {
 /// Closes this thread's idle connections that must go; returns how many stay.
 fn sweep() -> usize {
     let now = clock::now_ms();
+    // Wake-ups no connection or waiter holds any more (a reload replaced the cluster).
+    FREED.with(|f| f.borrow_mut().retain(|_, n| Arc::strong_count(n) > 1));
     let h2 = H2.with(|p| {
         let mut p = p.borrow_mut();
         let mut left = 0;
@@ -542,12 +549,15 @@ pub async fn http2(
         .and_then(|p| p.max_concurrent_streams)
         .unwrap_or(u32::MAX);
     // Read only when connections retire by age (the one use of the time here).
-    let now = if rt.limits.max_connection_duration.is_some() {
-        clock::now_ms()
-    } else {
-        0
+    let now = || {
+        if rt.limits.max_connection_duration.is_some() {
+            clock::now_ms()
+        } else {
+            0
+        }
     };
     let find = || {
+        let now = now();
         H2.with(|p| {
             p.borrow().get(&k).and_then(|v| {
                 v.iter()
@@ -570,11 +580,15 @@ pub async fn http2(
             return Ok((tx, Busy::new(state, rt.limits.pending.clone())));
         }
         Wait::Permit(p) => {
-            let _opening = Opening::new(&k, &rt.limits.pending);
+            let _opening = Opening::new(&k);
             Box::pin(http2_connect(rt, addr, sni, p)).await?
         }
     };
-    let state = Arc::new(ConnState::default());
+    let freed = freed(&k);
+    let state = Arc::new(ConnState {
+        freed: freed.clone(),
+        ..ConnState::default()
+    });
     let busy = Busy::new(state.clone(), rt.limits.pending.clone());
     run_conn(conn, permit, state.clone(), rt.limits.pending.clone());
     let entry = H2Conn {
@@ -587,25 +601,26 @@ pub async fn http2(
     };
     H2.with(|p| p.borrow_mut().entry(k).or_default().push(entry));
     // Requests waiting for a stream may find one on it.
-    rt.limits.pending.stream_freed.notify_waiters();
+    freed.notify_waiters();
     sweeper();
     Ok((tx, busy))
+}
+
+/// This thread's wake-up for requests waiting for a stream to the endpoint of `k`.
+fn freed(k: &Key) -> Arc<tokio::sync::Notify> {
+    FREED.with(|f| f.borrow_mut().entry(k.clone()).or_default().clone())
 }
 
 /// Counts an HTTP/2 connection being opened to an endpoint on this thread until dropped
 /// (opened and registered, or failed: either way its waiters look again).
 struct Opening {
     key: Key,
-    pending: Arc<Pending>,
 }
 
 impl Opening {
-    fn new(key: &Key, pending: &Arc<Pending>) -> Self {
+    fn new(key: &Key) -> Self {
         CONNECTING.with(|c| *c.borrow_mut().entry(key.clone()).or_default() += 1);
-        Self {
-            key: key.clone(),
-            pending: pending.clone(),
-        }
+        Self { key: key.clone() }
     }
 }
 
@@ -620,7 +635,7 @@ impl Drop for Opening {
                 }
             }
         });
-        self.pending.stream_freed.notify_waiters();
+        freed(&self.key).notify_waiters();
     }
 }
 
@@ -668,20 +683,25 @@ async fn stream_or_permit(
     if waiting + pending.count.load(Ordering::SeqCst) >= rt.limits.max_pending {
         return Err(PoolError::Overflow);
     }
+    let wake = freed(k);
+    // Kept across wake-ups: its place in the semaphore's queue is not given up.
+    let mut acquire = std::pin::pin!(sem.clone().acquire_owned());
     loop {
         // Registered before looking, so a stream ending in between is not missed.
-        let freed = pending.stream_freed.notified();
+        let freed = wake.notified();
         let mut freed = std::pin::pin!(freed);
         freed.as_mut().enable();
         if let Some((tx, state)) = find() {
             return Ok(Wait::Stream(tx, state));
         }
         if !live() {
+            // Counted once: as a request waiting for a permit from here on.
+            drop(_waiting);
             return permit(rt).await.map(Wait::Permit);
         }
         tokio::select! {
             () = &mut freed => {}
-            p = sem.clone().acquire_owned() => {
+            p = &mut acquire => {
                 return p.map(|p| Wait::Permit(Some(p))).map_err(|_| PoolError::Overflow);
             }
         }

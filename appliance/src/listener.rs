@@ -110,6 +110,7 @@ pub async fn handle(
                 shared: shared.clone(),
                 framing: Arc::default(),
                 tenant: ConnTenant::default(),
+                cut: tokio::sync::Notify::new(),
             });
             drop(rt);
             Box::pin(server::serve(
@@ -270,6 +271,7 @@ async fn tls(
                 shared: shared.clone(),
                 framing: Arc::default(),
                 tenant: ConnTenant::default(),
+                cut: tokio::sync::Notify::new(),
             });
             Box::pin(server::serve(tls, info, proto, &l.limits, drain, stop)).await;
         }

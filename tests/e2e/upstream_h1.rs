@@ -412,7 +412,7 @@ fn the_route_timeout_cuts_off_a_response_body_still_to_come() {
 fn the_route_timeout_frees_the_upstream_of_a_client_that_stops_reading() {
     use std::io::Write;
     let fx = scripted_fixture(
-        "  - timeout: 400ms\n    route: [{destination: {host: raw.team-a.internal}}]\n",
+        "  - timeout: 1s\n    route: [{destination: {host: raw.team-a.internal}}]\n",
     );
     // The client asks for an endless body and reads none of it: the buffers between fill
     // and nobody polls the response. Envoy's route timer fires regardless and resets the
@@ -420,10 +420,20 @@ fn the_route_timeout_frees_the_upstream_of_a_client_that_stops_reading() {
     // connection (and its share of `maxConnections`) for as long as it likes.
     let mut s = std::net::TcpStream::connect(("127.0.0.1", fx.port)).expect("connect");
     write!(s, "GET /firehose HTTP/1.1\r\nHost: {HOST}\r\n\r\n").expect("write");
+    let client = s.local_addr().expect("local").port();
+    // (Checked well within the second, so that the check below can tell.)
+    assert!(crate::harness::tools::established(fx.port, client));
     wait_for(
-        "the gateway to close the backend's connection at the 400 ms timeout",
+        "the gateway to close the backend's connection at the 1 s timeout",
         Duration::from_secs(15),
         || (fx.be.counters.get("scripted:closed") > 0).then_some(()),
+    );
+    // And the client's: Envoy resets the response's stream, which for HTTP/1.1 is the
+    // connection, though its writer waits on a full socket.
+    wait_for(
+        "the gateway to close the client's connection at the timeout",
+        Duration::from_secs(15),
+        || (!crate::harness::tools::established(fx.port, client)).then_some(()),
     );
     // The unread client did not stop the gateway serving the route.
     assert_eq!(fx.get("/").status, 200);

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -16,6 +17,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::body::{Body, BoxError};
+use super::record::Record;
+use super::service::ConnInfo;
 
 /// When the downstream request ended (its last body frame read), once known.
 #[derive(Debug, Default)]
@@ -104,7 +107,7 @@ impl HttpBody for Ending {
 }
 
 /// The timeouts of one request.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Timeouts {
     /// The route's `timeout`.
     pub route: Option<Duration>,
@@ -112,6 +115,43 @@ pub struct Timeouts {
     pub per_try: Option<Duration>,
     /// The end of the request; `None` when neither timeout is set.
     pub end: Option<Arc<RequestEnd>>,
+    /// Who hears of a response cut off: the request's record and its connection.
+    pub cut: Option<Arc<Cut>>,
+}
+
+/// A response cut off at its deadline, as the request's record and its downstream
+/// connection learn of it.
+pub struct Cut {
+    fired: AtomicBool,
+    conn: Arc<ConnInfo>,
+}
+
+impl std::fmt::Debug for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cut").field("fired", &self.fired()).finish()
+    }
+}
+
+impl Cut {
+    /// A cut of a request on `conn`, which `rec` will see.
+    pub fn new(conn: &Arc<ConnInfo>, rec: &mut Record) -> Arc<Self> {
+        let c = Arc::new(Self {
+            fired: AtomicBool::new(false),
+            conn: conn.clone(),
+        });
+        rec.cut = Some(c.clone());
+        c
+    }
+
+    /// Whether the timer cut the response off.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::Acquire)
+    }
+
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.conn.cut.notify_one();
+    }
 }
 
 impl Timeouts {
@@ -120,6 +160,7 @@ impl Timeouts {
         route: None,
         per_try: None,
         end: None,
+        cut: None,
     };
 
     /// Whether any timeout applies.
@@ -206,6 +247,7 @@ pub fn bound(body: Body, t: &Timeouts, attempt: Instant) -> Body {
     }));
     let expiry = t.expiry(attempt);
     let cut = slot.clone();
+    let tell = t.cut.clone();
     let timer = tokio::spawn(async move {
         expiry.await;
         let (body, waker) = {
@@ -219,6 +261,9 @@ pub fn bound(body: Body, t: &Timeouts, attempt: Instant) -> Body {
         drop(body);
         if let Some(w) = waker {
             w.wake();
+        }
+        if let Some(t) = tell {
+            t.fire();
         }
     })
     .abort_handle();
@@ -303,6 +348,7 @@ mod tests {
             route: route.map(Duration::from_millis),
             per_try: per_try.map(Duration::from_millis),
             end: Some(end),
+            cut: None,
         }
     }
 
@@ -354,7 +400,7 @@ mod tests {
 
     /// A body whose next frame never comes, that says when it is dropped.
     #[derive(Default)]
-    struct Silent(Arc<std::sync::atomic::AtomicBool>);
+    struct Silent(Arc<AtomicBool>);
 
     impl HttpBody for Silent {
         type Data = Bytes;
@@ -369,13 +415,13 @@ mod tests {
 
     impl Drop for Silent {
         fn drop(&mut self) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.0.store(true, Ordering::SeqCst);
         }
     }
 
     #[tokio::test]
     async fn the_timer_drops_an_unread_upstream_body_at_the_deadline() {
-        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
         let t = timeouts(Some(20), None, RequestEnd::now());
         let mut resp = bound(
             super::super::body::boxed(Silent(dropped.clone())),
@@ -384,7 +430,7 @@ mod tests {
         );
         // Never polled (a client that stopped reading): cut all the same.
         tokio::time::timeout(Duration::from_secs(10), async {
-            while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            while !dropped.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })

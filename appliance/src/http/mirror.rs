@@ -66,6 +66,7 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
                 route: Some(std::time::Duration::from_secs(30)),
                 per_try: None,
                 end: Some(super::deadline::RequestEnd::now()),
+                cut: None,
             },
             None,
             &mut flags,

@@ -98,6 +98,12 @@ impl Finish {
             policy,
             ..
         } = self;
+        // A response the route timer cut off while the client was not reading ends with the
+        // connection, not with an error read from the body: still UT, not DC.
+        let failed = match (&rec.cut, failed) {
+            (Some(c), Failed::No) if c.fired() => Failed::Timeout,
+            (_, f) => f,
+        };
         // Made here, on the stack, not carried with the response body.
         let mut e = rec.into_entry(&conn, policy.is_some());
         e.bytes_out = bytes_out;

@@ -45,6 +45,8 @@ pub struct Record {
     pub service_time: Option<Duration>,
     /// What only a log line shows; `None` where no tenant of the group logs.
     pub log: Option<Box<LogFields>>,
+    /// Set on a route with a timeout: whether the response was cut off at it.
+    pub cut: Option<Arc<super::deadline::Cut>>,
 }
 
 /// The request's own values only an access log shows: the request's types are kept (a shared

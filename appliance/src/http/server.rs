@@ -130,6 +130,7 @@ pub async fn serve<I>(
     let io = Idle::new(io, activity.clone());
     let header_bytes = (limits.max_request_headers_kb as usize).saturating_mul(1024);
     let ctl = Arc::new(Ctl::default());
+    let shared_info = info.clone();
     let mut conn = match proto {
         // The protocol is known here (sniffed or ALPN): no auto-detection layer.
         Proto::H2 => Conn::H2(Box::pin(
@@ -167,6 +168,11 @@ pub async fn serve<I>(
             () = turned_true(&mut stop) => {}
         }
     }));
+    // A route timeout cut a response off: an HTTP/1.1 connection ends, as Envoy resets it,
+    // even when its writer waits on a client that stopped reading. (An HTTP/2 stream ends
+    // by itself once read; its connection carries others.)
+    let h1 = matches!(conn, Conn::H1(_));
+    let mut cut = std::pin::pin!(Gated::new(shared_info.cut.notified()));
     loop {
         if draining && !shut {
             ctl.closing.store(true, Ordering::Relaxed);
@@ -194,6 +200,7 @@ pub async fn serve<I>(
         tokio::select! {
             () = conn.run() => break,
             () = &mut signal, if !draining => draining = true,
+            () = &mut cut, if h1 => break,
             () = Gated::new(idle_out) => {
                 if !drain_wait {
                     // No bytes in either direction for the idle timeout, nothing in flight.

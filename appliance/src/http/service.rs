@@ -65,6 +65,9 @@ pub struct ConnInfo {
     /// The tenant a plain-HTTP connection counts against (TLS connections are counted by
     /// their filter chain's tenant when accepted).
     pub tenant: ConnTenant,
+    /// Told when a route timeout cut a response off: an HTTP/1.1 connection is closed then
+    /// (Envoy's reset), even if its client stopped reading and its writer waits.
+    pub cut: tokio::sync::Notify,
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -222,7 +225,7 @@ fn table<'r>(group: Option<&'r GroupRt>, conn: &ConnInfo) -> Option<(&'r GroupRt
 /// `group`: the connection's group in `rt`; `grpc`: the request's `Content-Type` says gRPC.
 async fn proxy(
     req: &mut Request<Body>,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     rt: &Runtime,
     group: Option<&GroupRt>,
     rec: &mut Record,
@@ -442,6 +445,7 @@ async fn proxy(
             route,
             per_try,
             end: (route.is_some() || per_try.is_some()).then(deadline::RequestEnd::now),
+            cut: None,
         };
         let r = Box::pin(websocket::forward(
             cluster,
@@ -528,6 +532,7 @@ async fn proxy(
         route: route_timeout,
         per_try: rb.retries.per_try_timeout,
         end,
+        cut: timed.then(|| deadline::Cut::new(conn, rec)),
     };
     let mut report = Report::default();
     let result = forward::send(

@@ -161,6 +161,7 @@ pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) 
         framing: Arc::default(),
         // TLS connections are counted by their chain's tenant at accept (above).
         tenant: ConnTenant::default(),
+        cut: tokio::sync::Notify::new(),
     });
     let header_bytes = u64::from(cx.settings.load().limits.max_request_headers_kb) * 1024;
     let h3 = h3::server::builder()

@@ -200,3 +200,16 @@ pub fn keepalive_within_a_minute(timer: &str) -> bool {
         .and_then(|t| t.split(',').next())
         .is_some_and(|t| !t.contains("min"))
 }
+
+/// Whether a loopback TCP connection from port `from` to port `to` is established (on the
+/// side whose local port is `from`).
+pub fn established(from: u16, to: u16) -> bool {
+    let out = Command::new("ss")
+        .args(["-tnH", "state", "established", "src"])
+        .arg(format!("127.0.0.1:{from}"))
+        .arg("dst")
+        .arg(format!("127.0.0.1:{to}"))
+        .output()
+        .expect("ss (iproute2)");
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}

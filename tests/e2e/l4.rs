@@ -533,6 +533,7 @@ fn egress_fixture(appliance_extra: &str) -> EgressFx {
     repo.write(
         "tenants/team-pay/egress.yaml",
         &(se("stripe", "api.stripe.com", 443, "TLS", api_be, "")
+            .replace("  location:", "  addresses: [240.0.0.10]\n  location:")
             + r#"apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: egress}
@@ -657,6 +658,11 @@ fn egress_leaves_from_the_source_address_refuses_unregistered_names_and_connects
     let line = connect_status(proxy_port, "evil.example.com:443");
     assert!(line.starts_with("HTTP/1.1 403"), "{line}");
     let line = connect_status(proxy_port, "api.stripe.com:8443");
+    assert!(line.starts_with("HTTP/1.1 403"), "{line}");
+    // The ServiceEntry's address is a target as its host is; another address is not.
+    let line = connect_status(proxy_port, "240.0.0.10:443");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let line = connect_status(proxy_port, "240.0.0.11:443");
     assert!(line.starts_with("HTTP/1.1 403"), "{line}");
 
     // Plain HTTP in, TLS out: the DestinationRule originates TLS (verified against the

@@ -401,6 +401,9 @@ async fn proxy(
         started,
     };
     for op in [&rb.rule.headers.request, &wc.headers.request] {
+        if !changes_headers(op) {
+            continue;
+        }
         if let Some(a) = headers::apply(&mut h, op, &vars, ReqHeaders::Changed)
             .and_then(|a| HeaderValue::try_from(a).ok())
         {
@@ -584,7 +587,9 @@ fn decorate(resp: &mut Response<Body>, d: Decor<'_>, req: ReqHeaders<'_>) {
         rh.append(header::SET_COOKIE, c);
     }
     for op in [&rb.rule.headers.response, &wc.headers.response] {
-        headers::apply(rh, op, vars, req);
+        if changes_headers(op) {
+            headers::apply(rh, op, vars, req);
+        }
     }
     if let (Some(p), Some(o)) = (&rb.rule.cors, cors_origin) {
         cors::decorate(p, o, rh);

@@ -38,6 +38,13 @@ pub fn render<'v>(v: &'v str, vars: &Vars<'_>, request: Option<&HeaderMap>) -> C
     if !v.contains('%') {
         return Cow::Borrowed(v);
     }
+    Cow::Owned(fill(v, vars, request))
+}
+
+/// [`render`] of a value with a `%` in it: out of line, as few values have one.
+#[cold]
+#[inline(never)]
+fn fill(v: &str, vars: &Vars<'_>, request: Option<&HeaderMap>) -> String {
     let mut out = String::with_capacity(v.len());
     let mut rest = v;
     while let Some(i) = rest.find('%') {
@@ -51,13 +58,13 @@ pub fn render<'v>(v: &'v str, vars: &Vars<'_>, request: Option<&HeaderMap>) -> C
         let Some(end) = after.find('%') else {
             // Unterminated (the compiler refuses these): kept as written.
             out.push_str(&rest[i..]);
-            return Cow::Owned(out);
+            return out;
         };
         variable(&after[..end], vars, request, &mut out);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Cow::Owned(out)
+    out
 }
 
 /// Appends the value of `var` (between its `%`s); nothing for an unknown one or one without

@@ -161,18 +161,19 @@ pub async fn serve<I>(
     // `Connection: close`, and shuts down once the connection is quiet.
     let mut shut = false;
     let mut draining = *drain.borrow() || *stop.borrow();
+    // A route timeout cut a response off (`true`): an HTTP/1.1 connection ends, as Envoy
+    // resets it, even when its writer waits on a client that stopped reading. (An HTTP/2
+    // stream ends by itself once read; its connection carries others.) In the same gated
+    // future as the drain signals: one more per connection would cost its memory.
+    let h1 = matches!(conn, Conn::H1(_));
     // Gated: polled only when a watch changes, not on each of the connection's wakes.
     let mut signal = std::pin::pin!(Gated::new(async {
         tokio::select! {
-            () = turned_true(&mut drain) => {}
-            () = turned_true(&mut stop) => {}
+            () = turned_true(&mut drain) => false,
+            () = turned_true(&mut stop) => false,
+            () = shared_info.cut.notified(), if h1 => true,
         }
     }));
-    // A route timeout cut a response off: an HTTP/1.1 connection ends, as Envoy resets it,
-    // even when its writer waits on a client that stopped reading. (An HTTP/2 stream ends
-    // by itself once read; its connection carries others.)
-    let h1 = matches!(conn, Conn::H1(_));
-    let mut cut = std::pin::pin!(Gated::new(shared_info.cut.notified()));
     loop {
         if draining && !shut {
             ctl.closing.store(true, Ordering::Relaxed);
@@ -199,8 +200,12 @@ pub async fn serve<I>(
         };
         tokio::select! {
             () = conn.run() => break,
-            () = &mut signal, if !draining => draining = true,
-            () = &mut cut, if h1 => break,
+            cut = &mut signal, if !draining => {
+                if cut {
+                    break;
+                }
+                draining = true;
+            }
             () = Gated::new(idle_out) => {
                 if !drain_wait {
                     // No bytes in either direction for the idle timeout, nothing in flight.

@@ -12,8 +12,8 @@
 //! be made, or one reset before its answer, is tried again on another endpoint when the
 //! route retries connect failures or resets, after Envoy's backoff and within the cluster's
 //! retry budget; the route `timeout` (and `perTryTimeout`) bound the wait for the answer,
-//! counted from the request, as Envoy does for upgrades since 1.36. The answer disarms them:
-//! a spliced connection lives as long as its two sides do.
+//! counted from the request, as Envoy does for upgrades since envoyproxy/envoy#41075. The
+//! answer disarms them: a spliced connection lives as long as its two sides do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

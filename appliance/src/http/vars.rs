@@ -98,7 +98,9 @@ fn variable(var: &str, vars: &Vars<'_>, request: Option<&HeaderMap>, out: &mut S
             Ok(())
         }
         "START_TIME" => {
-            let start = SystemTime::now() - vars.started.elapsed();
+            // Checked: a wall clock set near the epoch must not panic a request.
+            let now = SystemTime::now();
+            let start = now.checked_sub(vars.started.elapsed()).unwrap_or(now);
             out.push_str(&crate::telemetry::entry::rfc3339_millis(start));
             Ok(())
         }

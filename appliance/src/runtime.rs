@@ -146,11 +146,15 @@ impl Runtime {
                 .collect();
             let mut clusters = HashMap::default();
             for (cname, c) in &g.clusters {
-                let reuse = old
-                    .and_then(|o| o.clusters.get(cname))
-                    .filter(|rt| same_cluster(&rt.config, c))
-                    .cloned();
-                let rt = reuse.unwrap_or_else(|| ClusterRt::new(c.clone(), store, handle));
+                let before = old.and_then(|o| o.clusters.get(cname));
+                let reuse = before.filter(|rt| same_cluster(&rt.config, c)).cloned();
+                let rt = reuse.unwrap_or_else(|| {
+                    let rt = ClusterRt::new(c.clone(), store, handle);
+                    if let Some(b) = before {
+                        crate::upstream::keep_join_times(&rt, b);
+                    }
+                    rt
+                });
                 clusters.insert(cname.clone(), rt);
             }
             groups.insert(

@@ -122,6 +122,7 @@ pub(crate) fn check_tenant(
     };
     check_gateways(def, objs, world, &mut out);
     check_virtual_services(def, ns, objs, world, &mut out);
+    check_static_selections(objs, &mut out);
     for t in &objs.telemetries {
         for (i, r) in t.access_logging.iter().enumerate() {
             for (j, p) in r.providers.iter().enumerate() {
@@ -235,6 +236,45 @@ fn check_gateways(def: &TenantDef, objs: &Objects, world: &World<'_>, out: &mut 
                     );
                 }
             }
+        }
+    }
+}
+
+/// A WorkloadEntry a STATIC ServiceEntry selects needs an IP address: one with a DNS name, or
+/// with only a `network`, is no endpoint of it (as in Istio, whose EDS carries addresses), and
+/// that is said rather than left to a 503.
+fn check_static_selections(objs: &Objects, out: &mut Out) {
+    use crate::model::{EndpointAddress, Resolution};
+    for se in &objs.service_entries {
+        let Some(sel) = se
+            .workload_selector
+            .as_ref()
+            .filter(|_| se.resolution == Resolution::Static)
+        else {
+            continue;
+        };
+        for we in &objs.workload_entries {
+            if !sel
+                .iter()
+                .all(|(k, v)| we.endpoint.labels.get(k) == Some(v))
+            {
+                continue;
+            }
+            let what = match &we.endpoint.address {
+                // A unix socket is warned about where it is parsed.
+                Some(EndpointAddress::Ip(_) | EndpointAddress::Unix(_)) => continue,
+                Some(EndpointAddress::Dns(n)) => format!("its address {n:?} is a DNS name"),
+                None => "it has no address".to_string(),
+            };
+            out.warn(
+                "WorkloadEntry",
+                &we.meta,
+                FieldPath::root().key("spec").key("address"),
+                format!(
+                    "ServiceEntry {} selects this entry with resolution STATIC, which needs an IP address, but {what}: it is not one of its endpoints (use resolution: DNS for names)",
+                    se.meta.name
+                ),
+            );
         }
     }
 }

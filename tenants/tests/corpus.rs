@@ -18,26 +18,7 @@ use tenants::{Diagnostic, Namespace, load_standalone};
 
 /// Documents that fail only with "not supported yet" errors: (file, document index,
 /// `Kind/name`, field). A change here (a field implemented, a new corpus file) must be noticed.
-const EXPECTED_UNSUPPORTED: &[(&str, usize, &str, &str)] = &[
-    (
-        "crds/destinationrule-valid.yaml",
-        0,
-        "DestinationRule/bookinfo-ratings",
-        "spec.trafficPolicy.loadBalancer.warmup",
-    ),
-    (
-        "crds/destinationrule-valid.yaml",
-        1,
-        "DestinationRule/bookinfo-ratings",
-        "spec.trafficPolicy.loadBalancer.warmup",
-    ),
-    (
-        "crds/destinationrule-valid.yaml",
-        2,
-        "DestinationRule/bookinfo-ratings",
-        "spec.trafficPolicy.loadBalancer.warmup",
-    ),
-];
+const EXPECTED_UNSUPPORTED: &[(&str, usize, &str, &str)] = &[];
 
 /// Warnings that say "not supported yet" (accepted, but the feature is ignored): same shape.
 const EXPECTED_UNSUPPORTED_WARNINGS: &[(&str, usize, &str, &str)] = &[

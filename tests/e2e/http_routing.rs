@@ -240,8 +240,13 @@ fn rewrite_redirect_and_header_operations() {
     route: [{destination: {host: default.team-a.internal}}]
   - match: [{uri: {prefix: /moved}}]
     redirect: {uri: /elsewhere, authority: new.example.com, redirectCode: 308}
+    headers: {response: {set: {x-moved-by: gatehouse}}}
   - match: [{uri: {exact: /teapot}}]
     directResponse: {status: 418, body: {string: "short and stout"}}
+    headers: {response: {set: {content-type: text/plain}, add: {x-pot: tea}}}
+  - match: [{headers: {x-version: {exact: "2"}}}]
+    rewrite: {uri: /v2/}
+    route: [{destination: {host: other.team-a.internal}}]
   - route: [{destination: {host: default.team-a.internal}}]
 "#),
         "",
@@ -299,8 +304,37 @@ fn rewrite_redirect_and_header_operations() {
         r.header("location"),
         Some(format!("http://new.example.com:{}/elsewhere", fx.port).as_str())
     );
+    // A local answer carries the rule's response headers, as Envoy's direct-response route.
+    assert_eq!(r.header("x-moved-by"), Some("gatehouse"));
     let r = Curl::new(&fx.url("web.example.com", "/teapot")).run();
     assert_eq!((r.status, r.body.as_str()), (418, "short and stout"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("x-pot"), Some("tea"));
+    // A rule without a uri match is Envoy's `prefix: /` to Istio: `rewrite.uri` replaces the
+    // leading slash only.
+    let r = Curl::new(&fx.url("web.example.com", "/a/b?q=1"))
+        .header("x-version: 2")
+        .run();
+    assert_eq!(r.backend(), "other", "{r:?}");
+    assert_eq!(r.json()["path"], "/v2/a/b?q=1");
+    // Paths are normalized before routing and forwarding (Istio's default
+    // `pathNormalization: BASE`): dot segments, escaped dots and unreserved characters.
+    // `--path-as-is` keeps curl from doing it first.
+    for raw in ["/old/../teapot", "/x/%2e%2e/teapot", "/%74eapot"] {
+        let r = Curl::new(&fx.url("web.example.com", raw))
+            .arg("--path-as-is")
+            .run();
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (418, "short and stout"),
+            "{raw}: {r:?}"
+        );
+    }
+    let r = Curl::new(&fx.url("web.example.com", "/x/./y/../z?a=/../b"))
+        .arg("--path-as-is")
+        .run();
+    assert_eq!(r.backend(), "default", "{r:?}");
+    assert_eq!(r.json()["path"], "/x/z?a=/../b");
 }
 
 #[test]
@@ -508,6 +542,15 @@ fn mirror_and_cors() {
       exposeHeaders: [x-backend]
       maxAge: 60s
     route: [{destination: {host: default.team-a.internal}}]
+  - match: [{uri: {prefix: /no-mirror}}]
+    route: [{destination: {host: default.team-a.internal}}]
+    mirror: {host: other.team-a.internal}
+    mirrorPercent: 0
+  - match: [{uri: {prefix: /any-cors}}]
+    corsPolicy:
+      allowOrigins: [{exact: "*"}]
+      allowMethods: [GET]
+    route: [{destination: {host: default.team-a.internal}}]
   - match: [{uri: {prefix: /strict-cors}}]
     corsPolicy:
       allowOrigins: [{exact: "https://app.example.com"}]
@@ -536,6 +579,27 @@ fn mirror_and_cors() {
     wait_for("mirrored chunked request", Duration::from_secs(5), || {
         (fx.be.counters.get("other") > before).then_some(())
     });
+    // The deprecated `mirrorPercent` still applies: 0 mirrors nothing. The mirrored request
+    // sent after them is the only copy the mirror backend gets.
+    let before = fx.be.counters.get("other");
+    for _ in 0..5 {
+        let r = Curl::new(&fx.url("web.example.com", "/no-mirror")).run();
+        assert_eq!(r.backend(), "default");
+    }
+    Curl::new(&fx.url("web.example.com", "/mirror")).run();
+    wait_for("the one mirrored request", Duration::from_secs(5), || {
+        (fx.be.counters.get("other") > before).then_some(())
+    });
+    assert_eq!(fx.be.counters.get("other"), before + 1);
+    // `exact: "*"` allows every origin (Envoy's `isOriginAllowed`), naming the request's.
+    let r = Curl::new(&fx.url("web.example.com", "/any-cors"))
+        .header("origin: https://whoever.example.net")
+        .run();
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://whoever.example.net"),
+        "{r:?}"
+    );
     // CORS preflight answered by the gateway; actual response decorated.
     let r = Curl::new(&fx.url("web.example.com", "/cors"))
         .arg("-X")

@@ -514,6 +514,63 @@ fn pipelined_requests_chunked_bodies_and_http10_on_one_connection() {
     assert_eq!(fx.be.counters.get("web"), 3);
 }
 
+/// Request heads an edge proxy must not read leniently, each on its own connection: a transfer
+/// coding other than one `chunked` (501, as Envoy), two `Host` lines or one that is no
+/// authority, the authority form outside CONNECT, a fragment (400); a chunked body whose
+/// trailer section ends with a bare LF, where a lenient proxy in front would see the body end
+/// and a second request start (refused, not served). Blank lines before a request line are
+/// ignored. None of it reaches a backend, and the gateway serves on.
+#[test]
+fn odd_codings_hosts_targets_and_trailers_are_refused() {
+    let fx = fixture();
+    let exchange = |raw: &str| {
+        let mut s = connect(fx.plain);
+        s.write_all(raw.as_bytes()).expect("write");
+        String::from_utf8_lossy(&read_until_closed(&mut s, Duration::from_secs(10))).into_owned()
+    };
+    for (raw, want) in [
+        (
+            "POST /smuggle/a HTTP/1.1\r\nHost: web.example.com\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
+        (
+            "POST /smuggle/a HTTP/1.1\r\nHost: web.example.com\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
+        (
+            "GET /smuggle/a HTTP/1.1\r\nHost: web.example.com\r\nHost: other.example.com\r\n\r\n",
+            400,
+        ),
+        (
+            "GET /smuggle/a HTTP/1.1\r\nHost: web.example.com/smuggle\r\n\r\n",
+            400,
+        ),
+        (
+            "GET web.example.com:80 HTTP/1.1\r\nHost: web.example.com\r\n\r\n",
+            400,
+        ),
+        (
+            "GET /a#/../smuggle/a HTTP/1.1\r\nHost: web.example.com\r\n\r\n",
+            400,
+        ),
+    ] {
+        let got = exchange(raw);
+        assert_eq!(statuses(&got), [want], "{raw:?}: {got}");
+    }
+    let got = exchange(
+        "POST /smuggle/trailer HTTP/1.1\r\nHost: web.example.com\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\nGET /smuggle/hidden HTTP/1.1\r\nHost: web.example.com\r\n\r\n",
+    );
+    assert!(!statuses(&got).contains(&200), "{got}");
+    assert!(!got.contains("/smuggle/hidden"), "{got}");
+    assert_eq!(fx.be.counters.get("smuggle"), 0);
+    let got = exchange(
+        "\r\n\r\n\nGET /blank-lines HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(statuses(&got), [200], "{got}");
+    assert!(got.contains("\"path\":\"/blank-lines\""), "{got}");
+    fx.assert_serving("after odd heads");
+}
+
 /// A client that closes its connection while its request waits on a slow upstream has
 /// abandoned it: the gateway cancels the upstream request (as Envoy and hyper do) instead of
 /// letting it run to an answer nobody reads.
@@ -592,9 +649,13 @@ fn an_early_answer_to_an_upload_closes_without_a_reset() {
     .expect("write head");
     let chunk = vec![b'x'; 16 * 1024];
     s.write_all(&chunk).expect("first body bytes");
-    read_until(&mut s, "the 404", |got| {
+    let head = read_until(&mut s, "the 404", |got| {
         statuses(&String::from_utf8_lossy(got)) == [404]
     });
+    // The answer says the connection ends (as Envoy's does when it answers before the request
+    // is complete): the client must not send another request on it.
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.contains("connection: close\r\n"), "{head}");
     let mut buf = [0u8; 4096];
     // The client goes on sending, as one that has not looked at the answer yet would.
     for i in 0..32 {

@@ -1676,7 +1676,7 @@ fn sticky_cookie_is_generated_when_missing_and_then_pins_the_backend() {
         + &dr(
             "sticky",
             host,
-            "{loadBalancer: {consistentHash: {httpCookie: {name: lb, path: /, ttl: 60s}}}}",
+            "{loadBalancer: {consistentHash: {httpCookie: {name: lb, path: /, ttl: 60s, attributes: [{name: SameSite, value: Strict}, {name: Secure}]}}}}",
         )
         + &se("session", session, &ports)
         + &dr(
@@ -1703,8 +1703,10 @@ fn sticky_cookie_is_generated_when_missing_and_then_pins_the_backend() {
         .header("set-cookie")
         .expect("Set-Cookie on a request without the cookie")
         .to_string();
+    assert!(set.starts_with("lb=\""), "{set}");
+    // Envoy's order, the DestinationRule's attributes among them.
     assert!(
-        set.starts_with("lb=\"") && set.contains("Max-Age=60") && set.contains("Path=/"),
+        set.ends_with("; Max-Age=60; Path=/; SameSite=Strict; Secure; HttpOnly"),
         "{set}"
     );
     let pair = set.split(';').next().unwrap_or_default().to_string();

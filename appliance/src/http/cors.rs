@@ -6,13 +6,15 @@ use tenants::model::CorsPolicy;
 
 use super::body::{self, Body};
 
-/// The request's `Origin`, when the policy allows it.
+/// The request's `Origin`, when the policy allows it. A matcher that matches the literal `*`
+/// (`exact: "*"`, or the deprecated `allowOrigin: ["*"]`) allows every origin, as in Envoy's
+/// `CorsFilter::isOriginAllowed`; the answer still names the request's origin.
 pub fn allowed_origin<'a>(p: &CorsPolicy, h: &'a HeaderMap) -> Option<&'a HeaderValue> {
     let origin = h.get(header::ORIGIN)?;
     let s = origin.to_str().ok()?;
     p.allow_origins
         .iter()
-        .any(|m| m.matches(s, false))
+        .any(|m| m.matches("*", false) || m.matches(s, false))
         .then_some(origin)
 }
 

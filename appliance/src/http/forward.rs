@@ -496,6 +496,7 @@ pub async fn send(
             candidates,
             rt.config.policy.load_balancer.as_ref(),
             od,
+            rt.config.policy.warmup.as_ref(),
             hash,
             now,
         ) else {
@@ -560,7 +561,7 @@ pub async fn send(
                 break;
             }
             Err(Fail::Pool(e)) => {
-                rt.record(&ep, Outcome::GatewayError);
+                rt.record(&ep, Outcome::LocalOrigin);
                 last = Some(ProxyError::Connect(e.to_string()));
                 // Envoy counts a connect failure as a reset too (`reset` retries it).
                 if !(on.connect_failure || on.reset || on.five_xx || on.gateway_error) || !left {
@@ -568,7 +569,7 @@ pub async fn send(
                 }
             }
             Err(Fail::Send(e)) => {
-                rt.record(&ep, Outcome::GatewayError);
+                rt.record(&ep, Outcome::LocalOrigin);
                 let refused = format!("{e:?}").contains("REFUSED_STREAM");
                 last = Some(ProxyError::Reset(e.to_string()));
                 if !(on.reset || on.five_xx || on.gateway_error || (refused && on.refused_stream))
@@ -579,7 +580,7 @@ pub async fn send(
                 }
             }
             Err(Fail::Timeout) => {
-                rt.record(&ep, Outcome::GatewayError);
+                rt.record(&ep, Outcome::LocalOrigin);
                 last = Some(ProxyError::Timeout);
                 if expired(Duration::ZERO)
                     || !(on.reset || on.five_xx || on.gateway_error)

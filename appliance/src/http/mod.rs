@@ -15,6 +15,7 @@ pub(crate) mod h1;
 pub mod headers;
 pub(crate) mod layout;
 pub mod mirror;
+pub mod normalize;
 pub mod observe;
 pub mod record;
 pub mod rewrite;

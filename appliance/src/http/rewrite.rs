@@ -4,7 +4,9 @@ use tenants::model::{HttpMatch, Redirect, RedirectPort, Rewrite};
 use tenants::types::StringMatch;
 
 /// Envoy `prefix_rewrite` / `regex_rewrite`: a prefix match swaps the matched prefix; an
-/// exact or regex match (or none) replaces the whole path, keeping the query string.
+/// exact or regex match replaces the whole path, keeping the query string. A rule without a
+/// `uri` match is Envoy's `prefix: /` to Istio (`TranslateRouteMatch`), so its leading `/`
+/// is what is swapped: `/a/b` under `uri: /v2/` becomes `/v2/a/b`.
 pub fn path(path_and_query: &str, m: Option<&HttpMatch>, rw: &Rewrite) -> String {
     let (p, q) = match path_and_query.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -29,7 +31,8 @@ pub fn path(path_and_query: &str, m: Option<&HttpMatch>, rw: &Rewrite) -> String
             };
             with_query(format!("{new}{rest}"))
         }
-        _ => with_query(new.clone()),
+        Some(_) => with_query(new.clone()),
+        None => with_query(format!("{new}{}", p.strip_prefix('/').unwrap_or(p))),
     }
 }
 
@@ -114,6 +117,13 @@ mod tests {
         }
     }
 
+    fn exact(p: &str) -> HttpMatch {
+        HttpMatch {
+            uri: Some(StringMatch::Exact(p.into())),
+            ..HttpMatch::default()
+        }
+    }
+
     fn rw(uri: &str) -> Rewrite {
         Rewrite {
             uri: Some(uri.into()),
@@ -130,7 +140,13 @@ mod tests {
         );
         // Istio's documented trailing-slash trap.
         assert_eq!(path("/foo/bar", Some(&prefix("/foo")), &rw("/")), "//bar");
-        assert_eq!(path("/exact", None, &rw("/other")), "/other");
+        assert_eq!(
+            path("/exact", Some(&exact("/exact")), &rw("/other")),
+            "/other"
+        );
+        // No uri match is Envoy's `prefix: /`: only the leading slash is swapped.
+        assert_eq!(path("/a/b?q", None, &rw("/v2/")), "/v2/a/b?q");
+        assert_eq!(path("/exact", None, &rw("/other")), "/otherexact");
     }
 
     #[test]

@@ -257,11 +257,15 @@ async fn proxy(
         return Err(ProxyError::NoRoute);
     };
     // A shared handle on the request's bytes, not a copy: forwarded as is unless rewritten.
-    let pq = req
+    let mut pq = req
         .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Routed and forwarded normalized, as Envoy under Istio's default `pathNormalization`.
+    if let Some(n) = super::normalize::path(&pq) {
+        pq = n;
+    }
     let path = pq.as_str();
     let view = RequestView {
         method: req.method().as_str(),
@@ -305,7 +309,9 @@ async fn proxy(
                 path,
                 conn.listener.port(),
             );
-            return Ok(redirect(rd.code, &loc));
+            let mut r = redirect(rd.code, &loc);
+            decorate_local(&mut r, rb, req, conn, started);
+            return Ok(r);
         }
         RouteAction::Direct { status, body: b } => {
             let mut r = local(
@@ -313,6 +319,7 @@ async fn proxy(
                 String::new(),
             );
             *r.body_mut() = body::full(b.clone());
+            decorate_local(&mut r, rb, req, conn, started);
             return Ok(r);
         }
         RouteAction::Forward(cs) => cs,
@@ -393,13 +400,7 @@ async fn proxy(
             up_authority = a;
         }
     }
-    let vars = Vars {
-        peer: conn.peer,
-        local: conn.local,
-        sni: conn.sni.as_deref(),
-        protocol: protocol(req.version()),
-        started,
-    };
+    let vars = request_vars(conn, req.version(), started);
     for op in [&rb.rule.headers.request, &wc.headers.request] {
         if !changes_headers(op) {
             continue;
@@ -596,6 +597,39 @@ fn decorate(resp: &mut Response<Body>, d: Decor<'_>, req: ReqHeaders<'_>) {
     }
 }
 
+/// What `%VAR%`s in header values are filled from.
+fn request_vars(conn: &ConnInfo, version: Version, started: Instant) -> Vars<'_> {
+    Vars {
+        peer: conn.peer,
+        local: conn.local,
+        sni: conn.sni.as_deref(),
+        protocol: protocol(version),
+        started,
+    }
+}
+
+/// A redirect's or direct response's answer gets the rule's response header operations and
+/// CORS headers, as Envoy finalizes a direct-response route's headers (a rule that answers
+/// locally has no destination, so no destination's operations).
+fn decorate_local(
+    resp: &mut Response<Body>,
+    rb: &tenants::snapshot::RouteBody,
+    req: &Request<Body>,
+    conn: &ConnInfo,
+    started: Instant,
+) {
+    let op = &rb.rule.headers.response;
+    if changes_headers(op) {
+        let vars = request_vars(conn, req.version(), started);
+        headers::apply(resp.headers_mut(), op, &vars, ReqHeaders::Of(req.headers()));
+    }
+    if let Some(p) = &rb.rule.cors
+        && let Some(o) = cors::allowed_origin(p, req.headers())
+    {
+        cors::decorate(p, o, resp.headers_mut());
+    }
+}
+
 fn changes_headers(op: &tenants::model::HeaderOp) -> bool {
     !(op.set.is_empty() && op.add.is_empty() && op.remove.is_empty())
 }
@@ -695,6 +729,7 @@ fn generated_cookie(lb: Option<&LoadBalancer>, h: &http::HeaderMap) -> Option<(u
         name,
         path,
         ttl: Some(ttl),
+        attributes,
     })) = lb
     else {
         return None;
@@ -706,14 +741,23 @@ fn generated_cookie(lb: Option<&LoadBalancer>, h: &http::HeaderMap) -> Option<(u
     let mut s = format!("{name}=\"{value}\"");
     // A ttl under a second is a session cookie, as Envoy makes it: `Max-Age=0` would have
     // the browser drop the cookie at once (Istio's own example sets `ttl: 0s`).
+    // Envoy's order (`makeSetCookieValue`): Max-Age, Path, the attributes, HttpOnly.
     if ttl.as_secs() != 0 {
         s.push_str(&format!("; Max-Age={}", ttl.as_secs()));
     }
-    s.push_str("; HttpOnly");
     if let Some(p) = path {
         s.push_str("; Path=");
         s.push_str(p);
     }
+    for (n, v) in attributes {
+        s.push_str("; ");
+        s.push_str(n);
+        if !v.is_empty() {
+            s.push('=');
+            s.push_str(v);
+        }
+    }
+    s.push_str("; HttpOnly");
     let hv = HeaderValue::from_str(&s).ok()?;
     Some((hash_bytes(format!("\"{value}\"").as_bytes()), hv))
 }

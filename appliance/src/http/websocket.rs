@@ -134,7 +134,7 @@ pub async fn forward(
             }
             Err(f) => f,
         };
-        rt.record(&ep, Outcome::GatewayError);
+        rt.record(&ep, Outcome::LocalOrigin);
         if avoid_tried {
             tried.push(ep.addr);
         }
@@ -178,6 +178,7 @@ fn pick(rt: &ClusterRt, tried: &[SocketAddr], hash: Option<u64>) -> Option<Arc<E
         candidates,
         policy.load_balancer.as_ref(),
         policy.outlier_detection.as_ref(),
+        policy.warmup.as_ref(),
         hash,
         crate::clock::now_ms(),
     )

@@ -92,6 +92,7 @@ pub async fn connect_upstream(
         &eps,
         policy.load_balancer.as_ref(),
         od,
+        policy.warmup.as_ref(),
         hash,
         crate::clock::now_ms(),
     ) else {
@@ -144,7 +145,7 @@ pub async fn connect_upstream(
         }
         Err(e) => {
             if let Some(ep) = &pending.endpoint {
-                cluster.record(ep, Outcome::GatewayError);
+                cluster.record(ep, Outcome::LocalOrigin);
             }
             tracing::debug!(error = %e, "tcp upstream connect failed");
             report.flag = Some("UF");

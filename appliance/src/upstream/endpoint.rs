@@ -19,12 +19,15 @@ pub struct Endpoint {
     pub active: AtomicU32,
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
+    consecutive_local: AtomicU32,
     /// Ejected until this time (ms on [`clock::now_ms`]); 0 when not ejected.
     ejected_until: AtomicU64,
     /// When the last ejection ended (or ends): kept after it ended, for the back-off's decay.
     last_until: AtomicU64,
     /// The ejection back-off: this × `baseEjectionTime` is the next ejection's length.
     times_ejected: AtomicU32,
+    /// When the address joined the cluster (ms on [`clock::now_ms`]): `warmup` counts from it.
+    joined_ms: AtomicU64,
 }
 
 /// Envoy's `max_ejection_time` default: an ejection never lasts longer (unless
@@ -38,8 +41,12 @@ pub enum Outcome {
     Success,
     /// 500 or 501, 505..: counts toward consecutive 5xx only.
     Error5xx,
-    /// 502, 503, 504, or a connect failure/reset: a gateway error (also a 5xx).
+    /// 502, 503 or 504: a gateway error (also a 5xx).
     GatewayError,
+    /// No response: a connect failure, a reset or a timeout. A gateway error too, unless
+    /// `splitExternalLocalOriginErrors` counts these on their own
+    /// (`consecutiveLocalOriginFailures`), as Envoy does.
+    LocalOrigin,
 }
 
 impl Endpoint {
@@ -51,10 +58,28 @@ impl Endpoint {
             active: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
+            consecutive_local: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             last_until: AtomicU64::new(0),
             times_ejected: AtomicU32::new(0),
+            joined_ms: AtomicU64::new(clock::now_ms()),
         }
+    }
+
+    /// When the address joined the cluster (ms on [`clock::now_ms`]).
+    pub fn joined_ms(&self) -> u64 {
+        self.joined_ms.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_joined(&self, ms: u64) {
+        self.joined_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Keeps `old`'s join time: the same address under a changed cluster configuration is no
+    /// new endpoint to warm up.
+    pub fn joined_with(&self, old: &Self) {
+        self.joined_ms.store(old.joined_ms(), Ordering::Relaxed);
     }
 
     /// Whether outlier detection has ejected the endpoint right now.
@@ -67,6 +92,17 @@ impl Endpoint {
     /// decides whether the ejection budget allows it (`eject`).
     pub fn record(&self, outcome: Outcome, od: Option<&OutlierDetection>) -> bool {
         let Some(od) = od else { return false };
+        if od.split_local_origin {
+            if outcome == Outcome::LocalOrigin {
+                let n = self.consecutive_local.fetch_add(1, Ordering::Relaxed) + 1;
+                let limit = od.consecutive_local_origin.unwrap_or(5);
+                return limit > 0 && n >= limit;
+            }
+            // A response of any kind means the connection worked.
+            if self.consecutive_local.load(Ordering::Relaxed) != 0 {
+                self.consecutive_local.store(0, Ordering::Relaxed);
+            }
+        }
         match outcome {
             Outcome::Success => {
                 // Read first: every worker records every success, and a store would take the
@@ -83,7 +119,7 @@ impl Endpoint {
                 let n = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
                 od.consecutive_5xx > 0 && n >= od.consecutive_5xx
             }
-            Outcome::GatewayError => {
+            Outcome::GatewayError | Outcome::LocalOrigin => {
                 let n5 = self.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
                 let ng = self.consecutive_gateway.fetch_add(1, Ordering::Relaxed) + 1;
                 (od.consecutive_5xx > 0 && n5 >= od.consecutive_5xx)
@@ -134,6 +170,7 @@ impl Endpoint {
             .store(old.last_until.load(Ordering::Relaxed), Ordering::Relaxed);
         self.times_ejected
             .store(old.times_ejected.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.joined_with(old);
     }
 }
 
@@ -187,6 +224,7 @@ mod tests {
             consecutive_5xx: 2,
             consecutive_gateway: 0,
             consecutive_local_origin: None,
+            split_local_origin: false,
             interval: Duration::from_secs(interval_s),
             base_ejection_time: Duration::from_secs(base_s),
             max_ejection_percent: 10,
@@ -236,6 +274,35 @@ mod tests {
         // Failing again within an interval of its return: it grows again.
         e.eject(&od, 335_000);
         assert_eq!(until(&e) - 335_000, 60_000);
+    }
+
+    #[test]
+    fn local_origin_failures_count_apart_only_when_split() {
+        let e = Endpoint::new("127.0.0.1:1".parse().expect("addr"), 1);
+        let mut o = od(30, 10);
+        o.consecutive_5xx = 0;
+        o.consecutive_gateway = 2;
+        // Not split: a connect failure is a gateway error.
+        assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
+        assert!(e.record(Outcome::LocalOrigin, Some(&o)));
+        e.record(Outcome::Success, Some(&o));
+        // Split: counted on their own (threshold 3 here), and not as gateway errors.
+        o.split_local_origin = true;
+        o.consecutive_local_origin = Some(3);
+        assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
+        assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
+        // Any response resets the local count: the connection worked.
+        assert!(!e.record(Outcome::GatewayError, Some(&o)));
+        assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
+        assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
+        assert!(e.record(Outcome::LocalOrigin, Some(&o)));
+        // Without a count, Envoy's default 5.
+        let f = Endpoint::new("127.0.0.1:2".parse().expect("addr"), 1);
+        o.consecutive_local_origin = None;
+        let ejected = (0..5)
+            .map(|_| f.record(Outcome::LocalOrigin, Some(&o)))
+            .collect::<Vec<_>>();
+        assert_eq!(ejected, [false, false, false, false, true]);
     }
 
     #[test]

@@ -200,6 +200,17 @@ impl ClusterRt {
     }
 }
 
+/// A cluster built anew for a changed configuration keeps its addresses' join times, so a
+/// reload does not put every endpoint back into `warmup`.
+pub fn keep_join_times(rt: &ClusterRt, old: &ClusterRt) {
+    let old = old.endpoints.load();
+    for e in rt.endpoints.load().iter() {
+        if let Some(o) = old.iter().find(|o| o.addr == e.addr) {
+            e.joined_with(o);
+        }
+    }
+}
+
 /// Replaces a cluster's endpoints, keeping counters of addresses that stay.
 pub fn replace_endpoints(rt: &ClusterRt, fresh: Vec<Arc<Endpoint>>) {
     let old = rt.endpoints.load();

@@ -43,6 +43,8 @@ pub struct Subset {
 pub struct PortPolicy {
     /// `loadBalancer`.
     pub load_balancer: Option<LoadBalancer>,
+    /// `loadBalancer.warmup` (part of `loadBalancer`: it layers with it).
+    pub warmup: Option<Warmup>,
     /// `connectionPool`.
     pub connection_pool: Option<ConnectionPool>,
     /// `outlierDetection`.
@@ -76,6 +78,18 @@ pub enum LoadBalancer {
     ConsistentHash(HashKey),
 }
 
+/// `loadBalancer.warmup`: Envoy's slow start. An endpoint that joined the cluster less than
+/// `duration` ago gets `weight × max(minimumPercent, (age / duration)^(1 / aggression))`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Warmup {
+    /// `duration`: how long an endpoint warms up.
+    pub duration: Duration,
+    /// `minimumPercent` (default 10): the least share of its weight a new endpoint gets.
+    pub minimum_percent: f64,
+    /// `aggression` (default 1: linear).
+    pub aggression: f64,
+}
+
 /// What a consistent hash is computed over.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,6 +104,9 @@ pub enum HashKey {
         path: Option<String>,
         /// Lifetime of a generated cookie.
         ttl: Option<Duration>,
+        /// `attributes` of a generated cookie (`name`, `value`; an empty value is a flag such
+        /// as `Secure`).
+        attributes: Vec<(String, String)>,
     },
     /// The client's IP address.
     SourceIp,
@@ -137,8 +154,12 @@ pub struct OutlierDetection {
     pub consecutive_5xx: u32,
     /// `consecutiveGatewayErrors` (0 disables).
     pub consecutive_gateway: u32,
-    /// `consecutiveLocalOriginFailures` (with `splitExternalLocalOriginErrors`).
+    /// `consecutiveLocalOriginFailures` (with `splitExternalLocalOriginErrors`; Envoy's
+    /// default 5).
     pub consecutive_local_origin: Option<u32>,
+    /// `splitExternalLocalOriginErrors`: connect failures, resets and timeouts count on their
+    /// own, not as gateway errors.
+    pub split_local_origin: bool,
     /// `interval` (default 10s).
     pub interval: Duration,
     /// `baseEjectionTime` (default 30s).
@@ -284,8 +305,15 @@ impl TrafficPolicy {
             return base;
         };
         let s = for_port(sub);
+        // `warmup` is a field of `loadBalancer`: whichever policy gives the one gives both.
+        let (load_balancer, warmup) = if s.load_balancer.is_some() || s.warmup.is_some() {
+            (s.load_balancer, s.warmup)
+        } else {
+            (base.load_balancer, base.warmup)
+        };
         PortPolicy {
-            load_balancer: s.load_balancer.or(base.load_balancer),
+            load_balancer,
+            warmup,
             connection_pool: s.connection_pool.or(base.connection_pool),
             outlier_detection: s.outlier_detection.or(base.outlier_detection),
             tls: s.tls.or(base.tls),
@@ -361,6 +389,9 @@ fn parse_port_policy(
         load_balancer: lb
             .as_ref()
             .and_then(|l| parse_lb(c, &p.key("loadBalancer"), l)),
+        warmup: lb
+            .as_ref()
+            .and_then(|l| parse_warmup(c, &p.key("loadBalancer"), l)),
         connection_pool: pool
             .as_ref()
             .map(|cp| parse_pool(c, &p.key("connectionPool"), cp)),
@@ -371,6 +402,118 @@ fn parse_port_policy(
             .as_ref()
             .and_then(|t| parse_client_tls(c, &p.key("tls"), t)),
     }
+}
+
+/// `warmup`, or the deprecated `warmupDurationSecs` (a duration, with the defaults).
+fn parse_warmup(c: &mut Checker, p: &FieldPath, lb: &raw::LoadBalancerSettings) -> Option<Warmup> {
+    let legacy = lb.warmup_duration_secs.as_ref().and_then(|v| {
+        let lp = p.key("warmupDurationSecs");
+        c.warn(&lp, "warmupDurationSecs is deprecated; use warmup.duration");
+        match v.as_str() {
+            Some(s) => c.duration(&lp, &Some(s.to_string())),
+            None => {
+                c.error(
+                    &lp,
+                    format!("warmupDurationSecs {v} must be a duration such as \"30s\""),
+                );
+                None
+            }
+        }
+    });
+    let w = match &lb.warmup {
+        Some(w) => {
+            let wp = p.key("warmup");
+            if w.duration.is_none() {
+                c.error(&wp.key("duration"), "warmup duration is required");
+            }
+            let duration = c.duration(&wp.key("duration"), &w.duration);
+            let minimum_percent = w.minimum_percent.unwrap_or(10.0);
+            if !(0.0..=100.0).contains(&minimum_percent) {
+                c.error(
+                    &wp.key("minimumPercent"),
+                    format!("minimumPercent {minimum_percent} must be between 0 and 100"),
+                );
+            }
+            let aggression = w.aggression.unwrap_or(1.0);
+            if aggression <= 0.0 || aggression.is_nan() {
+                c.error(
+                    &wp.key("aggression"),
+                    format!("aggression {aggression} must be greater than 0"),
+                );
+            }
+            Warmup {
+                duration: duration?,
+                minimum_percent: minimum_percent.clamp(0.0, 100.0),
+                aggression: if aggression > 0.0 { aggression } else { 1.0 },
+            }
+        }
+        None => Warmup {
+            duration: legacy?,
+            minimum_percent: 10.0,
+            aggression: 1.0,
+        },
+    };
+    // Envoy's slow start exists for ROUND_ROBIN and LEAST_REQUEST only.
+    if lb.consistent_hash.is_some()
+        || lb.simple.as_deref().is_some_and(|s| {
+            !matches!(
+                s,
+                "ROUND_ROBIN" | "LEAST_REQUEST" | "LEAST_CONN" | "UNSPECIFIED"
+            )
+        })
+    {
+        c.warn(
+            &p.key("warmup"),
+            "warmup has no effect here: it applies to ROUND_ROBIN and LEAST_REQUEST only",
+        );
+        return None;
+    }
+    (!w.duration.is_zero()).then_some(w)
+}
+
+/// `httpCookie.attributes`: `[{name, value}]`, each written into the generated `Set-Cookie` as
+/// Envoy writes them (`; name=value`, or `; name` without a value). A name must be a token and
+/// a value must not end the attribute early (no `;`, no control bytes).
+fn cookie_attributes(
+    c: &mut Checker,
+    p: &FieldPath,
+    v: &Option<serde_json::Value>,
+) -> Vec<(String, String)> {
+    let Some(v) = v else { return Vec::new() };
+    let Some(list) = v.as_array() else {
+        c.error(p, "attributes must be a list of {name, value}");
+        return Vec::new();
+    };
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let mut out = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let ap = p.idx(i);
+        let name = a.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let value = a.get("value").and_then(|n| n.as_str()).unwrap_or_default();
+        let known = a
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| k == "name" || k == "value"));
+        if !known {
+            c.error(&ap, "a cookie attribute has only name and value");
+        } else if !token(name) {
+            c.error(
+                &ap.key("name"),
+                format!("cookie attribute name {name:?} must be a token"),
+            );
+        } else if value.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+            c.error(
+                &ap.key("value"),
+                format!("cookie attribute value {value:?} must not hold ';' or control characters"),
+            );
+        } else {
+            out.push((name.to_string(), value.to_string()));
+        }
+    }
+    out
 }
 
 fn parse_lb(
@@ -395,34 +538,6 @@ fn parse_lb(
             &p.key("zoneAwareLbSetting"),
             "has no effect: gatehouse endpoints have no locality",
         );
-    }
-    c.unsupported(&p.key("warmupDurationSecs"), &lb.warmup_duration_secs);
-    if let Some(w) = &lb.warmup {
-        let wp = p.key("warmup");
-        let before = c.findings.len();
-        if w.duration.is_none() {
-            c.error(&wp.key("duration"), "warmup duration is required");
-        }
-        c.duration(&wp.key("duration"), &w.duration);
-        if let Some(m) = w.minimum_percent
-            && !(0.0..=100.0).contains(&m)
-        {
-            c.error(
-                &wp.key("minimumPercent"),
-                format!("minimumPercent {m} must be between 0 and 100"),
-            );
-        }
-        if let Some(a) = w.aggression
-            && a <= 0.0
-        {
-            c.error(
-                &wp.key("aggression"),
-                format!("aggression {a} must be greater than 0"),
-            );
-        }
-        if c.findings.len() == before {
-            c.error(&wp, format!("not supported yet: {wp}"));
-        }
     }
     let simple = match &lb.simple {
         Some(s) => c.enumeration(&p.key("simple"), &Some(s.clone()), LB_SIMPLE, None)?,
@@ -472,9 +587,10 @@ fn parse_lb(
             if name.is_empty() {
                 c.error(&cp.key("name"), "cookie name is required for consistent hash");
             }
-            c.unsupported(&cp.key("attributes"), &ck.attributes);
+            let attributes = cookie_attributes(c, &cp.key("attributes"), &ck.attributes);
             let ttl = c.duration_or_zero(&cp.key("ttl"), &ck.ttl);
             return Some(HashKey::Cookie {
+                attributes,
                 name,
                 path: ck.path.clone(),
                 ttl,
@@ -571,11 +687,23 @@ fn nonneg(c: &mut Checker, p: &FieldPath, v: Option<i64>) -> Option<u32> {
 }
 
 fn parse_outlier(c: &mut Checker, p: &FieldPath, o: &raw::OutlierDetection) -> OutlierDetection {
-    if o.consecutive_errors.is_some() {
+    // The deprecated `consecutiveErrors` still applies as Istio applies it
+    // (`applyOutlierDetection`): it counts gateway errors only (502, 503, 504 and connect
+    // failures), and turns the 5xx count off unless `consecutive5xxErrors` is given.
+    let mut legacy = None;
+    if let Some(v) = &o.consecutive_errors {
+        let ep = p.key("consecutiveErrors");
         c.warn(
-            &p.key("consecutiveErrors"),
-            "consecutiveErrors is deprecated; use consecutive5xxErrors",
+            &ep,
+            "consecutiveErrors is deprecated; use consecutiveGatewayErrors (what it counts)",
         );
+        match v.as_i64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => legacy = Some(n).filter(|n| *n > 0),
+            None => c.error(
+                &ep,
+                format!("consecutiveErrors {v} must be a whole number, not negative"),
+            ),
+        }
     }
     if o.consecutive_local_origin_failures.is_some()
         && o.split_external_local_origin_errors != Some(true)
@@ -595,15 +723,20 @@ fn parse_outlier(c: &mut Checker, p: &FieldPath, o: &raw::OutlierDetection) -> O
             c.error(&p.key(f), format!("{f} {n} must be between 0 and 100"));
         }
     }
+    let consecutive_5xx = nonneg(c, &p.key("consecutive5xxErrors"), o.consecutive_5xx_errors);
+    let consecutive_gateway = nonneg(
+        c,
+        &p.key("consecutiveGatewayErrors"),
+        o.consecutive_gateway_errors,
+    );
     OutlierDetection {
-        consecutive_5xx: nonneg(c, &p.key("consecutive5xxErrors"), o.consecutive_5xx_errors)
-            .unwrap_or(5),
-        consecutive_gateway: nonneg(
-            c,
-            &p.key("consecutiveGatewayErrors"),
-            o.consecutive_gateway_errors,
-        )
-        .unwrap_or(0),
+        consecutive_5xx: match (consecutive_5xx, legacy) {
+            (Some(n), _) => n,
+            (None, Some(_)) => 0,
+            (None, None) => 5,
+        },
+        consecutive_gateway: legacy.or(consecutive_gateway).unwrap_or(0),
+        split_local_origin: o.split_external_local_origin_errors == Some(true),
         consecutive_local_origin: nonneg(
             c,
             &p.key("consecutiveLocalOriginFailures"),
@@ -615,8 +748,10 @@ fn parse_outlier(c: &mut Checker, p: &FieldPath, o: &raw::OutlierDetection) -> O
         base_ejection_time: c
             .duration(&p.key("baseEjectionTime"), &o.base_ejection_time)
             .unwrap_or(Duration::from_secs(30)),
+        // Istio passes it to Envoy only when above 0: `0` leaves Envoy's default, 10.
         max_ejection_percent: o
             .max_ejection_percent
+            .filter(|n| *n > 0)
             .map_or(10, |n| n.clamp(0, 100) as u32),
         min_health_percent: o.min_health_percent.map_or(0, |n| n.clamp(0, 100) as u32),
     }

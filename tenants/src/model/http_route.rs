@@ -431,20 +431,25 @@ pub(super) fn parse_http_route(
         .as_ref()
         .and_then(|f| parse_fault(c, &p.key("fault"), f));
     let mut mirrors = Vec::new();
-    if r.mirror_percent.is_some() {
-        c.warn(
-            &p.key("mirrorPercent"),
-            "mirrorPercent is deprecated; use mirrorPercentage",
-        );
+    // The deprecated whole-number form still applies when `mirrorPercentage` is absent, as
+    // Istio reads it (`0` turns mirroring off).
+    let mut legacy_pct = None;
+    if let Some(v) = &r.mirror_percent {
+        let mp = p.key("mirrorPercent");
+        c.warn(&mp, "mirrorPercent is deprecated; use mirrorPercentage");
+        match v.as_u64().filter(|n| *n <= 100) {
+            Some(n) => legacy_pct = Some(n as f64),
+            None => c.error(
+                &mp,
+                format!("mirrorPercent {v} must be a whole number in 0..100"),
+            ),
+        }
     }
     if let Some(m) = &r.mirror {
-        let pct = percentage(
-            c,
-            &p.key("mirrorPercentage"),
-            r.mirror_percentage.as_ref(),
-            100.0,
-            false,
-        );
+        let pct = match (&r.mirror_percentage, legacy_pct) {
+            (None, Some(x)) => x,
+            (given, _) => percentage(c, &p.key("mirrorPercentage"), given.as_ref(), 100.0, false),
+        };
         if let Some(d) = Destination::parse(c, &p.key("mirror"), &Some(m.clone())) {
             mirrors.push(Mirror {
                 destination: d,

@@ -247,6 +247,9 @@ pub(super) fn refusal(r: Refused) -> &'static [u8] {
             b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         }
         Refused::Bad => b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        Refused::NotImplemented => {
+            b"HTTP/1.1 501 Not Implemented\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        }
     }
 }
 

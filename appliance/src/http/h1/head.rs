@@ -52,6 +52,8 @@ pub(super) enum Refused {
     TooLarge,
     /// 400: not an HTTP/1 request head.
     Bad,
+    /// 501: a transfer coding other than a single `chunked`.
+    NotImplemented,
 }
 
 /// Parses the head at the start of `buf`. `Ok(None)`: incomplete (read more). On success the
@@ -132,7 +134,23 @@ fn build(buf: &mut BytesMut, l: Lines) -> Result<Head, Refused> {
     }
     let head = buf.split_to(l.len).freeze();
     let slice = |(off, n): (usize, usize)| head.slice(off..off + n);
-    let uri = Uri::from_maybe_shared(slice(l.target)).map_err(|_| Refused::Bad)?;
+    let target = slice(l.target);
+    // A fragment is no part of a request target (RFC 9112 §3.2): `http` would cut it off, and
+    // `/a#/../admin` be routed as `/a`. Envoy refuses it too.
+    if target.contains(&b'#') {
+        return Err(Refused::Bad);
+    }
+    let uri = Uri::from_maybe_shared(target).map_err(|_| Refused::Bad)?;
+    // The authority form is CONNECT's alone, `*` OPTIONS's (RFC 9112 §3.2.3, §3.2.4):
+    // `GET internal:80` would otherwise be routed by that authority instead of the Host.
+    let form_ok = match (uri.scheme(), uri.authority()) {
+        (None, Some(_)) => l.method == Method::CONNECT,
+        _ if uri.path() == "*" => l.method == Method::OPTIONS,
+        _ => l.method != Method::CONNECT || uri.authority().is_some(),
+    };
+    if !form_ok {
+        return Err(Refused::Bad);
+    }
     // Room for what the proxy adds (x-forwarded-for, x-forwarded-proto, x-request-id): a
     // map that grows rehashes every entry.
     let mut headers = HeaderMap::with_capacity(l.names.len() + 4);
@@ -283,8 +301,9 @@ impl Recent {
 struct Facts {
     /// The `Content-Length`, when every such line agrees.
     length: Option<u64>,
-    /// Whether the last `Transfer-Encoding` line ends in `chunked` (`None`: no such line).
-    chunked: Option<bool>,
+    /// `Transfer-Encoding` lines seen, and whether the last one is exactly `chunked`.
+    te_lines: u8,
+    chunked: bool,
     /// `Connection` lists `close`.
     close: bool,
     /// `Connection` lists `keep-alive`.
@@ -295,6 +314,8 @@ struct Facts {
     conn_upgrade: bool,
     /// Whether the first `Expect` line is `100-continue`.
     expect_continue: Option<bool>,
+    /// Whether a `Host` line was seen.
+    host: bool,
 }
 
 impl Facts {
@@ -307,8 +328,8 @@ impl Facts {
                 _ => return Err(Refused::Bad),
             }
         } else if *name == header::TRANSFER_ENCODING {
-            // As hyper: only the last coding of the last line counts.
-            self.chunked = Some(last_is_chunked(value));
+            self.te_lines = self.te_lines.saturating_add(1);
+            self.chunked = value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if *name == header::CONNECTION {
             for t in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 self.close |= t.eq_ignore_ascii_case(b"close");
@@ -319,6 +340,13 @@ impl Facts {
             // Envoy strips an h2c upgrade (`curl --http2` on http://) and serves the request
             // as HTTP/1.1; every other upgrade goes to hyper and the service.
             self.upgrade |= !is_h2c(value);
+        } else if *name == header::HOST {
+            // One, and an authority (RFC 9112 §3.2: 400 otherwise): the gateway routes on it,
+            // and a proxy in front that read another of two would route elsewhere.
+            if self.host || !is_authority(value) {
+                return Err(Refused::Bad);
+            }
+            self.host = true;
         } else if *name == header::EXPECT && self.expect_continue.is_none() {
             self.expect_continue = Some(value.eq_ignore_ascii_case(b"100-continue"));
         }
@@ -328,15 +356,19 @@ impl Facts {
 
 /// Body framing, persistence and hand-over from what the header lines said.
 fn decide(req: Request<()>, version: Version, facts: &Facts) -> Result<Head, Refused> {
-    let ambiguous = facts.chunked.is_some() && facts.length.is_some();
-    let framing = match facts.chunked {
-        // It must be chunked; HTTP/1.0 has no transfer codings.
-        Some(true) if version == Version::HTTP_11 => Framing::Chunked,
-        Some(_) => return Err(Refused::Bad),
-        None => match facts.length {
+    let ambiguous = facts.te_lines > 0 && facts.length.is_some();
+    let framing = match (facts.te_lines, facts.chunked) {
+        (0, _) => match facts.length {
             Some(0) | None => Framing::None,
             Some(n) => Framing::Length(n),
         },
+        // HTTP/1.0 has no transfer codings (RFC 9112 §6.1).
+        _ if version != Version::HTTP_11 => return Err(Refused::Bad),
+        (1, true) => Framing::Chunked,
+        // Any other coding, or a list of them (`gzip, chunked`, `chunked, chunked`), as
+        // Envoy: 501. The coding would be dropped with the hop-by-hop header and the upstream
+        // given bytes nobody labelled.
+        _ => return Err(Refused::NotImplemented),
     };
     let keep_alive = match version {
         Version::HTTP_11 => !facts.close,
@@ -369,6 +401,14 @@ pub(crate) fn last_is_chunked(v: &[u8]) -> bool {
     v.rsplit(|&b| b == b',')
         .next()
         .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether `v` is made of what an authority may hold (RFC 3986 §3.2: unreserved, `%`,
+/// sub-delims, `:`, `@` and the brackets of an IP literal), the set Envoy checks `:authority`
+/// against (nghttp2's `check_authority`).
+fn is_authority(v: &[u8]) -> bool {
+    v.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@[]".contains(&b))
 }
 
 /// A `Content-Length` value: digits only, as hyper reads it.
@@ -459,7 +499,7 @@ mod tests {
             Framing::Length(5)
         );
         assert_eq!(
-            h("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").framing,
+            h("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked \r\n\r\n").framing,
             Framing::Chunked
         );
         assert!(
@@ -478,6 +518,21 @@ mod tests {
                 .expects_continue
         );
         assert!(!h("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").expects_continue);
+        // The other request-target forms where they belong, and authorities with ports and IP
+        // literals.
+        assert_eq!(
+            h("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").req.uri().path(),
+            "*"
+        );
+        assert_eq!(
+            h("GET http://a.example/x?y HTTP/1.1\r\nHost: a.example\r\n\r\n")
+                .req
+                .uri()
+                .path(),
+            "/x"
+        );
+        h("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
+        h("GET / HTTP/1.1\r\nHost: api.example:443\r\n\r\n");
     }
 
     #[test]
@@ -493,13 +548,30 @@ mod tests {
             ),
             (
                 "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                Refused::Bad,
+                Refused::NotImplemented,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Refused::NotImplemented,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Refused::NotImplemented,
             ),
             (
                 "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
                 Refused::Bad,
             ),
             ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", Refused::Bad),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Refused::Bad),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Refused::Bad),
+            ("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Refused::Bad),
+            (
+                "GET internal.svc:80 HTTP/1.1\r\nHost: a\r\n\r\n",
+                Refused::Bad,
+            ),
+            ("GET * HTTP/1.1\r\nHost: a\r\n\r\n", Refused::Bad),
+            ("GET /a#/../admin HTTP/1.1\r\nHost: a\r\n\r\n", Refused::Bad),
             ("GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", Refused::Bad),
             ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Refused::Bad),
         ] {

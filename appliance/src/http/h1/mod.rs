@@ -94,30 +94,35 @@ pub(crate) async fn serve<I>(
         // The head and request are taken apart in `start`, outside this function's state:
         // only the boxed exchange and the body's return channel live across the await below,
         // so they are no part of what an idle connection holds.
-        let (served, back) = match read_head(reader, &mut buf, limits).await {
+        let mut back = None;
+        let served = match read_head(reader, &mut buf, limits).await {
             Ok(Some(head)) if head.hand_over => break End::HandOver(head.raw.unwrap_or_default()),
-            Ok(Some(head)) => start(head, &mut rd, &mut buf, &mut wr, &info, &ctl, limits),
+            Ok(Some(head)) => start(
+                head, &mut rd, &mut buf, &mut wr, &info, &ctl, limits, &mut back,
+            ),
             Ok(None) => break End::Closed,
             Err(refused) => break End::Refused(refused),
         };
         let keep = served.await;
         ctl.busy.store(false, Ordering::Relaxed);
-        if let Some(mut back) = back {
-            // The body hands the read half back when it ends; one unread past what was
-            // buffered ends the connection, and one still held by someone closes it.
-            match back.try_recv() {
-                Ok(r) if r.whole && keep => {
-                    rd = Some(r.rd);
-                    buf = r.rest;
-                }
-                Ok(r) => {
-                    rd = Some(r.rd);
-                    break End::Done;
-                }
-                Err(_) => break End::Closed,
+        // The body hands the read half back when it ends; one unread past what was buffered
+        // ends the connection, and one still held by someone closes it.
+        let returned = match back {
+            None if keep => continue,
+            None => break End::Done,
+            Some(Back::Got(r)) => Ok(r),
+            Some(Back::Waiting(mut rx)) => rx.try_recv(),
+        };
+        match returned {
+            Ok(r) if r.whole && keep => {
+                rd = Some(r.rd);
+                buf = r.rest;
             }
-        } else if !keep {
-            break End::Done;
+            Ok(r) => {
+                rd = Some(r.rd);
+                break End::Done;
+            }
+            Err(_) => break End::Closed,
         }
     };
     match end {
@@ -184,15 +189,20 @@ enum End {
     HandOver(Bytes),
 }
 
-/// A request in flight: the exchange, and for a request with a body, where its read half
-/// comes back.
-type Started<'a, I> = (
-    Pin<Box<dyn Future<Output = bool> + Send + 'a>>,
-    Option<oneshot::Receiver<Returned<ReadHalf<I>>>>,
-);
+/// A request in flight: the exchange, whether the connection can carry another.
+type Started<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 
-/// Hands `head` to the service: its body (if any) borrows the read half, and a request without
-/// one leaves the read half watched for the client going away.
+/// Where a request body's read half comes back: the receiver, or what it received when the
+/// exchange had to know whether the body had ended.
+enum Back<R> {
+    Waiting(oneshot::Receiver<Returned<R>>),
+    Got(Returned<R>),
+}
+
+/// Hands `head` to the service: its body (if any) borrows the read half, which comes back
+/// through `back`, and a request without one leaves the read half watched for the client
+/// going away.
+#[allow(clippy::too_many_arguments)]
 fn start<'a, I>(
     head: Head,
     rd: &'a mut Option<ReadHalf<I>>,
@@ -201,7 +211,8 @@ fn start<'a, I>(
     info: &'a Arc<ConnInfo>,
     ctl: &'a Ctl,
     limits: Limits,
-) -> Started<'a, I>
+    back: &'a mut Option<Back<ReadHalf<I>>>,
+) -> Started<'a>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
@@ -227,7 +238,7 @@ where
         version: req.version(),
         keep_alive: keep_alive && !ambiguous,
     };
-    let (req, back, side) = match (framing, rd.take()) {
+    let (req, side) = match (framing, rd.take()) {
         (Framing::None, reader) => {
             *rd = reader;
             let side = match rd.as_mut() {
@@ -238,22 +249,20 @@ where
                 }),
                 None => Side::Nothing,
             };
-            (req.map(|()| super::body::empty()), None, side)
+            (req.map(|()| super::body::empty()), side)
         }
         (framing, Some(reader)) => {
-            let (mut body, back) = RequestBody::new(framing, reader, std::mem::take(buf));
+            let (mut body, rx) = RequestBody::new(framing, reader, std::mem::take(buf));
+            *back = Some(Back::Waiting(rx));
             let side = match expects_continue.then(|| body.expect_continue()).flatten() {
                 Some(want) => Side::Continue(want),
                 None => Side::Nothing,
             };
-            (req.map(|()| super::body::boxed(body)), Some(back), side)
+            (req.map(|()| super::body::boxed(body)), side)
         }
-        (_, None) => return (Box::pin(std::future::ready(false)), None),
+        (_, None) => return Box::pin(std::future::ready(false)),
     };
-    (
-        pinned(|| exchange(req, info, wr, Aligned(asked), ctl, side)),
-        back,
-    )
+    pinned(|| exchange(req, info, wr, Aligned(asked), ctl, side, back))
 }
 
 /// What the exchange minds besides the service.
@@ -283,6 +292,7 @@ async fn exchange<R, W>(
     Aligned(asked): Aligned<Asked>,
     ctl: &Ctl,
     side: Side<'_, R>,
+    back: &mut Option<Back<R>>,
 ) -> bool
 where
     R: AsyncRead + Unpin + Send + Sync + 'static,
@@ -290,45 +300,76 @@ where
 {
     // Pinned where it is: the service future is large, and moving it into a match arm to
     // await it there copied it per request (10 k instructions of memcpy, `bench/instructions.sh`).
-    let served = handle(&mut req, info.clone());
-    tokio::pin!(served);
-    let resp = match side {
-        Side::Nothing => served.await,
-        Side::Continue(want) => {
-            tokio::select! {
-                biased;
-                r = &mut served => r,
-                Ok(()) = want => {
-                    if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
-                        || wr.flush().await.is_err()
-                    {
-                        return false;
+    let resp = {
+        let served = handle(&mut req, info.clone());
+        tokio::pin!(served);
+        match side {
+            Side::Nothing => served.await,
+            Side::Continue(want) => {
+                tokio::select! {
+                    biased;
+                    r = &mut served => r,
+                    Ok(()) = want => {
+                        if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+                            || wr.flush().await.is_err()
+                        {
+                            return false;
+                        }
+                        served.await
                     }
-                    served.await
                 }
             }
+            Side::Watch(w) => tokio::select! {
+                biased;
+                r = &mut served => r,
+                () = gone(w) => {
+                    // As hyper (without half-close) and Envoy: a client that closes its side has
+                    // abandoned the request, and dropping the service future cancels the upstream
+                    // request instead of letting it run to an answer nobody reads.
+                    tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
+                    return false;
+                }
+            },
         }
-        Side::Watch(w) => tokio::select! {
-            biased;
-            r = &mut served => r,
-            () = gone(w) => {
-                // As hyper (without half-close) and Envoy: a client that closes its side has
-                // abandoned the request, and dropping the service future cancels the upstream
-                // request instead of letting it run to an answer nobody reads.
-                tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
-                return false;
-            }
-        },
     };
     let resp = match resp {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    // A body the service left unread (a local answer) is let go now, so that whether it was
+    // sent whole is known before the head says whether the connection stays open.
+    drop(std::mem::replace(req.body_mut(), super::body::empty()));
     let asked = Asked {
-        keep_alive: asked.keep_alive && !ctl.closing.load(Ordering::Relaxed),
+        keep_alive: asked.keep_alive && !ctl.closing.load(Ordering::Relaxed) && body_ended(back),
         ..asked
     };
     encode::write(wr, resp, asked).await.unwrap_or(false)
+}
+
+/// Whether the request's body (if any) has been read to its end, as the response head goes
+/// out. One still coming means the connection closes after the response (no later request
+/// can be found in it), which the head then says, as Envoy's does when it answers before the
+/// request is complete: a client must not send another request on it.
+fn body_ended<R>(back: &mut Option<Back<R>>) -> bool {
+    match back.take() {
+        None => true,
+        Some(Back::Got(r)) => {
+            let whole = r.whole;
+            *back = Some(Back::Got(r));
+            whole
+        }
+        Some(Back::Waiting(mut rx)) => match rx.try_recv() {
+            Ok(r) => {
+                let whole = r.whole;
+                *back = Some(Back::Got(r));
+                whole
+            }
+            Err(_) => {
+                *back = Some(Back::Waiting(rx));
+                false
+            }
+        },
+    }
 }
 
 /// Completes when the client closes (or breaks) the connection; bytes it sends meanwhile are
@@ -357,11 +398,20 @@ async fn read_head<R: AsyncRead + Unpin>(
     let mut deadline = None;
     let mut parse = !buf.is_empty();
     loop {
+        // Blank lines before a request line are ignored (RFC 9112 §2.2) and dropped here: a
+        // client sending only them would otherwise grow the buffer and make each parse
+        // longer (quadratic CPU). They start the header read timer as a head's bytes do.
+        let blank = blank_prefix(buf);
+        if blank > 0 {
+            bytes::Buf::advance(buf, blank);
+            deadline.get_or_insert_with(|| Instant::now() + limits.header_read);
+            parse &= !buf.is_empty();
+        }
         if parse && let Some(h) = head::parse(buf, limits.max_head)? {
             return Ok(Some(h));
         }
         let before = buf.len();
-        let read = if buf.is_empty() {
+        let read = if buf.is_empty() && deadline.is_none() {
             read_some(rd, buf).await
         } else {
             let at = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read);
@@ -380,6 +430,18 @@ async fn read_head<R: AsyncRead + Unpin>(
         // one (or for the size limit). A client dripping a long line byte by byte would
         // otherwise cost a parse of the whole buffer per byte.
         parse = memchr::memchr(b'\n', &buf[before..]).is_some() || buf.len() > limits.max_head;
+    }
+}
+
+/// How many bytes of empty lines (CRLF or a bare LF) `buf` starts with.
+fn blank_prefix(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..) {
+            Some([b'\r', b'\n', ..]) => i += 2,
+            Some([b'\n', ..]) => i += 1,
+            _ => return i,
+        }
     }
 }
 

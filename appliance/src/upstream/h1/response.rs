@@ -10,7 +10,7 @@ use http::{Response, StatusCode, Version};
 use super::Error;
 use super::names::{Line, Names, Scanned, Values};
 use crate::http::decode::Decoder;
-use crate::http::h1::head::{content_length, find_lf, last_is_chunked};
+use crate::http::h1::head::{content_length, find_lf};
 
 /// Envoy's default limit on upstream header lines.
 const MAX_HEADERS: usize = 100;
@@ -132,7 +132,7 @@ pub(super) fn parse(
     } else {
         names.forget();
     }
-    let (body, keep_alive) = framing(&mut headers, status, head_request)?;
+    let (body, keep_alive) = framing(&mut headers, version, status, head_request)?;
     Ok(Parsed::Final(head_of(
         status,
         version,
@@ -240,26 +240,30 @@ fn head_of(
 /// The body's framing (RFC 9112 §6.3) and whether it leaves the connection reusable.
 fn framing(
     headers: &mut HeaderMap,
+    version: Version,
     status: StatusCode,
     head_request: bool,
 ) -> Result<(Decoder, bool), Error> {
     if bodiless(status, head_request) {
         return Ok((Decoder::Done, true));
     }
-    let chunked = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .map(|te| last_is_chunked(te.as_bytes()));
-    if let Some(chunked) = chunked {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        // Only `chunked`, once, as Envoy's codec: any other coding would be dropped with the
+        // hop-by-hop header, and the client given bytes nobody labelled.
+        if codings.next().is_some()
+            || !first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(Error::Malformed("unsupported transfer coding"));
+        }
         // A length beside a coding is ignored, and the connection not reused (§6.3 ¶3):
-        // the two disagree about where the next response starts.
+        // the two disagree about where the next response starts. HTTP/1.0 has no codings:
+        // its framing is faulty, and the connection closes after (RFC 9112 §6.1).
         let both = headers.remove(header::CONTENT_LENGTH).is_some();
-        return Ok(if chunked {
-            (Decoder::CHUNKED, !both)
-        } else {
-            (Decoder::Eof, false)
-        });
+        return Ok((Decoder::CHUNKED, !both && version == Version::HTTP_11));
     }
     let mut length = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {

@@ -1,0 +1,220 @@
+//! Path normalization before routing, as Istio's default `pathNormalization: BASE` asks of
+//! Envoy (`normalize_path: true`, Chromium's path canonicalizer): otherwise
+//! `/public/../admin` matches `prefix: /public` and reaches whatever serves `/admin`, and
+//! route-based access rules are bypassed.
+//!
+//! What it does, as that canonicalizer does: a percent-encoded unreserved character
+//! (RFC 3986 §2.3: letters, digits, `-`, `.`, `_`, `~`) is decoded, so `%2e%2e` is `..`; a
+//! backslash is a slash; `.` and `..` segments are removed (RFC 3986 §5.2.4), never above the
+//! root. Other escapes, `%2F` included, stay as they are (BASE decodes no slash), and slashes
+//! are not merged. The query is left alone.
+
+use http::uri::PathAndQuery;
+
+/// The normalized form of `pq`, or `None` when it is normal already (nearly always: the check
+/// is one pass over the path's bytes, with no allocation).
+pub fn path(pq: &PathAndQuery) -> Option<PathAndQuery> {
+    let p = pq.path();
+    if !p.starts_with('/') || !needs_work(p.as_bytes()) {
+        return None;
+    }
+    let mut out = normalize(p);
+    if out == p {
+        return None;
+    }
+    if let Some(q) = pq.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    // Only characters of the original path are written, so this parses; if it did not, the
+    // request goes on as it came rather than failing here.
+    PathAndQuery::try_from(out).ok()
+}
+
+/// Whether the path may change: it has an escape, a backslash, or a segment starting with a dot.
+fn needs_work(p: &[u8]) -> bool {
+    p.iter().enumerate().any(|(i, b)| match b {
+        b'%' | b'\\' => true,
+        b'.' => i > 0 && p[i - 1] == b'/',
+        _ => false,
+    })
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `p` starts with `/`.
+fn normalize(p: &str) -> String {
+    // Decode unreserved escapes and turn backslashes into slashes first, so that `%2e` and
+    // `\` are seen as the dots and slashes they stand for.
+    let b = p.as_bytes();
+    let mut flat = String::with_capacity(p.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let escaped = b
+                    .get(i + 1)
+                    .copied()
+                    .and_then(hex)
+                    .zip(b.get(i + 2).copied().and_then(hex));
+                match escaped {
+                    Some((h, l)) if is_unreserved(h * 16 + l) => {
+                        flat.push(char::from(h * 16 + l));
+                        i += 3;
+                        continue;
+                    }
+                    _ => flat.push('%'),
+                }
+            }
+            b'\\' => flat.push('/'),
+            _ => {
+                // Copies the run up to the next byte of interest in one go (and keeps UTF-8
+                // sequences whole: they never contain `%` or `\`).
+                let end = b[i..]
+                    .iter()
+                    .position(|c| matches!(c, b'%' | b'\\'))
+                    .map_or(b.len(), |n| i + n);
+                flat.push_str(&p[i..end]);
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    remove_dot_segments(&flat)
+}
+
+/// RFC 3986 §5.2.4 on an absolute path: segments are kept on a stack, `.` is dropped, `..`
+/// drops the one before it (none above the root); a path ending in a dot segment keeps its
+/// trailing slash.
+fn remove_dot_segments(p: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = p[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut trailing = false;
+    for (i, s) in segments.iter().enumerate() {
+        match *s {
+            "." => trailing = i == last,
+            ".." => {
+                kept.pop();
+                trailing = i == last;
+            }
+            _ => {
+                kept.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(p.len());
+    for s in &kept {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(p: &'static str) -> String {
+        path(&PathAndQuery::from_static(p)).map_or_else(|| p.to_string(), |x| x.to_string())
+    }
+
+    #[test]
+    fn normal_paths_are_left_alone() {
+        for p in [
+            "/",
+            "/a/b",
+            "/a/b/",
+            "/a//b",
+            "/a.b/c.d",
+            "/a/b?x=../y",
+            "*",
+            "/a%2Fb",
+        ] {
+            assert!(path(&PathAndQuery::from_static(p)).is_none(), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_removed() {
+        assert_eq!(n("/public/../admin"), "/admin");
+        assert_eq!(n("/a/./b"), "/a/b");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(n("/a/b/."), "/a/b/");
+        assert_eq!(n("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(n("/.."), "/");
+        assert_eq!(n("/a/..?q=1"), "/?q=1");
+        assert_eq!(n("/a/.hidden/b"), "/a/.hidden/b");
+        assert_eq!(n("/a/...b/"), "/a/...b/");
+    }
+
+    #[test]
+    fn escaped_dots_and_backslashes_count() {
+        assert_eq!(n("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(n("/public/%2E./admin"), "/admin");
+        assert_eq!(n("/public\\..\\admin"), "/admin");
+        assert_eq!(n("/%61dmin"), "/admin");
+    }
+
+    /// Every path of up to six bytes over the characters that matter: normalizing ends, keeps
+    /// a leading slash, leaves no dot segment, and is idempotent.
+    #[test]
+    fn every_short_path_normalizes_to_a_fixed_point() {
+        const ALPHABET: &[u8] = b"/.%2eE\\a?";
+        let mut p = vec![b'/'];
+        let mut count = 0;
+        let mut check = |p: &[u8]| {
+            let Ok(pq) = PathAndQuery::try_from(p) else {
+                return;
+            };
+            count += 1;
+            let Some(once) = path(&pq) else { return };
+            let s = once.path();
+            assert!(s.starts_with('/'), "{pq} -> {once}");
+            assert!(
+                !s.split('/').any(|seg| seg == "." || seg == ".."),
+                "{pq} -> {once}"
+            );
+            assert!(path(&once).is_none(), "{pq} -> {once} is not normal");
+        };
+        fn walk(p: &mut Vec<u8>, left: usize, f: &mut dyn FnMut(&[u8])) {
+            f(p);
+            if left == 0 {
+                return;
+            }
+            for &c in ALPHABET {
+                p.push(c);
+                walk(p, left - 1, f);
+                p.pop();
+            }
+        }
+        walk(&mut p, 5, &mut check);
+        assert!(count > 10_000, "{count}");
+    }
+
+    #[test]
+    fn other_escapes_stay() {
+        assert_eq!(n("/a%2Fb/../c"), "/c");
+        assert_eq!(n("/a%2fb"), "/a%2fb");
+        assert_eq!(n("/a%20b/./c"), "/a%20b/c");
+        assert_eq!(n("/bad%zz/./x"), "/bad%zz/x");
+        assert_eq!(n("/end%"), "/end%");
+        assert_eq!(n("/end%4"), "/end%4");
+    }
+}

@@ -1,0 +1,185 @@
+//! Fields Istio still applies though they are deprecated or rarely used, applied as Istio
+//! applies them (not only warned about): `mirrorPercent`, `outlierDetection.consecutiveErrors`,
+//! `maxEjectionPercent: 0`, `loadBalancer.warmup` and `warmupDurationSecs`; and a WorkloadEntry
+//! a STATIC ServiceEntry cannot use, said rather than dropped in silence.
+
+use std::time::Duration;
+
+use tenants::model::{OutlierDetection, PortPolicy, TrafficPolicy, Warmup};
+use tenants::{LoadOptions, Severity, SourceFile, load_standalone};
+
+fn dr(policy: &str) -> (Option<TrafficPolicy>, Vec<String>) {
+    let text = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: api.example.com\n  trafficPolicy:\n{policy}"
+    );
+    let ns = load_standalone(&text, "dr.yaml");
+    let errors: Vec<String> = ns
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let warnings = ns.diagnostics.iter().map(|d| d.to_string()).collect();
+    let policy = ns
+        .objects
+        .destination_rules
+        .first()
+        .and_then(|d| d.policy.clone());
+    (policy, warnings)
+}
+
+fn base(policy: &str) -> (PortPolicy, Vec<String>) {
+    let (p, w) = dr(policy);
+    (p.expect("a policy").base, w)
+}
+
+fn outlier(od: &str) -> OutlierDetection {
+    base(&format!("    outlierDetection: {od}\n"))
+        .0
+        .outlier_detection
+        .expect("outlier detection")
+}
+
+#[test]
+fn consecutive_errors_counts_gateway_errors_as_istio_maps_it() {
+    let od = outlier("{consecutiveErrors: 3}");
+    assert_eq!((od.consecutive_gateway, od.consecutive_5xx), (3, 0));
+    // With consecutive5xxErrors given, that count stays on.
+    let od = outlier("{consecutiveErrors: 3, consecutive5xxErrors: 7}");
+    assert_eq!((od.consecutive_gateway, od.consecutive_5xx), (3, 7));
+    // Not given: Envoy's defaults.
+    let od = outlier("{interval: 1s}");
+    assert_eq!((od.consecutive_gateway, od.consecutive_5xx), (0, 5));
+    let (_, warnings) = base("    outlierDetection: {consecutiveErrors: 3}\n");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("consecutiveErrors is deprecated")),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn max_ejection_percent_zero_leaves_envoys_default() {
+    assert_eq!(outlier("{maxEjectionPercent: 0}").max_ejection_percent, 10);
+    assert_eq!(outlier("{maxEjectionPercent: 50}").max_ejection_percent, 50);
+}
+
+#[test]
+fn warmup_is_applied_with_istios_defaults() {
+    let (p, _) = base("    loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s}}\n");
+    assert_eq!(
+        p.warmup,
+        Some(Warmup {
+            duration: Duration::from_secs(30),
+            minimum_percent: 10.0,
+            aggression: 1.0,
+        })
+    );
+    let (p, _) =
+        base("    loadBalancer: {warmup: {duration: 1m, minimumPercent: 25, aggression: 2}}\n");
+    assert_eq!(
+        p.warmup,
+        Some(Warmup {
+            duration: Duration::from_secs(60),
+            minimum_percent: 25.0,
+            aggression: 2.0,
+        })
+    );
+    let (p, w) = base("    loadBalancer: {simple: LEAST_REQUEST, warmupDurationSecs: 45s}\n");
+    assert_eq!(p.warmup.map(|w| w.duration), Some(Duration::from_secs(45)));
+    assert!(
+        w.iter()
+            .any(|w| w.contains("warmupDurationSecs is deprecated")),
+        "{w:#?}"
+    );
+    // Envoy's slow start is for ROUND_ROBIN and LEAST_REQUEST: elsewhere it is said to do nothing.
+    let (p, w) = base("    loadBalancer: {simple: RANDOM, warmup: {duration: 30s}}\n");
+    assert_eq!(p.warmup, None);
+    assert!(
+        w.iter().any(|w| w.contains("warmup has no effect")),
+        "{w:#?}"
+    );
+}
+
+#[test]
+fn warmup_layers_with_its_load_balancer() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: api.example.com\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 30s}}\n  subsets:\n  - name: v2\n    labels: {version: v2}\n    trafficPolicy: {loadBalancer: {simple: RANDOM}}\n  - name: v3\n    labels: {version: v3}\n    trafficPolicy: {connectionPool: {tcp: {maxConnections: 5}}}\n";
+    let ns = load_standalone(text, "dr.yaml");
+    assert!(!ns.has_errors(), "{:#?}", ns.diagnostics);
+    let d = &ns.objects.destination_rules[0];
+    let effective = |subset: &str| {
+        TrafficPolicy::effective(
+            d.policy.as_ref(),
+            d.subset(subset).and_then(|s| s.policy.as_ref()),
+            80,
+        )
+    };
+    // A subset's own loadBalancer replaces the whole of it, warmup included.
+    assert_eq!(effective("v2").warmup, None);
+    // One that does not set it keeps the top level's.
+    assert_eq!(
+        effective("v3").warmup.map(|w| w.duration),
+        Some(Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn mirror_percent_applies_when_mirror_percentage_is_absent() {
+    let vs = |extra: &str| {
+        let text = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v}}\nspec:\n  hosts: [web.example.com]\n  gateways: [gw]\n  http:\n  - route: [{{destination: {{host: a.example.com}}}}]\n    mirror: {{host: b.example.com}}\n{extra}"
+        );
+        let ns = load_standalone(&text, "vs.yaml");
+        assert!(!ns.has_errors(), "{:#?}", ns.diagnostics);
+        ns.objects.virtual_services[0].http[0].mirrors[0].percentage
+    };
+    assert_eq!(vs(""), 100.0);
+    assert_eq!(vs("    mirrorPercent: 0\n"), 0.0);
+    assert_eq!(vs("    mirrorPercent: 25\n"), 25.0);
+    assert_eq!(
+        vs("    mirrorPercent: 25\n    mirrorPercentage: {value: 5.5}\n"),
+        5.5
+    );
+}
+
+#[test]
+fn a_dns_named_workload_entry_under_a_static_service_entry_is_reported() {
+    let files = [
+        (
+            "gatehouse.yaml",
+            "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: appliance}\nspec:\n  components:\n    ingressGateways:\n    - name: public-gw\n      label: {istio: public-gw}\n      k8s: {service: {ports: [{name: http, port: 80, targetPort: 18080}]}}\n---\napiVersion: gatehouse.dev/v1\nkind: Tenant\nmetadata: {name: team-a}\nspec: {hosts: [\"web.example.com\"], gateways: [public-gw]}\n",
+        ),
+        (
+            "tenants/team-a/services.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: api}\nspec:\n  hosts: [api.team-a.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  workloadSelector: {labels: {app: api}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: by-ip}\nspec: {address: 127.0.0.1, labels: {app: api}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: by-name}\nspec: {address: vm1.example.com, labels: {app: api}}\n",
+        ),
+    ];
+    let sources: Vec<SourceFile> = files
+        .iter()
+        .map(|(p, y)| SourceFile {
+            path: (*p).into(),
+            bytes: y.as_bytes().to_vec(),
+        })
+        .collect();
+    let out = tenants::build(
+        &tenants::load(&sources, &LoadOptions::default()),
+        "test",
+        None,
+    )
+    .expect("builds");
+    let found: Vec<String> = out
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning && d.to_string().contains("resolution STATIC"))
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(found.len(), 1, "{:#?}", out.diagnostics);
+    assert!(found[0].contains("by-name"), "{}", found[0]);
+    assert!(
+        found[0].contains("\"vm1.example.com\" is a DNS name"),
+        "{}",
+        found[0]
+    );
+}

@@ -1,7 +1,8 @@
 //! Fields Istio still applies though they are deprecated or rarely used, applied as Istio
-//! applies them (not only warned about): `mirrorPercent`, `outlierDetection.consecutiveErrors`,
-//! `maxEjectionPercent: 0`, `loadBalancer.warmup` and `warmupDurationSecs`; and a WorkloadEntry
-//! a STATIC ServiceEntry cannot use, said rather than dropped in silence.
+//! applies them (not only warned about): `mirrorPercent`, `maxEjectionPercent: 0`,
+//! `consecutiveLocalOriginFailures: 0`, `loadBalancer.warmup` and `warmupDurationSecs`; one it
+//! no longer reads (`consecutiveErrors`) said to do nothing; and a WorkloadEntry a STATIC
+//! ServiceEntry cannot use, said rather than dropped in silence.
 
 use std::time::Duration;
 
@@ -42,22 +43,31 @@ fn outlier(od: &str) -> OutlierDetection {
 }
 
 #[test]
-fn consecutive_errors_counts_gateway_errors_as_istio_maps_it() {
+fn consecutive_errors_does_nothing_as_in_istio_and_says_so() {
+    // Istio's applyOutlierDetection no longer reads it: Envoy's defaults stay.
     let od = outlier("{consecutiveErrors: 3}");
-    assert_eq!((od.consecutive_gateway, od.consecutive_5xx), (3, 0));
-    // With consecutive5xxErrors given, that count stays on.
-    let od = outlier("{consecutiveErrors: 3, consecutive5xxErrors: 7}");
-    assert_eq!((od.consecutive_gateway, od.consecutive_5xx), (3, 7));
-    // Not given: Envoy's defaults.
-    let od = outlier("{interval: 1s}");
     assert_eq!((od.consecutive_gateway, od.consecutive_5xx), (0, 5));
+    let od = outlier("{consecutiveErrors: 3, consecutiveGatewayErrors: 2}");
+    assert_eq!((od.consecutive_gateway, od.consecutive_5xx), (2, 5));
     let (_, warnings) = base("    outlierDetection: {consecutiveErrors: 3}\n");
     assert!(
         warnings
             .iter()
-            .any(|w| w.contains("consecutiveErrors is deprecated")),
+            .any(|w| w.contains("consecutiveErrors is deprecated and has no effect")),
         "{warnings:#?}"
     );
+}
+
+#[test]
+fn local_origin_failures_split_with_envoys_default_count() {
+    let od = outlier("{splitExternalLocalOriginErrors: true}");
+    assert!(od.split_local_origin);
+    assert_eq!(od.consecutive_local_origin, None);
+    let od = outlier("{splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 0}");
+    assert_eq!(od.consecutive_local_origin, None, "0 leaves Envoy's 5");
+    let od = outlier("{splitExternalLocalOriginErrors: true, consecutiveLocalOriginFailures: 2}");
+    assert_eq!(od.consecutive_local_origin, Some(2));
+    assert!(!outlier("{interval: 1s}").split_local_origin);
 }
 
 #[test]

@@ -31,13 +31,23 @@ pub fn path(pq: &PathAndQuery) -> Option<PathAndQuery> {
     PathAndQuery::try_from(out).ok()
 }
 
-/// Whether the path may change: it has an escape, a backslash, or a segment starting with a dot.
+/// Whether the path changes: it has a backslash, an escaped unreserved character, or a `.`
+/// or `..` segment. Exact, so that `/.well-known/x` or `/My%20Doc` are not copied for
+/// nothing.
 fn needs_work(p: &[u8]) -> bool {
-    p.iter().enumerate().any(|(i, b)| match b {
-        b'%' | b'\\' => true,
-        b'.' => i > 0 && p[i - 1] == b'/',
+    let escaped_unreserved = |i: usize| match (p.get(i + 1), p.get(i + 2)) {
+        (Some(&h), Some(&l)) => hex(h)
+            .zip(hex(l))
+            .is_some_and(|(h, l)| is_unreserved(h * 16 + l)),
         _ => false,
-    })
+    };
+    p.split(|&b| b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
+        || p.iter().enumerate().any(|(i, &b)| match b {
+            b'\\' => true,
+            b'%' => escaped_unreserved(i),
+            _ => false,
+        })
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -146,8 +156,14 @@ mod tests {
             "/a/b?x=../y",
             "*",
             "/a%2Fb",
+            "/.well-known/acme",
+            "/My%20Doc.pdf",
+            "/a/...",
+            "/100%",
         ] {
-            assert!(path(&PathAndQuery::from_static(p)).is_none(), "{p}");
+            let pq = PathAndQuery::from_static(p);
+            assert!(!needs_work(pq.path().as_bytes()), "{p}");
+            assert!(path(&pq).is_none(), "{p}");
         }
     }
 

@@ -276,10 +276,16 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
             // An HTTP/2 stream in flight until its answer: the idle timeout leaves it be.
             let _stream = Stream::new(&ctl);
             let mut req = req.map(crate::http::body::boxed);
+            // An HTTP/1 request here is one `h1` handed over (an upgrade, a CONNECT): the
+            // connection is hyper's from then on, and hyper parses more leniently than `h1`
+            // (two Host lines, the authority form, any transfer coding). So it carries that
+            // one request only: unless the answer switches protocols, it closes after it.
+            let handed_over = req.version() != hyper::Version::HTTP_2;
+            let connect = req.method() == hyper::Method::CONNECT;
             let mut resp = handle(&mut req, info).await?;
-            if ctl.closing.load(Ordering::Relaxed)
-                && resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
-            {
+            let switched = resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
+                || (connect && resp.status().is_success());
+            if (ctl.closing.load(Ordering::Relaxed) || handed_over) && !switched {
                 resp.headers_mut()
                     .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             }

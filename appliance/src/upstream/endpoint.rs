@@ -159,6 +159,7 @@ impl Endpoint {
         self.last_until.store(now_ms + ms, Ordering::Relaxed);
         self.consecutive_5xx.store(0, Ordering::Relaxed);
         self.consecutive_gateway.store(0, Ordering::Relaxed);
+        self.consecutive_local.store(0, Ordering::Relaxed);
         tracing::info!(endpoint = %self.addr, for_ms = ms, "outlier detection ejected endpoint");
     }
 
@@ -296,6 +297,10 @@ mod tests {
         assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
         assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
         assert!(e.record(Outcome::LocalOrigin, Some(&o)));
+        // An ejection starts the count again, as Envoy's does: back from it, one more
+        // failure is not yet three.
+        e.eject(&o, 1_000);
+        assert!(!e.record(Outcome::LocalOrigin, Some(&o)));
         // Without a count, Envoy's default 5.
         let f = Endpoint::new("127.0.0.1:2".parse().expect("addr"), 1);
         o.consecutive_local_origin = None;

@@ -496,18 +496,25 @@ fn cookie_attributes(
         let value = a.get("value").and_then(|n| n.as_str()).unwrap_or_default();
         let known = a
             .as_object()
-            .is_some_and(|o| o.keys().all(|k| k == "name" || k == "value"));
+            .is_some_and(|o| o.keys().all(|k| k == "name" || k == "value"))
+            && a.get("value").is_none_or(serde_json::Value::is_string);
         if !known {
-            c.error(&ap, "a cookie attribute has only name and value");
+            c.error(
+                &ap,
+                "a cookie attribute has only name and value, both strings",
+            );
         } else if !token(name) {
             c.error(
                 &ap.key("name"),
                 format!("cookie attribute name {name:?} must be a token"),
             );
-        } else if value.bytes().any(|b| b == b';' || b.is_ascii_control()) {
+        } else if !value
+            .bytes()
+            .all(|b| (b.is_ascii_graphic() && b != b';') || b == b' ')
+        {
             c.error(
                 &ap.key("value"),
-                format!("cookie attribute value {value:?} must not hold ';' or control characters"),
+                format!("cookie attribute value {value:?} must be visible ASCII without ';'"),
             );
         } else {
             out.push((name.to_string(), value.to_string()));
@@ -687,23 +694,13 @@ fn nonneg(c: &mut Checker, p: &FieldPath, v: Option<i64>) -> Option<u32> {
 }
 
 fn parse_outlier(c: &mut Checker, p: &FieldPath, o: &raw::OutlierDetection) -> OutlierDetection {
-    // The deprecated `consecutiveErrors` still applies as Istio applies it
-    // (`applyOutlierDetection`): it counts gateway errors only (502, 503, 504 and connect
-    // failures), and turns the 5xx count off unless `consecutive5xxErrors` is given.
-    let mut legacy = None;
-    if let Some(v) = &o.consecutive_errors {
-        let ep = p.key("consecutiveErrors");
+    // Istio's `applyOutlierDetection` no longer reads the deprecated `consecutiveErrors`
+    // (it once meant gateway errors): it has no effect, and that is said.
+    if o.consecutive_errors.is_some() {
         c.warn(
-            &ep,
-            "consecutiveErrors is deprecated; use consecutiveGatewayErrors (what it counts)",
+            &p.key("consecutiveErrors"),
+            "consecutiveErrors is deprecated and has no effect (Istio ignores it); use consecutiveGatewayErrors or consecutive5xxErrors",
         );
-        match v.as_i64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => legacy = Some(n).filter(|n| *n > 0),
-            None => c.error(
-                &ep,
-                format!("consecutiveErrors {v} must be a whole number, not negative"),
-            ),
-        }
     }
     if o.consecutive_local_origin_failures.is_some()
         && o.split_external_local_origin_errors != Some(true)
@@ -730,18 +727,16 @@ fn parse_outlier(c: &mut Checker, p: &FieldPath, o: &raw::OutlierDetection) -> O
         o.consecutive_gateway_errors,
     );
     OutlierDetection {
-        consecutive_5xx: match (consecutive_5xx, legacy) {
-            (Some(n), _) => n,
-            (None, Some(_)) => 0,
-            (None, None) => 5,
-        },
-        consecutive_gateway: legacy.or(consecutive_gateway).unwrap_or(0),
+        consecutive_5xx: consecutive_5xx.unwrap_or(5),
+        consecutive_gateway: consecutive_gateway.unwrap_or(0),
         split_local_origin: o.split_external_local_origin_errors == Some(true),
+        // Istio passes it only when above 0: `0` leaves Envoy's default, 5.
         consecutive_local_origin: nonneg(
             c,
             &p.key("consecutiveLocalOriginFailures"),
             o.consecutive_local_origin_failures,
-        ),
+        )
+        .filter(|n| *n > 0),
         interval: c
             .duration(&p.key("interval"), &o.interval)
             .unwrap_or(Duration::from_secs(10)),

@@ -397,21 +397,26 @@ async fn read_head<R: AsyncRead + Unpin>(
 ) -> Result<Option<Head>, Refused> {
     let mut deadline = None;
     let mut parse = !buf.is_empty();
+    let mut blanks = 0;
     loop {
         // Blank lines before a request line are ignored (RFC 9112 §2.2) and dropped here: a
         // client sending only them would otherwise grow the buffer and make each parse
-        // longer (quadratic CPU). They start the header read timer as a head's bytes do.
+        // longer (quadratic CPU). A CRLF some clients send after a body is one; more than a
+        // head's worth of them is no client's, and refused.
         let blank = blank_prefix(buf);
         if blank > 0 {
             bytes::Buf::advance(buf, blank);
-            deadline.get_or_insert_with(|| Instant::now() + limits.header_read);
+            blanks += blank;
+            if blanks > limits.max_head {
+                return Err(Refused::Bad);
+            }
             parse &= !buf.is_empty();
         }
         if parse && let Some(h) = head::parse(buf, limits.max_head)? {
             return Ok(Some(h));
         }
         let before = buf.len();
-        let read = if buf.is_empty() && deadline.is_none() {
+        let read = if buf.is_empty() {
             read_some(rd, buf).await
         } else {
             let at = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read);
@@ -491,6 +496,14 @@ mod tests {
         max_head: 8192,
         header_read: Duration::from_secs(5),
     };
+
+    #[test]
+    fn blank_lines_before_a_request_are_counted() {
+        assert_eq!(blank_prefix(b"\r\n\nGET"), 3);
+        assert_eq!(blank_prefix(b"\r\r\n"), 0);
+        assert_eq!(blank_prefix(b"\r"), 0);
+        assert_eq!(blank_prefix(b""), 0);
+    }
 
     #[tokio::test]
     async fn a_head_dripped_byte_by_byte_is_parsed_when_its_last_lf_arrives() {

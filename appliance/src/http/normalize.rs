@@ -35,19 +35,34 @@ pub fn path(pq: &PathAndQuery) -> Option<PathAndQuery> {
 /// or `..` segment. Exact, so that `/.well-known/x` or `/My%20Doc` are not copied for
 /// nothing.
 fn needs_work(p: &[u8]) -> bool {
-    let escaped_unreserved = |i: usize| match (p.get(i + 1), p.get(i + 2)) {
-        (Some(&h), Some(&l)) => hex(h)
-            .zip(hex(l))
-            .is_some_and(|(h, l)| is_unreserved(h * 16 + l)),
-        _ => false,
-    };
-    p.split(|&b| b == b'/')
-        .any(|seg| seg == b"." || seg == b"..")
-        || p.iter().enumerate().any(|(i, &b)| match b {
+    let mut from = 0;
+    // One scan for the three bytes that can matter; most paths have none, or only dots inside
+    // names (`/app.js`).
+    while let Some(off) = p
+        .get(from..)
+        .and_then(|rest| rest.iter().position(|&b| matches!(b, b'.' | b'%' | b'\\')))
+    {
+        let at = from + off;
+        let changes = match p[at] {
             b'\\' => true,
-            b'%' => escaped_unreserved(i),
-            _ => false,
-        })
+            b'%' => p
+                .get(at + 1..at + 3)
+                .and_then(|x| hex(x[0]).zip(hex(x[1])))
+                .is_some_and(|(h, l)| is_unreserved(h * 16 + l)),
+            // A dot starting a segment: a dot segment if the segment is `.` or `..`.
+            _ => {
+                at > 0 && p[at - 1] == b'/' && {
+                    let seg = p[at..].split(|&b| b == b'/').next().unwrap_or_default();
+                    seg == b"." || seg == b".."
+                }
+            }
+        };
+        if changes {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 fn is_unreserved(b: u8) -> bool {

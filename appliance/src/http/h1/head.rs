@@ -137,19 +137,23 @@ fn build(buf: &mut BytesMut, l: Lines) -> Result<Head, Refused> {
     let target = slice(l.target);
     // A fragment is no part of a request target (RFC 9112 §3.2): `http` would cut it off, and
     // `/a#/../admin` be routed as `/a`. Envoy refuses it too.
-    if target.contains(&b'#') {
+    if memchr::memchr(b'#', &target).is_some() {
         return Err(Refused::Bad);
     }
+    let origin_form = target.first() == Some(&b'/');
     let uri = Uri::from_maybe_shared(target).map_err(|_| Refused::Bad)?;
     // The authority form is CONNECT's alone, `*` OPTIONS's (RFC 9112 §3.2.3, §3.2.4):
     // `GET internal:80` would otherwise be routed by that authority instead of the Host.
-    let form_ok = match (uri.scheme(), uri.authority()) {
-        (None, Some(_)) => l.method == Method::CONNECT,
-        _ if uri.path() == "*" => l.method == Method::OPTIONS,
-        _ => l.method != Method::CONNECT || uri.authority().is_some(),
-    };
-    if !form_ok {
-        return Err(Refused::Bad);
+    // Nearly every request is origin-form and no CONNECT: nothing to look at.
+    if !origin_form || l.method == Method::CONNECT {
+        let form_ok = match (uri.scheme(), uri.authority()) {
+            (None, Some(_)) => l.method == Method::CONNECT,
+            _ if uri.path() == "*" => l.method == Method::OPTIONS,
+            _ => l.method != Method::CONNECT || uri.authority().is_some(),
+        };
+        if !form_ok {
+            return Err(Refused::Bad);
+        }
     }
     // Room for what the proxy adds (x-forwarded-for, x-forwarded-proto, x-request-id): a
     // map that grows rehashes every entry.

@@ -94,16 +94,13 @@ pub(crate) async fn serve<I>(
         // The head and request are taken apart in `start`, outside this function's state:
         // only the boxed exchange and the body's return channel live across the await below,
         // so they are no part of what an idle connection holds.
-        let mut back = None;
         let served = match read_head(reader, &mut buf, limits).await {
             Ok(Some(head)) if head.hand_over => break End::HandOver(head.raw.unwrap_or_default()),
-            Ok(Some(head)) => start(
-                head, &mut rd, &mut buf, &mut wr, &info, &ctl, limits, &mut back,
-            ),
+            Ok(Some(head)) => start(head, &mut rd, &mut buf, &mut wr, &info, &ctl, limits),
             Ok(None) => break End::Closed,
             Err(refused) => break End::Refused(refused),
         };
-        let keep = served.await;
+        let (keep, back) = served.await;
         ctl.busy.store(false, Ordering::Relaxed);
         // The body hands the read half back when it ends; one unread past what was buffered
         // ends the connection, and one still held by someone closes it.
@@ -189,8 +186,9 @@ enum End {
     HandOver(Bytes),
 }
 
-/// A request in flight: the exchange, whether the connection can carry another.
-type Started<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+/// A request in flight: the exchange; whether the connection can carry another, and for a
+/// request with a body, where its read half comes back.
+type Started<'a, I> = Pin<Box<dyn Future<Output = (bool, Option<Back<ReadHalf<I>>>)> + Send + 'a>>;
 
 /// Where a request body's read half comes back: the receiver, or what it received when the
 /// exchange had to know whether the body had ended.
@@ -200,9 +198,8 @@ enum Back<R> {
 }
 
 /// Hands `head` to the service: its body (if any) borrows the read half, which comes back
-/// through `back`, and a request without one leaves the read half watched for the client
-/// going away.
-#[allow(clippy::too_many_arguments)]
+/// through the exchange's `Back`, and a request without one leaves the read half watched for
+/// the client going away.
 fn start<'a, I>(
     head: Head,
     rd: &'a mut Option<ReadHalf<I>>,
@@ -211,8 +208,7 @@ fn start<'a, I>(
     info: &'a Arc<ConnInfo>,
     ctl: &'a Ctl,
     limits: Limits,
-    back: &'a mut Option<Back<ReadHalf<I>>>,
-) -> Started<'a>
+) -> Started<'a, I>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
 {
@@ -238,7 +234,7 @@ where
         version: req.version(),
         keep_alive: keep_alive && !ambiguous,
     };
-    let (req, side) = match (framing, rd.take()) {
+    let (req, side, back) = match (framing, rd.take()) {
         (Framing::None, reader) => {
             *rd = reader;
             let side = match rd.as_mut() {
@@ -249,18 +245,21 @@ where
                 }),
                 None => Side::Nothing,
             };
-            (req.map(|()| super::body::empty()), side)
+            (req.map(|()| super::body::empty()), side, None)
         }
         (framing, Some(reader)) => {
             let (mut body, rx) = RequestBody::new(framing, reader, std::mem::take(buf));
-            *back = Some(Back::Waiting(rx));
             let side = match expects_continue.then(|| body.expect_continue()).flatten() {
                 Some(want) => Side::Continue(want),
                 None => Side::Nothing,
             };
-            (req.map(|()| super::body::boxed(body)), side)
+            (
+                req.map(|()| super::body::boxed(body)),
+                side,
+                Some(Back::Waiting(rx)),
+            )
         }
-        (_, None) => return Box::pin(std::future::ready(false)),
+        (_, None) => return Box::pin(std::future::ready((false, None))),
     };
     pinned(|| exchange(req, info, wr, Aligned(asked), ctl, side, back))
 }
@@ -292,8 +291,8 @@ async fn exchange<R, W>(
     Aligned(asked): Aligned<Asked>,
     ctl: &Ctl,
     side: Side<'_, R>,
-    back: &mut Option<Back<R>>,
-) -> bool
+    mut back: Option<Back<R>>,
+) -> (bool, Option<Back<R>>)
 where
     R: AsyncRead + Unpin + Send + Sync + 'static,
     W: AsyncWrite + Unpin,
@@ -313,7 +312,7 @@ where
                         if wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
                             || wr.flush().await.is_err()
                         {
-                            return false;
+                            return (false, back);
                         }
                         served.await
                     }
@@ -327,7 +326,7 @@ where
                     // abandoned the request, and dropping the service future cancels the upstream
                     // request instead of letting it run to an answer nobody reads.
                     tracing::debug!(peer = %info.peer, "client closed the connection with a request in flight; cancelled");
-                    return false;
+                    return (false, back);
                 }
             },
         }
@@ -338,18 +337,25 @@ where
     };
     // A body the service left unread (a local answer) is let go now, so that whether it was
     // sent whole is known before the head says whether the connection stays open.
-    drop(std::mem::replace(req.body_mut(), super::body::empty()));
+    if back.is_some() {
+        drop(std::mem::replace(req.body_mut(), super::body::empty()));
+    }
     let asked = Asked {
-        keep_alive: asked.keep_alive && !ctl.closing.load(Ordering::Relaxed) && body_ended(back),
+        keep_alive: asked.keep_alive
+            && !ctl.closing.load(Ordering::Relaxed)
+            && body_ended(&mut back),
         ..asked
     };
-    encode::write(wr, resp, asked).await.unwrap_or(false)
+    (encode::write(wr, resp, asked).await.unwrap_or(false), back)
 }
 
-/// Whether the request's body (if any) has been read to its end, as the response head goes
-/// out. One still coming means the connection closes after the response (no later request
-/// can be found in it), which the head then says, as Envoy's does when it answers before the
-/// request is complete: a client must not send another request on it.
+/// Whether the connection may stay open as far as the request's body is concerned, as the
+/// response head goes out. A body let go of before its end with bytes still on the wire (a
+/// local answer to an upload) ends the connection, and the head says so: a client must not
+/// send another request on it. A body still being read (an upload the upstream answered
+/// early and goes on taking, a stream in both directions) may yet end whole: the head does
+/// not promise a close, and the loop decides once the body is back (a close without notice
+/// if it was not whole, as before).
 fn body_ended<R>(back: &mut Option<Back<R>>) -> bool {
     match back.take() {
         None => true,
@@ -366,7 +372,7 @@ fn body_ended<R>(back: &mut Option<Back<R>>) -> bool {
             }
             Err(_) => {
                 *back = Some(Back::Waiting(rx));
-                false
+                true
             }
         },
     }

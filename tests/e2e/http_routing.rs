@@ -321,14 +321,18 @@ fn rewrite_redirect_and_header_operations() {
     // `pathNormalization: BASE`): dot segments, escaped dots and unreserved characters.
     // `--path-as-is` keeps curl from doing it first.
     for raw in ["/old/../teapot", "/x/%2e%2e/teapot", "/%74eapot"] {
-        let r = Curl::new(&fx.url("web.example.com", raw))
-            .arg("--path-as-is")
-            .run();
-        assert_eq!(
-            (r.status, r.body.as_str()),
-            (418, "short and stout"),
-            "{raw}: {r:?}"
-        );
+        for h2 in [false, true] {
+            let mut c = Curl::new(&fx.url("web.example.com", raw)).arg("--path-as-is");
+            if h2 {
+                c = c.arg("--http2-prior-knowledge");
+            }
+            let r = c.run();
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (418, "short and stout"),
+                "{raw} (HTTP/2: {h2}): {r:?}"
+            );
+        }
     }
     let r = Curl::new(&fx.url("web.example.com", "/x/./y/../z?a=/../b"))
         .arg("--path-as-is")

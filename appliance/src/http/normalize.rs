@@ -35,34 +35,22 @@ pub fn path(pq: &PathAndQuery) -> Option<PathAndQuery> {
 /// or `..` segment. Exact, so that `/.well-known/x` or `/My%20Doc` are not copied for
 /// nothing.
 fn needs_work(p: &[u8]) -> bool {
-    let mut from = 0;
-    // One scan for the three bytes that can matter; most paths have none, or only dots inside
-    // names (`/app.js`).
-    while let Some(off) = p
-        .get(from..)
-        .and_then(|rest| rest.iter().position(|&b| matches!(b, b'.' | b'%' | b'\\')))
-    {
-        let at = from + off;
-        let changes = match p[at] {
-            b'\\' => true,
-            b'%' => p
-                .get(at + 1..at + 3)
-                .and_then(|x| hex(x[0]).zip(hex(x[1])))
-                .is_some_and(|(h, l)| is_unreserved(h * 16 + l)),
-            // A dot starting a segment: a dot segment if the segment is `.` or `..`.
-            _ => {
-                at > 0 && p[at - 1] == b'/' && {
-                    let seg = p[at..].split(|&b| b == b'/').next().unwrap_or_default();
-                    seg == b"." || seg == b".."
-                }
+    // One vectorised scan for the three bytes that can matter; most paths have none, or only
+    // dots inside names (`/app.js`).
+    memchr::memchr3_iter(b'.', b'%', b'\\', p).any(|at| match p[at] {
+        b'\\' => true,
+        b'%' => p
+            .get(at + 1..at + 3)
+            .and_then(|x| hex(x[0]).zip(hex(x[1])))
+            .is_some_and(|(h, l)| is_unreserved(h * 16 + l)),
+        // A dot starting a segment: a dot segment if the segment is `.` or `..`.
+        _ => {
+            at > 0 && p[at - 1] == b'/' && {
+                let seg = p[at..].split(|&b| b == b'/').next().unwrap_or_default();
+                seg == b"." || seg == b".."
             }
-        };
-        if changes {
-            return true;
         }
-        from = at + 1;
-    }
-    false
+    })
 }
 
 fn is_unreserved(b: u8) -> bool {

@@ -73,6 +73,8 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
 struct Lines {
     /// The head's length, through its blank line.
     len: usize,
+    /// Read by `Recent::scan`, whose target has no `#`.
+    scanned: bool,
     method: Method,
     target: (usize, usize),
     version: Version,
@@ -118,6 +120,7 @@ fn general(buf: &[u8], max_head: usize) -> Result<Option<Lines>, Refused> {
     });
     Ok(Some(Lines {
         len,
+        scanned: false,
         method,
         target,
         version,
@@ -137,7 +140,7 @@ fn build(buf: &mut BytesMut, l: Lines) -> Result<Head, Refused> {
     let target = slice(l.target);
     // A fragment is no part of a request target (RFC 9112 §3.2): `http` would cut it off, and
     // `/a#/../admin` be routed as `/a`. Envoy refuses it too.
-    if memchr::memchr(b'#', &target).is_some() {
+    if !l.scanned && memchr::memchr(b'#', &target).is_some() {
         return Err(Refused::Bad);
     }
     let origin_form = target.first() == Some(&b'/');
@@ -250,10 +253,12 @@ impl Recent {
             _ => return None,
         };
         let mut at = sp + 1;
+        // A `#` ends the scan too: such a target is refused by `build` after `httparse` read
+        // it, so this path, most requests', needs no second look for one.
         let n = buf
             .get(at..)?
             .iter()
-            .position(|b| !(b'!'..=b'~').contains(b))?;
+            .position(|b| !(b'!'..=b'~').contains(b) || *b == b'#')?;
         if n == 0 || buf.get(at + n) != Some(&b' ') {
             return None;
         }
@@ -290,6 +295,7 @@ impl Recent {
         }
         Some(Lines {
             len: at + 2,
+            scanned: true,
             method,
             target,
             version,

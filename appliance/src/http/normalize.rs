@@ -58,7 +58,7 @@ fn needs_work(p: &[u8]) -> bool {
     })
 }
 
-/// `.`, `%` and `\\`.
+/// The bytes `needs_work` stops at: dot, percent sign, backslash.
 const SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
     t[b'.' as usize] = true;

@@ -71,6 +71,7 @@ pub fn status(control: &Control) -> Value {
         "lastError": st.last_error,
         "bindErrors": st.bind_errors,
         "problems": st.problems,
+        "platformWarnings": st.platform_warnings,
         "draining": st.draining,
         "connections": shared.connections.load(Ordering::Relaxed),
         "groups": rt.groups.keys().collect::<Vec<_>>(),

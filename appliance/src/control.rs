@@ -174,6 +174,15 @@ impl Control {
         for d in out.diagnostics.iter().filter(|d| d.is_error()).take(20) {
             tracing::warn!("{d}");
         }
+        let platform_warnings: Vec<String> = out
+            .diagnostics
+            .iter()
+            .filter(|d| !d.is_error() && d.namespace == tenants::model::PLATFORM_NAMESPACE)
+            .map(ToString::to_string)
+            .collect();
+        for w in &platform_warnings {
+            tracing::warn!("{w}");
+        }
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let snap = Arc::new(out.snapshot);
         let prev = self.shared.runtime.load_full();
@@ -226,6 +235,7 @@ impl Control {
             s.revision.clone_from(&revision);
             s.last_error = None;
             s.problems = problems;
+            s.platform_warnings = platform_warnings;
         });
         tracing::info!(generation, %revision, tenant_errors, "configuration applied");
         Ok(ReloadReport {

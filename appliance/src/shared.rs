@@ -51,6 +51,9 @@ pub struct ControlStatus {
     pub bind_errors: BTreeMap<String, String>,
     /// Problems found building the last generation.
     pub problems: Vec<String>,
+    /// Warnings about platform files (tenants' are under each tenant), such as a root rule
+    /// skipped because its delegate is gone.
+    pub platform_warnings: Vec<String>,
     /// Whether the process is draining for shutdown.
     pub draining: bool,
 }

@@ -398,7 +398,25 @@ fn check_virtual_services(
                 }
             }
         }
-        if !vs.binds_gateways() {
+        for (rule, d) in vs.delegations() {
+            if let Err(miss) = world.delegate(ns, d) {
+                out.error(
+                    "VirtualService",
+                    &vs.meta,
+                    sp.key("http").idx(rule.index).key("delegate"),
+                    miss.to_string(),
+                );
+            }
+        }
+        if vs.is_delegate && !world.is_delegated_to(ns, &vs.meta.name) {
+            out.warn(
+                "VirtualService",
+                &vs.meta,
+                sp.key("hosts"),
+                "a VirtualService without hosts is a delegate, and no root rule names it yet: it routes nothing".into(),
+            );
+        }
+        if !vs.binds_gateways() && !vs.is_delegate {
             out.warn(
                 "VirtualService",
                 &vs.meta,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::load::Objects;
 use crate::model::{
-    DestinationRule, Gateway, GatewayGroup, GatewayRef, PLATFORM_NAMESPACE, PortPolicy,
-    ServiceEntry, Subset, TenantDef, TrafficPolicy,
+    DelegateRef, DestinationRule, Gateway, GatewayGroup, GatewayRef, PLATFORM_NAMESPACE,
+    PortPolicy, ServiceEntry, Subset, TenantDef, TrafficPolicy, VirtualService,
 };
 use crate::types::Host;
 
@@ -28,6 +28,19 @@ pub(crate) struct Found<'a> {
     pub entry: &'a ServiceEntry,
     /// The entry's host that matched.
     pub host: &'a Host,
+}
+
+/// Why a root rule's `delegate` names nothing it can use.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DelegateMiss {
+    #[error("delegate VirtualService {0} not found")]
+    NotFound(String),
+    #[error("VirtualService {0} has hosts: only a VirtualService without hosts can be a delegate")]
+    HasHosts(String),
+    #[error(
+        "delegate VirtualService {name} is not exported to namespace {from:?} (add {from:?} to its exportTo)"
+    )]
+    NotExported { name: String, from: String },
 }
 
 /// DestinationRules merged for one host as Istio merges them.
@@ -127,6 +140,41 @@ impl<'a> World<'a> {
             }
         }
         None
+    }
+
+    /// The delegate a root rule of namespace `from` names, if `from` may use it (Istio keeps
+    /// only VirtualServices without hosts as delegates, and checks their `exportTo`).
+    pub(crate) fn delegate(
+        &self,
+        from: &str,
+        r: &DelegateRef,
+    ) -> Result<&'a VirtualService, DelegateMiss> {
+        let full = format!("{}/{}", r.namespace, r.name);
+        let vs = self
+            .namespaces
+            .get(r.namespace.as_str())
+            .and_then(|o| o.virtual_services.iter().find(|v| v.meta.name == r.name))
+            .ok_or_else(|| DelegateMiss::NotFound(full.clone()))?;
+        if !vs.is_delegate {
+            return Err(DelegateMiss::HasHosts(full));
+        }
+        if !vs.export_to.visible(&r.namespace, from) {
+            return Err(DelegateMiss::NotExported {
+                name: full,
+                from: from.to_string(),
+            });
+        }
+        Ok(vs)
+    }
+
+    /// Whether a root rule anywhere names `ns/name` as its delegate.
+    pub(crate) fn is_delegated_to(&self, ns: &str, name: &str) -> bool {
+        self.namespaces.values().any(|o| {
+            o.virtual_services
+                .iter()
+                .flat_map(VirtualService::delegations)
+                .any(|(_, d)| d.namespace == ns && d.name == name)
+        })
     }
 
     /// Whether some namespace declares `host` but keeps it from `from` (for error messages).

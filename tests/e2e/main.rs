@@ -10,6 +10,7 @@ mod harness;
 
 mod admin;
 mod credentials;
+mod delegation;
 mod http3;
 mod http_routing;
 mod l4;

@@ -8,7 +8,7 @@ use super::{Claimant, ClusterBuilder, Cx};
 use crate::diag::FieldPath;
 use crate::model::{
     Gateway, GatewayGroup, GatewayRef, HttpAction, HttpMatch, HttpRoute, L4Match, NsSel,
-    PLATFORM_NAMESPACE, RetryPolicy, Server, TcpRoute, VirtualService,
+    PLATFORM_NAMESPACE, RetryPolicy, Server, TcpRoute, VirtualService, merge_delegated,
 };
 use crate::snapshot::{
     Route, RouteAction, RouteBody, RouteTable, TcpProxy, VirtualHost, WeightedCluster,
@@ -286,6 +286,89 @@ pub(crate) fn table(
     t
 }
 
+/// One rule as compiled: a VirtualService's own, or a delegate's merged with its root's.
+struct Rule {
+    rule: Arc<HttpRoute>,
+    /// Whose destinations the action names: the tenant that owns the route.
+    ns: String,
+    /// Whose destinations the mirrors name (the root's when the delegate has none).
+    mirror_ns: String,
+    /// `namespace/name` of the VirtualService that holds the rule.
+    vs_name: String,
+    /// The route's name when its match blocks have none.
+    base: String,
+}
+
+/// `vs.http` with every delegating rule replaced by its delegate's rules, merged
+/// (`mergeVirtualServicesIfNeeded`). A delegate that cannot be used, or a delegate rule
+/// outside the root rule's matches, is skipped with a warning, as Istio skips it.
+fn rules(cx: &mut Cx<'_, '_>, vs: &VirtualService) -> Vec<Rule> {
+    let own = vs.meta.namespace.as_str();
+    let mut out = Vec::with_capacity(vs.http.len());
+    for rule in &vs.http {
+        let HttpAction::Delegate(d) = &rule.action else {
+            out.push(Rule {
+                rule: rule.clone(),
+                ns: own.to_string(),
+                mirror_ns: own.to_string(),
+                vs_name: format!("{own}/{}", vs.meta.name),
+                base: rule
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{}", vs.meta.name, rule.index)),
+            });
+            continue;
+        };
+        let at = FieldPath::root()
+            .key("spec")
+            .key("http")
+            .idx(rule.index)
+            .key("delegate");
+        let dvs = match cx.world.delegate(own, d) {
+            Ok(dvs) => dvs,
+            Err(miss) => {
+                cx.warn(
+                    "VirtualService",
+                    &vs.meta,
+                    at,
+                    format!("{miss}: the rule is skipped"),
+                );
+                continue;
+            }
+        };
+        let dns = dvs.meta.namespace.as_str();
+        for leaf in &dvs.http {
+            if matches!(leaf.action, HttpAction::Delegate(_)) {
+                continue;
+            }
+            let Some(m) = merge_delegated(rule, leaf) else {
+                cx.warn(
+                    "VirtualService",
+                    &dvs.meta,
+                    FieldPath::root().key("spec").key("http").idx(leaf.index).key("match"),
+                    format!(
+                        "no match of the root rule {own}/{}: spec.http[{}] contains this rule's match: the rule is skipped",
+                        vs.meta.name, rule.index
+                    ),
+                );
+                continue;
+            };
+            out.push(Rule {
+                base: m
+                    .rule
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{}", dvs.meta.name, leaf.index)),
+                rule: Arc::new(m.rule),
+                ns: dns.to_string(),
+                mirror_ns: if m.root_mirrors { own } else { dns }.to_string(),
+                vs_name: format!("{dns}/{}", dvs.meta.name),
+            });
+        }
+    }
+    out
+}
+
 /// The routes one VirtualService contributes to one server: one per applicable match
 /// block, stopping after the first catch-all (`BuildHTTPRoutesForVirtualService`).
 fn vs_routes(
@@ -297,32 +380,27 @@ fn vs_routes(
     srv: &Server,
 ) -> Vec<Route> {
     let mut out = Vec::new();
-    let vs_name = format!("{}/{}", vs.meta.namespace, vs.meta.name);
-    for rule in &vs.http {
+    for r in rules(cx, vs) {
         let mut body: Option<Arc<RouteBody>> = None;
         let mut get_body =
             |cx: &mut Cx<'_, '_>, clusters: &mut ClusterBuilder<'_>| -> Arc<RouteBody> {
-                body.get_or_insert_with(|| Arc::new(route_body(cx, clusters, vs, rule, srv.port)))
+                body.get_or_insert_with(|| Arc::new(route_body(cx, clusters, &r, srv.port)))
                     .clone()
             };
-        let base = rule
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}.{}", vs.meta.name, rule.index));
         let mut stop = false;
-        if rule.matches.is_empty() {
+        if r.rule.matches.is_empty() {
             if !vs.gateways.contains(gref) {
                 continue;
             }
             out.push(Route {
-                name: base.into(),
-                virtual_service: vs_name.clone(),
+                name: r.base.clone().into(),
+                virtual_service: r.vs_name.clone(),
                 matcher: None,
                 body: get_body(cx, clusters),
             });
             stop = true;
         } else {
-            for m in &rule.matches {
+            for m in &r.rule.matches {
                 if !http_applies(m, vs, gref, srv, group) {
                     continue;
                 }
@@ -330,9 +408,9 @@ fn vs_routes(
                     name: m
                         .name
                         .as_ref()
-                        .map_or_else(|| base.clone(), |n| format!("{base}.{n}"))
+                        .map_or_else(|| r.base.clone(), |n| format!("{}.{n}", r.base))
                         .into(),
-                    virtual_service: vs_name.clone(),
+                    virtual_service: r.vs_name.clone(),
                     matcher: Some(m.clone()),
                     body: get_body(cx, clusters),
                 });
@@ -352,11 +430,11 @@ fn vs_routes(
 fn route_body(
     cx: &Cx<'_, '_>,
     clusters: &mut ClusterBuilder<'_>,
-    vs: &VirtualService,
-    rule: &Arc<HttpRoute>,
+    r: &Rule,
     port: u16,
 ) -> RouteBody {
-    let ns = vs.meta.namespace.as_str();
+    let rule = &r.rule;
+    let ns = r.ns.as_str();
     let action = match &rule.action {
         HttpAction::Route(ds) => RouteAction::Forward(
             ds.iter()
@@ -372,6 +450,12 @@ fn route_body(
             status: d.status,
             body: d.body.clone(),
         },
+        // `rules` replaced every delegating rule; were one left, no route would be its
+        // answer, as for a delegate Istio cannot find.
+        HttpAction::Delegate(_) => RouteAction::Direct {
+            status: 404,
+            body: Vec::new(),
+        },
     };
     RouteBody {
         tenant: ns.into(),
@@ -385,7 +469,7 @@ fn route_body(
             .iter()
             .map(|m| {
                 (
-                    clusters.resolve(cx.world, ns, &m.destination, port),
+                    clusters.resolve(cx.world, &r.mirror_ns, &m.destination, port),
                     m.percentage,
                 )
             })

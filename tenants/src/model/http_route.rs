@@ -83,6 +83,17 @@ pub enum HttpAction {
     Redirect(Redirect),
     /// Answer with a fixed response.
     DirectResponse(DirectResponse),
+    /// Replaced by a delegate VirtualService's rules when routes are compiled.
+    Delegate(DelegateRef),
+}
+
+/// `delegate`: the VirtualService (one without hosts) whose rules replace this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DelegateRef {
+    /// `name`.
+    pub name: String,
+    /// `namespace`, the rule's own when unset.
+    pub namespace: String,
 }
 
 /// A weighted HTTP destination with its own header operations.
@@ -338,6 +349,7 @@ pub(super) fn parse_http_route(
     index: usize,
     r: &raw::HttpRoute,
     mesh: bool,
+    in_delegate: bool,
 ) -> HttpRoute {
     let actions = [
         !r.route.is_empty(),
@@ -347,7 +359,16 @@ pub(super) fn parse_http_route(
     .iter()
     .filter(|b| **b)
     .count();
-    c.unsupported(&p.key("delegate"), &r.delegate);
+    let delegate = r
+        .delegate
+        .as_ref()
+        .and_then(|d| super::delegate::parse_ref(c, &p.key("delegate"), d, in_delegate));
+    if r.delegate.is_some() {
+        super::delegate::check_root_rule(c, p, r);
+    }
+    if r.delegate.is_some() || in_delegate {
+        super::delegate::check_chained_matches(c, p, r);
+    }
     if r.delegate.is_none() && actions != 1 {
         c.error(
             p,
@@ -386,7 +407,9 @@ pub(super) fn parse_http_route(
         .map(|(i, m)| Arc::new(parse_match(c, &p.key("match").idx(i), m, mesh)))
         .collect::<Vec<_>>();
     let headers = HeaderOps::parse(c, &p.key("headers"), &r.headers);
-    let action = if let Some(rd) = &r.redirect {
+    let action = if let Some(d) = delegate {
+        HttpAction::Delegate(d)
+    } else if let Some(rd) = &r.redirect {
         HttpAction::Redirect(
             parse_redirect(c, &p.key("redirect"), rd, &matches).unwrap_or(Redirect {
                 uri: None,

@@ -12,6 +12,7 @@ use crate::raw;
 use crate::types::{FullRegex, Host, StringMatch, parse_istio_duration};
 
 mod common;
+mod delegate;
 mod destination_rule;
 mod gateway;
 mod http_route;
@@ -23,6 +24,7 @@ mod tenant;
 mod virtual_service;
 
 pub use common::*;
+pub use delegate::{Merged, merge as merge_delegated};
 pub use destination_rule::*;
 pub use gateway::*;
 pub use http_route::*;

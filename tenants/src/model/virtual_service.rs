@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::http_route::{HttpRoute, parse_http_route};
 use super::{
-    Checker, Destination, ExportTo, GatewayRef, Meta, WeightedDestination, parse_l4_route,
+    Checker, DelegateRef, Destination, ExportTo, GatewayRef, HttpAction, Meta, WeightedDestination,
+    parse_l4_route,
 };
 use crate::diag::FieldPath;
 use crate::raw;
@@ -31,6 +32,8 @@ pub struct VirtualService {
     pub tcp: Vec<TcpRoute>,
     /// `exportTo`.
     pub export_to: ExportTo,
+    /// No `hosts`: a delegate, used only through a root rule's `delegate`.
+    pub is_delegate: bool,
 }
 
 /// Match conditions shared by TLS and TCP rules.
@@ -82,16 +85,28 @@ impl VirtualService {
                 gateways.push(r);
             }
         }
-        if spec.gateways.is_empty() {
+        let is_delegate = spec.hosts.is_empty();
+        if is_delegate {
+            // A delegate takes its gateways from the root that names it.
+            for (field, set) in [
+                ("gateways", !spec.gateways.is_empty()),
+                ("tls", !spec.tls.is_empty()),
+                ("tcp", !spec.tcp.is_empty()),
+            ] {
+                if set {
+                    c.error(
+                        &sp.key(field),
+                        format!(
+                            "delegate virtual service (one without hosts) must have no {field}"
+                        ),
+                    );
+                }
+            }
+            gateways.clear();
+        } else if spec.gateways.is_empty() {
             gateways.push(GatewayRef::Mesh);
         }
         let applies_to_mesh = gateways.contains(&GatewayRef::Mesh);
-        if spec.hosts.is_empty() {
-            c.error(
-                &sp.key("hosts"),
-                "not supported yet: delegate VirtualServices (no hosts); at least one host is required",
-            );
-        }
         let hosts = parse_vs_hosts(c, &sp.key("hosts"), &spec.hosts, applies_to_mesh);
         if spec.http.is_empty() && spec.tls.is_empty() && spec.tcp.is_empty() {
             c.error(&sp, "http, tcp or tls must be provided in virtual service");
@@ -107,6 +122,7 @@ impl VirtualService {
                     i,
                     r,
                     applies_to_mesh,
+                    is_delegate,
                 ))
             })
             .collect::<Vec<_>>();
@@ -141,7 +157,16 @@ impl VirtualService {
             tls,
             tcp,
             export_to,
+            is_delegate,
         }
+    }
+
+    /// The rules that delegate, with where to.
+    pub fn delegations(&self) -> impl Iterator<Item = (&Arc<HttpRoute>, &DelegateRef)> {
+        self.http.iter().filter_map(|r| match &r.action {
+            HttpAction::Delegate(d) => Some((r, d)),
+            _ => None,
+        })
     }
 
     /// Whether the VirtualService binds to anything but `mesh`.
@@ -158,6 +183,9 @@ impl VirtualService {
     pub fn destinations(&self) -> Vec<(&Destination, bool)> {
         let mut out = Vec::new();
         let mesh_only = |own: &[GatewayRef]| -> bool {
+            if self.is_delegate {
+                return false;
+            }
             let g = if own.is_empty() {
                 &self.gateways[..]
             } else {

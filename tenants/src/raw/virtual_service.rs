@@ -21,7 +21,7 @@ raw! {
         pub route: Vec<HttpRouteDestination>,
         pub redirect: Option<HttpRedirect>,
         pub direct_response: Option<HttpDirectResponse>,
-        pub delegate: Any,
+        pub delegate: Option<Delegate>,
         pub rewrite: Option<HttpRewrite>,
         pub timeout: Option<String>,
         pub retries: Option<HttpRetry>,
@@ -32,6 +32,14 @@ raw! {
         pub mirrors: Vec<HttpMirrorPolicy>,
         pub cors_policy: Option<CorsPolicy>,
         pub headers: Option<Headers>,
+    }
+}
+
+raw! {
+    /// `Delegate`.
+    pub struct Delegate {
+        pub name: Option<String>,
+        pub namespace: Option<String>,
     }
 }
 

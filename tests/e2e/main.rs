@@ -14,6 +14,7 @@ mod delegation;
 mod http3;
 mod http_routing;
 mod l4;
+mod paths;
 mod protocol;
 mod quickstart;
 mod reload;

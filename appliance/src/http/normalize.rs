@@ -8,17 +8,42 @@
 //! backslash is a slash; `.` and `..` segments are removed (RFC 3986 §5.2.4), never above the
 //! root. Other escapes, `%2F` included, stay as they are (BASE decodes no slash), and slashes
 //! are not merged. The query is left alone.
+//!
+//! The other settings of `meshConfig.pathNormalization` are Envoy's other two steps, in
+//! Envoy's order (`maybeNormalizePath`): `DECODE_AND_MERGE_SLASHES` first decodes `%2F` and
+//! `%5C` (`path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD`), then both it and
+//! `MERGE_SLASHES` merge runs of slashes after the BASE step (`merge_slashes`). `NONE` leaves
+//! the path as sent.
 
 use http::uri::PathAndQuery;
+use tenants::model::PathNormalization;
 
 /// The normalized form of `pq`, or `None` when it is normal already (nearly always: the check
 /// is one pass over the path's bytes, with no allocation).
-pub fn path(pq: &PathAndQuery) -> Option<PathAndQuery> {
+pub fn path(pq: &PathAndQuery, mode: PathNormalization) -> Option<PathAndQuery> {
     let p = pq.path();
-    if !p.starts_with('/') || !needs_work(p.as_bytes()) {
+    let (decode, merge) = match mode {
+        PathNormalization::None => return None,
+        PathNormalization::Base => (false, false),
+        PathNormalization::MergeSlashes => (false, true),
+        PathNormalization::DecodeAndMergeSlashes => (true, true),
+    };
+    let b = p.as_bytes();
+    if !p.starts_with('/')
+        || !(needs_work(b)
+            || merge && b.windows(2).any(|w| w == b"//")
+            || decode && escaped_slash(b).is_some())
+    {
         return None;
     }
-    let mut out = normalize(p);
+    let mut out = if decode {
+        normalize(&unescape_slashes(p))
+    } else {
+        normalize(p)
+    };
+    if merge {
+        out = merge_slashes(&out);
+    }
     if out == p {
         return None;
     }
@@ -56,6 +81,45 @@ fn needs_work(p: &[u8]) -> bool {
             }
         }
     })
+}
+
+/// Where the first `%2F` or `%5C` (either case) starts.
+fn escaped_slash(b: &[u8]) -> Option<usize> {
+    b.windows(3).position(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_uppercase()),
+                (b'2', b'F') | (b'5', b'C')
+            )
+    })
+}
+
+/// `%2F` → `/` and `%5C` → `\\` (Envoy's `unescapeSlashes`); other escapes stay.
+fn unescape_slashes(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    let mut rest = p;
+    while let Some(at) = escaped_slash(rest.as_bytes()) {
+        out.push_str(&rest[..at]);
+        out.push(if rest.as_bytes()[at + 1] == b'2' {
+            '/'
+        } else {
+            '\\'
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Runs of slashes become one (Envoy's `mergeSlashes`).
+fn merge_slashes(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The bytes `needs_work` stops at: dot, percent sign, backslash.
@@ -159,7 +223,12 @@ mod tests {
     use super::*;
 
     fn n(p: &'static str) -> String {
-        path(&PathAndQuery::from_static(p)).map_or_else(|| p.to_string(), |x| x.to_string())
+        with(PathNormalization::Base, p)
+    }
+
+    fn with(mode: PathNormalization, p: &str) -> String {
+        let pq = PathAndQuery::try_from(p).expect("a path");
+        path(&pq, mode).map_or_else(|| p.to_string(), |x| x.to_string())
     }
 
     #[test]
@@ -180,7 +249,7 @@ mod tests {
         ] {
             let pq = PathAndQuery::from_static(p);
             assert!(!needs_work(pq.path().as_bytes()), "{p}");
-            assert!(path(&pq).is_none(), "{p}");
+            assert!(path(&pq, PathNormalization::Base).is_none(), "{p}");
         }
     }
 
@@ -205,11 +274,109 @@ mod tests {
         assert_eq!(n("/%61dmin"), "/admin");
     }
 
-    /// Every path of up to six bytes over the characters that matter: normalizing ends, keeps
-    /// a leading slash, leaves no dot segment, and is idempotent.
+    /// Istio's own expectations for each setting (`tests/integration/pilot`
+    /// `TestPathNormalization`), path in and path the backend sees.
+    #[test]
+    fn each_setting_does_what_istio_expects() {
+        use PathNormalization::*;
+        let rows: &[(&str, [&str; 4])] = &[
+            // in; NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES
+            ("/", ["/", "/", "/", "/"]),
+            ("/app/", ["/app/", "/app/", "/app/", "/app/"]),
+            (
+                "/app/../admin",
+                ["/app/../admin", "/admin", "/admin", "/admin"],
+            ),
+            ("/app", ["/app", "/app", "/app", "/app"]),
+            ("/app//", ["/app//", "/app//", "/app/", "/app/"]),
+            ("/app/%2f", ["/app/%2f", "/app/%2f", "/app/%2f", "/app/"]),
+            ("/app%2f/", ["/app%2f/", "/app%2f/", "/app%2f/", "/app/"]),
+            (
+                "/xyz%30..//abc",
+                [
+                    "/xyz%30..//abc",
+                    "/xyz0..//abc",
+                    "/xyz0../abc",
+                    "/xyz0../abc",
+                ],
+            ),
+            (
+                "/app/%2E./admin",
+                ["/app/%2E./admin", "/admin", "/admin", "/admin"],
+            ),
+            (
+                "/app\\admin",
+                ["/app\\admin", "/app/admin", "/app/admin", "/app/admin"],
+            ),
+            (
+                "/app/\\/\\/\\admin",
+                [
+                    "/app/\\/\\/\\admin",
+                    "/app//////admin",
+                    "/app/admin",
+                    "/app/admin",
+                ],
+            ),
+            (
+                "/%2Fapp%5cadmin%5Cabc",
+                [
+                    "/%2Fapp%5cadmin%5Cabc",
+                    "/%2Fapp%5cadmin%5Cabc",
+                    "/%2Fapp%5cadmin%5Cabc",
+                    "/app/admin/abc",
+                ],
+            ),
+            (
+                "/%5Capp%2f%5c%2F%2e%2e%2fadmin%5c\\abc",
+                [
+                    "/%5Capp%2f%5c%2F%2e%2e%2fadmin%5c\\abc",
+                    "/%5Capp%2f%5c%2F..%2fadmin%5c/abc",
+                    "/%5Capp%2f%5c%2F..%2fadmin%5c/abc",
+                    "/app/admin/abc",
+                ],
+            ),
+            (
+                "/app//../admin",
+                ["/app//../admin", "/app/admin", "/app/admin", "/app/admin"],
+            ),
+            (
+                "/app//../../admin",
+                ["/app//../../admin", "/admin", "/admin", "/admin"],
+            ),
+        ];
+        for (input, want) in rows {
+            for (mode, want) in [None, Base, MergeSlashes, DecodeAndMergeSlashes]
+                .iter()
+                .zip(want)
+            {
+                assert_eq!(with(*mode, input), *want, "{mode:?} {input}");
+            }
+        }
+        // The query is never touched.
+        assert_eq!(
+            with(DecodeAndMergeSlashes, "//a%2Fb?x=//%2F"),
+            "/a/b?x=//%2F"
+        );
+    }
+
+    /// Every path of up to six bytes over the characters that matter, under each setting:
+    /// normalizing ends, keeps a leading slash, leaves no dot segment (nor, where the setting
+    /// says, a run of slashes or an escaped slash), and is idempotent.
     #[test]
     fn every_short_path_normalizes_to_a_fixed_point() {
-        const ALPHABET: &[u8] = b"/.%2eE\\a?";
+        for mode in [
+            PathNormalization::Base,
+            PathNormalization::MergeSlashes,
+            PathNormalization::DecodeAndMergeSlashes,
+        ] {
+            every_short_path(mode);
+        }
+    }
+
+    fn every_short_path(mode: PathNormalization) {
+        const ALPHABET: &[u8] = b"/.%25eEFC\\a?";
+        let merge = mode != PathNormalization::Base;
+        let decode = mode == PathNormalization::DecodeAndMergeSlashes;
         let mut p = vec![b'/'];
         let mut count = 0;
         let mut check = |p: &[u8]| {
@@ -217,14 +384,22 @@ mod tests {
                 return;
             };
             count += 1;
-            let Some(once) = path(&pq) else { return };
+            let Some(once) = path(&pq, mode) else { return };
             let s = once.path();
             assert!(s.starts_with('/'), "{pq} -> {once}");
             assert!(
                 !s.split('/').any(|seg| seg == "." || seg == ".."),
                 "{pq} -> {once}"
             );
-            assert!(path(&once).is_none(), "{pq} -> {once} is not normal");
+            assert!(!merge || !s.contains("//"), "{mode:?}: {pq} -> {once}");
+            assert!(
+                !decode || escaped_slash(s.as_bytes()).is_none(),
+                "{mode:?}: {pq} -> {once}"
+            );
+            assert!(
+                path(&once, mode).is_none(),
+                "{mode:?}: {pq} -> {once} is not normal"
+            );
         };
         fn walk(p: &mut Vec<u8>, left: usize, f: &mut dyn FnMut(&[u8])) {
             f(p);
@@ -238,7 +413,7 @@ mod tests {
             }
         }
         walk(&mut p, 5, &mut check);
-        assert!(count > 10_000, "{count}");
+        assert!(count > 100_000, "{count}");
     }
 
     #[test]

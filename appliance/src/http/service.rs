@@ -262,8 +262,8 @@ async fn proxy(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    // Routed and forwarded normalized, as Envoy under Istio's default `pathNormalization`.
-    if let Some(n) = super::normalize::path(&pq) {
+    // Routed and forwarded normalized, as Envoy under Istio's `pathNormalization`.
+    if let Some(n) = super::normalize::path(&pq, rt.snapshot.mesh.path_normalization) {
         pq = n;
     }
     let path = pq.as_str();

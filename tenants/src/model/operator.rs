@@ -168,6 +168,24 @@ pub struct MeshSettings {
     pub default_access_logging: Vec<String>,
     /// `outboundTrafficPolicy.mode`.
     pub outbound: Option<OutboundPolicy>,
+    /// `pathNormalization.normalization`.
+    pub path_normalization: PathNormalization,
+}
+
+/// How request paths are normalized before routing (`meshConfig.pathNormalization`), as
+/// Istio configures Envoy (`buildHTTPConnectionManager`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalization {
+    /// Routed as sent.
+    None,
+    /// Dot segments removed, unreserved escapes decoded, `\` read as `/` (`DEFAULT` too).
+    #[default]
+    Base,
+    /// `Base`, then runs of slashes merged.
+    MergeSlashes,
+    /// `%2F` and `%5C` decoded first, then `MergeSlashes`.
+    DecodeAndMergeSlashes,
 }
 
 impl Default for MeshSettings {
@@ -181,6 +199,7 @@ impl Default for MeshSettings {
             providers: BTreeMap::new(),
             default_access_logging: Vec::new(),
             outbound: None,
+            path_normalization: PathNormalization::Base,
         }
     }
 }
@@ -632,11 +651,43 @@ fn parse_mesh(c: &mut Checker, p: &FieldPath, m: &raw::MeshConfig) -> MeshSettin
         .outbound_traffic_policy
         .as_ref()
         .and_then(|o| parse_outbound(c, &p.key("outboundTrafficPolicy").key("mode"), &o.mode));
+    let path_normalization = m
+        .path_normalization
+        .as_ref()
+        .and_then(|n| n.normalization.as_deref())
+        .map_or(PathNormalization::Base, |v| {
+            parse_path_normalization(c, &p.key("pathNormalization").key("normalization"), v)
+        });
     MeshSettings {
         access_log_file,
         envoy_provider,
         providers,
         default_access_logging,
         outbound,
+        path_normalization,
+    }
+}
+
+fn parse_path_normalization(c: &mut Checker, p: &FieldPath, v: &str) -> PathNormalization {
+    match v {
+        "DEFAULT" | "BASE" => PathNormalization::Base,
+        "MERGE_SLASHES" => PathNormalization::MergeSlashes,
+        "DECODE_AND_MERGE_SLASHES" => PathNormalization::DecodeAndMergeSlashes,
+        "NONE" => {
+            c.warn(
+                p,
+                "NONE routes on the path as sent: /public/../admin matches prefix /public, and a backend that normalizes serves /admin",
+            );
+            PathNormalization::None
+        }
+        o => {
+            c.error(
+                p,
+                format!(
+                    "unknown value {o:?}; expected NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES"
+                ),
+            );
+            PathNormalization::Base
+        }
     }
 }

@@ -136,6 +136,7 @@ raw! {
         pub extension_providers: Vec<ExtensionProvider>,
         pub default_providers: Option<DefaultProviders>,
         pub outbound_traffic_policy: Option<super::OutboundTrafficPolicy>,
+        pub path_normalization: Option<PathNormalization>,
         pub enable_tracing: Any,
         pub default_config: Any,
         pub trust_domain: Any,
@@ -151,6 +152,13 @@ raw! {
         pub ingress_service: Any,
         pub ingress_controller_mode: Any,
         pub enable_prometheus_merge: Any,
+    }
+}
+
+raw! {
+    /// `meshConfig.pathNormalization`.
+    pub struct PathNormalization {
+        pub normalization: Option<String>,
     }
 }
 

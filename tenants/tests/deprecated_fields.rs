@@ -2,11 +2,12 @@
 //! applies them (not only warned about): `mirrorPercent`, `maxEjectionPercent: 0`,
 //! `consecutiveLocalOriginFailures: 0`, `loadBalancer.warmup` and `warmupDurationSecs`; one it
 //! no longer reads (`consecutiveErrors`) said to do nothing; and a WorkloadEntry a STATIC
-//! ServiceEntry cannot use, said rather than dropped in silence.
+//! ServiceEntry cannot use, said rather than dropped in silence; `retryBudget` with its
+//! documented defaults.
 
 use std::time::Duration;
 
-use tenants::model::{OutlierDetection, PortPolicy, TrafficPolicy, Warmup};
+use tenants::model::{OutlierDetection, PortPolicy, RetryBudget, TrafficPolicy, Warmup};
 use tenants::{LoadOptions, Severity, SourceFile, load_standalone};
 
 fn dr(policy: &str) -> (Option<TrafficPolicy>, Vec<String>) {
@@ -191,5 +192,41 @@ fn a_dns_named_workload_entry_under_a_static_service_entry_is_reported() {
         found[0].contains("\"vm1.example.com\" is a DNS name"),
         "{}",
         found[0]
+    );
+}
+
+#[test]
+fn retry_budget_has_its_defaults_and_is_kept_by_port_level_settings() {
+    let (p, _) = dr(
+        "    retryBudget: {}\n    portLevelSettings:\n    - port: {number: 8080}\n      connectionPool: {tcp: {maxConnections: 5}}\n",
+    );
+    let p = p.expect("a policy");
+    let default = Some(RetryBudget {
+        percent: 20.0,
+        min_concurrency: 3,
+    });
+    assert_eq!(p.base.retry_budget, default);
+    // A port-level entry has no retryBudget of its own: the policy's stays.
+    let at_8080 = TrafficPolicy::effective(Some(&p), None, 8080);
+    assert_eq!(at_8080.retry_budget, default);
+    assert!(at_8080.connection_pool.is_some());
+    // A subset's budget replaces the top level's.
+    let (sub, _) = dr("    retryBudget: {percent: 5.5, minRetryConcurrency: 1}\n");
+    let merged = TrafficPolicy::effective(Some(&p), sub.as_ref(), 80);
+    assert_eq!(
+        merged.retry_budget,
+        Some(RetryBudget {
+            percent: 5.5,
+            min_concurrency: 1
+        })
+    );
+    let ns = load_standalone(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a.example.com\n  trafficPolicy:\n    retryBudget: {percent: 120}\n",
+        "dr.yaml",
+    );
+    let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        all.iter().any(|d| d.contains("error: default/DestinationRule/d: spec.trafficPolicy.retryBudget.percent: percent must be in range [0, 100] (it is 120)")),
+        "{all:#?}"
     );
 }

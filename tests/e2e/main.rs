@@ -18,6 +18,7 @@ mod paths;
 mod protocol;
 mod quickstart;
 mod reload;
+mod retry_budget;
 mod sync;
 mod systemd;
 mod telemetry;

@@ -227,7 +227,7 @@ impl<'a> RetryBudget<'a> {
     /// The share, or `None` when the budget is spent (the retry is turned down).
     pub(crate) fn take(rt: &'a ClusterRt) -> Option<Self> {
         let l = &rt.limits;
-        if l.retries.fetch_add(1, Ordering::AcqRel) >= l.max_retries {
+        if l.retries.fetch_add(1, Ordering::AcqRel) >= l.max_retries_now() {
             l.retries.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -401,8 +401,8 @@ pub async fn send(
     report: &mut Report,
 ) -> Result<Response<Body>, ProxyError> {
     // `http2MaxRequests`: requests in flight to the cluster, counted until the response
-    // body is done with (only when a limit is set).
-    let in_flight = if rt.limits.max_requests == u32::MAX {
+    // body is done with (only when a limit, or a retry budget's share, needs the count).
+    let in_flight = if !rt.limits.counts_requests() {
         None
     } else {
         match InFlight::new(rt) {

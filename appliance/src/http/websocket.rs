@@ -54,7 +54,7 @@ pub async fn forward(
     timeouts: &Timeouts,
     report: &mut Report,
 ) -> Result<Response<Body>, ProxyError> {
-    let in_flight = if rt.limits.max_requests == u32::MAX {
+    let in_flight = if !rt.limits.counts_requests() {
         None
     } else {
         Some(InFlight::new(rt).ok_or(ProxyError::Overflow)?)

@@ -38,6 +38,9 @@ pub struct Limits {
     pub requests: AtomicU32,
     /// `http.maxRetries`: concurrent retries.
     pub max_retries: u32,
+    /// `retryBudget`: concurrent retries as a share of the requests in flight and waiting,
+    /// in place of `max_retries`.
+    pub retry_budget: Option<tenants::model::RetryBudget>,
     /// Retries in flight.
     pub retries: AtomicU32,
     /// `http.maxRequestsPerConnection` (0: unlimited).
@@ -71,6 +74,30 @@ pub struct Pending {
     /// `maxConcurrentStreams`, with `maxConnections` reached): pending requests too, but
     /// they want a connection kept, not one closed.
     pub for_stream: AtomicU32,
+}
+
+impl Limits {
+    /// Whether requests in flight are counted: for `http2MaxRequests`, or for a retry
+    /// budget's share of them.
+    pub fn counts_requests(&self) -> bool {
+        self.max_requests != u32::MAX || self.retry_budget.is_some()
+    }
+
+    /// How many retries may be in flight now: the budget's share of the requests in flight
+    /// and waiting, never fewer than its floor (Envoy's `RetryBudgetImpl::max`), else
+    /// `maxRetries`.
+    pub fn max_retries_now(&self) -> u32 {
+        let Some(b) = self.retry_budget else {
+            return self.max_retries;
+        };
+        let active = self
+            .requests
+            .load(Ordering::Acquire)
+            .saturating_add(self.pending.count.load(Ordering::Acquire));
+        // Truncated as Envoy's integer conversion truncates; at most `active`, so it fits.
+        let share = (b.percent / 100.0 * f64::from(active)) as u32;
+        share.max(b.min_concurrency)
+    }
 }
 
 /// A cluster at run time.
@@ -115,6 +142,7 @@ impl ClusterRt {
             max_requests: pool.http2_max_requests.unwrap_or(u32::MAX),
             requests: AtomicU32::new(0),
             max_retries: pool.max_retries.unwrap_or(u32::MAX),
+            retry_budget: config.policy.retry_budget,
             retries: AtomicU32::new(0),
             per_connection: pool.max_requests_per_connection.unwrap_or(0),
             idle_timeout: pool.http_idle_timeout.unwrap_or(Duration::from_secs(3600)),

@@ -51,6 +51,19 @@ pub struct PortPolicy {
     pub outlier_detection: Option<OutlierDetection>,
     /// `tls`.
     pub tls: Option<ClientTls>,
+    /// `retryBudget` (a field of the whole policy: a port-level entry keeps its policy's).
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `TrafficPolicy.retryBudget`: concurrent retries allowed to the cluster, as a share of
+/// the requests in flight and waiting, never fewer than a floor (Envoy's
+/// `CircuitBreakers.Thresholds.RetryBudget`, which replaces `maxRetries`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RetryBudget {
+    /// `percent` (default 20).
+    pub percent: f64,
+    /// `minRetryConcurrency` (default 3; 0 means the default, as Istio reads it).
+    pub min_concurrency: u32,
 }
 
 /// `TrafficPolicy`.
@@ -297,7 +310,10 @@ impl TrafficPolicy {
             p.port_level
                 .iter()
                 .find(|(n, _)| *n == port)
-                .map(|(_, pp)| pp.clone())
+                .map(|(_, pp)| PortPolicy {
+                    retry_budget: p.base.retry_budget,
+                    ..pp.clone()
+                })
                 .unwrap_or_else(|| p.base.clone())
         };
         let base = top.map(for_port).unwrap_or_default();
@@ -317,6 +333,7 @@ impl TrafficPolicy {
             connection_pool: s.connection_pool.or(base.connection_pool),
             outlier_detection: s.outlier_detection.or(base.outlier_detection),
             tls: s.tls.or(base.tls),
+            retry_budget: s.retry_budget.or(base.retry_budget),
         }
     }
 }
@@ -338,8 +355,7 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
     }
     c.unsupported(&p.key("tunnel"), &tp.tunnel);
     c.unsupported(&p.key("proxyProtocol"), &tp.proxy_protocol);
-    c.unsupported(&p.key("retryBudget"), &tp.retry_budget);
-    let base = parse_port_policy(
+    let mut base = parse_port_policy(
         c,
         p,
         &tp.load_balancer,
@@ -347,6 +363,10 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
         &tp.outlier_detection,
         &tp.tls,
     );
+    base.retry_budget = tp
+        .retry_budget
+        .as_ref()
+        .and_then(|rb| parse_retry_budget(c, &p.key("retryBudget"), rb));
     let mut port_level = Vec::new();
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let pp = p.key("portLevelSettings").idx(i);
@@ -377,6 +397,30 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
     TrafficPolicy { base, port_level }
 }
 
+fn parse_retry_budget(
+    c: &mut Checker,
+    p: &FieldPath,
+    rb: &raw::RetryBudget,
+) -> Option<RetryBudget> {
+    c.unsupported(&p.key("budgetInterval"), &rb.budget_interval);
+    let percent = rb.percent.unwrap_or(20.0);
+    if !(0.0..=100.0).contains(&percent) {
+        c.error(
+            &p.key("percent"),
+            format!("percent must be in range [0, 100] (it is {percent})"),
+        );
+        return None;
+    }
+    let min_concurrency = match c.count(&p.key("minRetryConcurrency"), rb.min_retry_concurrency) {
+        Some(0) | None => 3,
+        Some(n) => n,
+    };
+    Some(RetryBudget {
+        percent,
+        min_concurrency,
+    })
+}
+
 fn parse_port_policy(
     c: &mut Checker,
     p: &FieldPath,
@@ -401,6 +445,7 @@ fn parse_port_policy(
         tls: tls
             .as_ref()
             .and_then(|t| parse_client_tls(c, &p.key("tls"), t)),
+        retry_budget: None,
     }
 }
 

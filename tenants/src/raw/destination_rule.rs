@@ -21,7 +21,16 @@ raw! {
         pub port_level_settings: Vec<PortTrafficPolicy>,
         pub tunnel: Any,
         pub proxy_protocol: Any,
-        pub retry_budget: Any,
+        pub retry_budget: Option<RetryBudget>,
+    }
+}
+
+raw! {
+    /// `TrafficPolicy.RetryBudget`.
+    pub struct RetryBudget {
+        pub percent: Option<f64>,
+        pub min_retry_concurrency: Option<i64>,
+        pub budget_interval: Any,
     }
 }
 

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use crate::diag::FieldPath;
 use crate::load::Objects;
-use crate::model::{Finding, GatewayRef, Meta, PLATFORM_NAMESPACE, TenantDef};
+use crate::model::{
+    Finding, GatewayRef, HttpAction, HttpRoute, Meta, PLATFORM_NAMESPACE, TenantDef,
+    VirtualService, merge_delegated,
+};
 use crate::types::Host;
 use crate::world::World;
 
@@ -295,6 +298,50 @@ fn internal_name(host: &Host, ns: &str) -> bool {
     labels.next() == Some(ns) && labels.next() == Some("svc")
 }
 
+/// The routes a VirtualService makes, for `maxRoutes`, from the tenant's own objects only
+/// (another tenant's commit never moves the count): one per match block. A rule that
+/// delegates to a delegate of the same tenant counts the routes it expands to, and such a
+/// delegate counts nothing itself; a delegate no root of its tenant names counts its rules
+/// as written, and a rule that delegates to another namespace counts its own blocks.
+fn route_count(ns: &str, vs: &VirtualService, objs: &Objects) -> u32 {
+    let blocks = |r: &HttpRoute| u32::try_from(r.matches.len().max(1)).unwrap_or(u32::MAX);
+    let own_delegate = |name: &str| {
+        objs.virtual_services
+            .iter()
+            .find(|v| v.is_delegate && v.meta.name == name)
+    };
+    if vs.is_delegate {
+        let named_here = objs
+            .virtual_services
+            .iter()
+            .flat_map(VirtualService::delegations)
+            .any(|(_, d)| d.namespace == ns && d.name == vs.meta.name);
+        return if named_here {
+            0
+        } else {
+            vs.http
+                .iter()
+                .map(|r| blocks(r))
+                .fold(0, u32::saturating_add)
+        };
+    }
+    vs.http
+        .iter()
+        .map(|r| match &r.action {
+            HttpAction::Delegate(d) if d.namespace == ns => {
+                own_delegate(&d.name).map_or(0, |dvs| {
+                    dvs.http
+                        .iter()
+                        .filter_map(|leaf| merge_delegated(r, leaf))
+                        .map(|m| blocks(&m.rule))
+                        .fold(0, u32::saturating_add)
+                })
+            }
+            _ => blocks(r),
+        })
+        .fold(0, u32::saturating_add)
+}
+
 fn check_virtual_services(
     def: &TenantDef,
     ns: &str,
@@ -398,7 +445,10 @@ fn check_virtual_services(
                 }
             }
         }
-        for (rule, d) in vs.delegations() {
+        // A delegate of the same tenant must be there; another tenant's may come and go
+        // (its rule is then skipped, with a warning from the compiler), or this tenant's
+        // configuration would stand or fall with another tenant's commits.
+        for (rule, d) in vs.delegations().filter(|(_, d)| d.namespace == ns) {
             if let Err(miss) = world.delegate(ns, d) {
                 out.error(
                     "VirtualService",
@@ -408,7 +458,7 @@ fn check_virtual_services(
                 );
             }
         }
-        if vs.is_delegate && !world.is_delegated_to(ns, &vs.meta.name) {
+        if vs.is_delegate && world.delegated_by(ns, &vs.meta.name).next().is_none() {
             out.warn(
                 "VirtualService",
                 &vs.meta,
@@ -513,12 +563,7 @@ fn check_virtual_services(
                 }
             }
         }
-        let n: u32 = vs
-            .http
-            .iter()
-            .map(|r| u32::try_from(r.matches.len().max(1)).unwrap_or(u32::MAX))
-            .sum();
-        routes = routes.saturating_add(n);
+        routes = routes.saturating_add(route_count(ns, vs, objs));
         if let Some(max) = def.quotas.max_routes
             && routes > max
         {

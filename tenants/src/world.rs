@@ -155,8 +155,14 @@ impl<'a> World<'a> {
             .get(r.namespace.as_str())
             .and_then(|o| o.virtual_services.iter().find(|v| v.meta.name == r.name))
             .ok_or_else(|| DelegateMiss::NotFound(full.clone()))?;
+        // Another tenant's VirtualService with hosts is "not found", as Istio's index of
+        // delegates (those without hosts) has it: its name is not told across tenants.
         if !vs.is_delegate {
-            return Err(DelegateMiss::HasHosts(full));
+            return Err(if r.namespace == from {
+                DelegateMiss::HasHosts(full)
+            } else {
+                DelegateMiss::NotFound(full)
+            });
         }
         if !vs.export_to.visible(&r.namespace, from) {
             return Err(DelegateMiss::NotExported {
@@ -167,14 +173,21 @@ impl<'a> World<'a> {
         Ok(vs)
     }
 
-    /// Whether a root rule anywhere names `ns/name` as its delegate.
-    pub(crate) fn is_delegated_to(&self, ns: &str, name: &str) -> bool {
-        self.namespaces.values().any(|o| {
-            o.virtual_services
-                .iter()
-                .flat_map(VirtualService::delegations)
-                .any(|(_, d)| d.namespace == ns && d.name == name)
-        })
+    /// The namespaces whose root rules name `ns/name` as their delegate.
+    pub(crate) fn delegated_by<'s>(
+        &'s self,
+        ns: &'s str,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'a str> + 's {
+        self.namespaces
+            .iter()
+            .filter(move |(_, o)| {
+                o.virtual_services
+                    .iter()
+                    .flat_map(VirtualService::delegations)
+                    .any(|(_, d)| d.namespace == ns && d.name == name)
+            })
+            .map(|(from, _)| *from)
     }
 
     /// Whether some namespace declares `host` but keeps it from `from` (for error messages).

@@ -19,16 +19,24 @@ spec:
     - name: public-gw
       label: {istio: public-gw}
       k8s: {service: {loadBalancerIP: 127.0.0.1, ports: [{name: http2, port: 80, targetPort: 18080}]}}
+    - name: partner-gw
+      label: {istio: partner-gw}
+      k8s: {service: {loadBalancerIP: 127.0.0.1, ports: [{name: http2, port: 80, targetPort: 28080}]}}
 ---
 apiVersion: gatehouse.dev/v1
 kind: Tenant
 metadata: {name: team-a}
-spec: {hosts: ["shop.example.com"], gateways: [public-gw]}
+spec: {hosts: ["shop.example.com"], gateways: [public-gw], quotas: {maxRoutes: 11}}
 ---
 apiVersion: gatehouse.dev/v1
 kind: Tenant
 metadata: {name: team-b}
 spec: {hosts: ["b.example.com"], gateways: [public-gw]}
+---
+apiVersion: gatehouse.dev/v1
+kind: Tenant
+metadata: {name: team-c}
+spec: {hosts: ["c.example.com"], gateways: [partner-gw]}
 "#;
 
 /// The platform's Gateway (every host) and its root VirtualService for `portal.example.com`.
@@ -55,6 +63,9 @@ spec:
     match: [{uri: {prefix: /b}}]
     delegate: {name: b-portal, namespace: team-b}
     timeout: 7s
+  - name: c
+    match: [{uri: {prefix: /c}}]
+    delegate: {name: c-portal, namespace: team-c}
   - directResponse: {status: 418}
 "#;
 
@@ -143,6 +154,7 @@ spec:
     delegate: {{name: api}}
     timeout: 3s
     headers: {{request: {{set: {{x-root: "1"}}}}}}
+    mirrorPercentage: {{value: 10}}
   - route: [{{destination: {{host: web.internal}}}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -170,6 +182,10 @@ const TEAM_A_RULES: &str = r#"  - name: v2
     match: [{uri: {prefix: /api/v2}}, {uri: {prefix: /v1/api/v2}}]
     route: [{destination: {host: api-v2.internal}}]
     timeout: 9s
+    mirror: {host: api-v1.internal}
+  - match: [{method: {exact: PUT}}]
+    route: [{destination: {host: api-v2.internal}}]
+    timeout: 0s
   - name: old
     match: [{uri: {prefix: /legacy}}]
     route: [{destination: {host: api-v2.internal}}]
@@ -214,6 +230,14 @@ fn a_delegate_replaces_the_root_rule_merged_with_it() {
         Some(std::time::Duration::from_secs(9))
     );
     assert!(format!("{:?}", v2.body.rule.headers).contains("x-root"));
+    // Its `mirror` takes the root's `mirrorPercentage`, part by part as Istio fills them.
+    assert_eq!(
+        v2.body.mirrors,
+        [("outbound|80||api-v1.internal".to_string(), 10.0)]
+    );
+    // A delegate rule's `timeout: 0s` turns the root's off rather than taking it.
+    let put = route_with(&out, "PUT", shop, "/api/x").expect("route");
+    assert_eq!(put.body.rule.timeout, None);
     // Both root match blocks carry the delegate's block that fits each.
     let v1_prefixed = route(&out, shop, "/v1/api/v2/x").expect("route");
     assert_eq!(&*v1_prefixed.name, "api-v2");
@@ -236,7 +260,7 @@ fn a_delegate_replaces_the_root_rule_merged_with_it() {
     let warnings = diags(&out, Severity::Warning);
     assert!(
         warnings.iter().any(|w| w.starts_with("tenants/team-a/all.yaml:")
-            && w.contains("team-a/VirtualService/api: spec.http[1].match: no match of the root rule team-a/shop: spec.http[0] contains this rule's match: the rule is skipped")),
+            && w.contains("team-a/VirtualService/api: spec.http[2].match: no match of the root rule team-a/shop: spec.http[0] contains this rule's match: the rule is skipped")),
         "{warnings:#?}"
     );
 }
@@ -308,33 +332,69 @@ spec:
         ("tenants/team-a/all.yaml", root.to_string()),
         ("tenants/team-b/all.yaml", team_b("istio-system")),
     ]);
+    // Its own delegate must be there: an error before apply.
     let errors = diags(&out, Severity::Error);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(
-        errors.iter().any(|e| e.starts_with("tenants/team-a/all.yaml:9:")
-            && e.ends_with("spec.http[0].delegate: delegate VirtualService team-b/b-portal is not exported to namespace \"team-a\" (add \"team-a\" to its exportTo)")),
-        "{errors:#?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("tenants/team-a/all.yaml:11:")
-                && e.ends_with(
-                    "spec.http[1].delegate: delegate VirtualService team-a/nothing-here not found"
-                )),
+        errors[0].starts_with("tenants/team-a/all.yaml:11:")
+            && errors[0].ends_with(
+                "spec.http[1].delegate: delegate VirtualService team-a/nothing-here not found"
+            ),
         "{errors:#?}"
     );
     assert_eq!(out.snapshot.tenants["team-a"].state, TenantState::Refused);
     assert_eq!(out.snapshot.tenants["team-b"].state, TenantState::Applied);
 
-    // Exported to team-a, the same root is served and the routes are team-b's.
+    // Another tenant's delegate may come and go with that tenant's commits: not exported,
+    // the rule is skipped with a warning, and the rest of team-a is served.
+    let only_b = root.replace(
+        "  - match: [{uri: {prefix: /c}}]\n    delegate: {name: nothing-here}\n",
+        "  - directResponse: {status: 204}\n",
+    );
+    let out = build(&[
+        ("tenants/team-a/all.yaml", only_b.clone()),
+        ("tenants/team-b/all.yaml", team_b("istio-system")),
+    ]);
+    assert!(
+        diags(&out, Severity::Error).is_empty(),
+        "{:#?}",
+        out.diagnostics
+    );
+    assert_eq!(out.snapshot.tenants["team-a"].state, TenantState::Applied);
+    assert_eq!(
+        cluster(route(&out, "shop.example.com", "/b/x").expect("route")),
+        "direct 204"
+    );
+    let warnings = diags(&out, Severity::Warning);
+    assert!(
+        warnings.iter().any(|w| w.starts_with("tenants/team-a/all.yaml:9:")
+            && w.ends_with("spec.http[0].delegate: delegate VirtualService team-b/b-portal is not exported to namespace \"team-a\" (add \"team-a\" to its exportTo): the rule is skipped")),
+        "{warnings:#?}"
+    );
+    // Another tenant's VirtualService that has hosts is "not found": names are not told.
     let out = build(&[
         (
             "tenants/team-a/all.yaml",
-            root.replace(
-                "  - match: [{uri: {prefix: /c}}]\n    delegate: {name: nothing-here}\n",
-                "",
-            ),
+            only_b.replace("b-portal", "b-site"),
         ),
+        (
+            "tenants/team-b/all.yaml",
+            team_b("istio-system")
+                + "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b-site}\nspec:\n  hosts: [b.example.com]\n  gateways: [istio-system/public]\n  http: [{route: [{destination: {host: b.internal}}]}]\n",
+        ),
+    ]);
+    assert!(
+        diags(&out, Severity::Warning)
+            .iter()
+            .any(|w| w
+                .contains("delegate VirtualService team-b/b-site not found: the rule is skipped")),
+        "{:#?}",
+        out.diagnostics
+    );
+
+    // Exported to team-a, the same root is served and the routes are team-b's.
+    let out = build(&[
+        ("tenants/team-a/all.yaml", only_b),
         ("tenants/team-b/all.yaml", team_b("team-a")),
     ]);
     assert!(
@@ -345,6 +405,60 @@ spec:
     let r = route(&out, "shop.example.com", "/b/x").expect("route");
     assert_eq!(cluster(r), "outbound|80||b.internal");
     assert_eq!(&*r.body.tenant, "team-b");
+}
+
+#[test]
+fn a_delegate_serves_only_on_groups_its_tenant_may_use() {
+    // team-c may use partner-gw only; the platform's root is on public-gw.
+    let team_c = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: c-portal}}\nspec:\n  exportTo: [istio-system]\n  http:\n  - route: [{{destination: {{host: c.internal}}}}]\n---\n{}",
+        service("c")
+    );
+    let out = build(&[("tenants/team-c/all.yaml", team_c)]);
+    assert!(
+        diags(&out, Severity::Error).is_empty(),
+        "{:#?}",
+        out.diagnostics
+    );
+    assert_eq!(
+        cluster(route(&out, "portal.example.com", "/c/x").expect("route")),
+        "direct 418"
+    );
+    let warnings = diags(&out, Severity::Warning);
+    assert!(
+        warnings.iter().any(|w| w.contains("spec.http[2].delegate: delegate VirtualService team-c/c-portal belongs to tenant \"team-c\", which may not use gateway group \"public-gw\": the rule is skipped there")),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn max_routes_counts_the_routes_a_delegation_expands_to() {
+    // The delegate's five rules under the root rule's two blocks: each fits one block (v2)
+    // or both (PUT, POST, the catch-all), and /legacy fits neither: 8 routes, then the root's
+    // catch-all and the platform's delegate (its rules as written, as no root of team-a
+    // names it): 10, within team-a's 11. The delegate itself counts nothing more.
+    let out = both("istio-system");
+    assert!(
+        diags(&out, Severity::Error).is_empty(),
+        "{:#?}",
+        out.diagnostics
+    );
+    // One more delegate rule without a uri expands under both root blocks: 12 > 11.
+    let more = format!(
+        "{TEAM_A_RULES}  - match: [{{method: {{exact: DELETE}}}}]\n    route: [{{destination: {{host: api-v1.internal}}}}]\n"
+    );
+    let out = build(&[
+        ("tenants/team-a/all.yaml", team_a(&more)),
+        ("tenants/team-b/all.yaml", team_b("istio-system")),
+    ]);
+    let errors = diags(&out, Severity::Error);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("tenant \"team-a\" exceeds its maxRoutes quota (12 > 11)")),
+        "{errors:#?}"
+    );
+    assert_eq!(out.snapshot.tenants["team-b"].state, TenantState::Applied);
 }
 
 #[test]

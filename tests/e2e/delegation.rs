@@ -45,11 +45,12 @@ const B_RULES: &str = "  - route: [{destination: {host: b.team-b.internal}}]\n";
 #[test]
 fn the_platform_delegates_paths_and_each_team_moves_only_its_own() {
     let web = free_port();
-    let (pa, pa2, pb) = (free_port(), free_port(), free_port());
+    let (pa, pa2, pb, pb2) = (free_port(), free_port(), free_port(), free_port());
     let be = Backends::new();
     be.http("a", pa);
     be.http("a2", pa2);
     be.http("b", pb);
+    be.http("b2", pb2);
     let repo = Repo::new();
     let tenants =
         tenant("team-a", &["a.example.com"], "") + &tenant("team-b", &["b.example.com"], "");
@@ -89,14 +90,16 @@ fn the_platform_delegates_paths_and_each_team_moves_only_its_own() {
         "the path reaches the backend as the client sent it"
     );
 
-    // team-b pushes a broken delegate: it keeps its last good one; team-a moves on.
+    // team-b pushes a broken delegate (to a new backend): it keeps its last good one; team-a
+    // moves on.
     repo.write(
         "tenants/team-b/portal.yaml",
         &(delegate(
             "portal-b",
             "istio-system",
-            "  - route: [{destination: {host: b.team-b.internal}}]\n    timeuot: 1s\n",
-        ) + &service("b", "b.team-b.internal", &[(pb, "")])),
+            "  - route: [{destination: {host: b2.team-b.internal}}]\n    timeuot: 1s\n",
+        ) + &service("b", "b.team-b.internal", &[(pb, "")])
+            + &service("b2", "b2.team-b.internal", &[(pb2, "")])),
     );
     repo.write(
         "tenants/team-a/portal.yaml",

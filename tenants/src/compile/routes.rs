@@ -291,8 +291,9 @@ struct Rule {
     rule: Arc<HttpRoute>,
     /// Whose destinations the action names: the tenant that owns the route.
     ns: String,
-    /// Whose destinations the mirrors name (the root's when the delegate has none).
-    mirror_ns: String,
+    /// Whose destinations each of the mirrors names (the root's for what the delegate's rule
+    /// took from it).
+    mirror_ns: Vec<String>,
     /// `namespace/name` of the VirtualService that holds the rule.
     vs_name: String,
     /// The route's name when its match blocks have none.
@@ -302,7 +303,7 @@ struct Rule {
 /// `vs.http` with every delegating rule replaced by its delegate's rules, merged
 /// (`mergeVirtualServicesIfNeeded`). A delegate that cannot be used, or a delegate rule
 /// outside the root rule's matches, is skipped with a warning, as Istio skips it.
-fn rules(cx: &mut Cx<'_, '_>, vs: &VirtualService) -> Vec<Rule> {
+fn rules(cx: &mut Cx<'_, '_>, group: &GatewayGroup, vs: &VirtualService) -> Vec<Rule> {
     let own = vs.meta.namespace.as_str();
     let mut out = Vec::with_capacity(vs.http.len());
     for rule in &vs.http {
@@ -310,7 +311,7 @@ fn rules(cx: &mut Cx<'_, '_>, vs: &VirtualService) -> Vec<Rule> {
             out.push(Rule {
                 rule: rule.clone(),
                 ns: own.to_string(),
-                mirror_ns: own.to_string(),
+                mirror_ns: vec![own.to_string(); rule.mirrors.len()],
                 vs_name: format!("{own}/{}", vs.meta.name),
                 base: rule
                     .name
@@ -337,6 +338,19 @@ fn rules(cx: &mut Cx<'_, '_>, vs: &VirtualService) -> Vec<Rule> {
             }
         };
         let dns = dvs.meta.namespace.as_str();
+        // The delegate's routes are its tenant's: only on groups that tenant may use.
+        if !cx.world.may_use_group(dns, &group.name) {
+            cx.warn(
+                "VirtualService",
+                &vs.meta,
+                at,
+                format!(
+                    "delegate VirtualService {dns}/{} belongs to tenant {dns:?}, which may not use gateway group {:?}: the rule is skipped there",
+                    dvs.meta.name, group.name
+                ),
+            );
+            continue;
+        }
         for leaf in &dvs.http {
             if matches!(leaf.action, HttpAction::Delegate(_)) {
                 continue;
@@ -358,10 +372,21 @@ fn rules(cx: &mut Cx<'_, '_>, vs: &VirtualService) -> Vec<Rule> {
                     .rule
                     .name
                     .clone()
-                    .unwrap_or_else(|| format!("{}.{}", dvs.meta.name, leaf.index)),
+                    // Unnamed on both sides: the root rule's place too, so that two root rules
+                    // naming one delegate do not share route names (and metric series).
+                    .unwrap_or_else(|| {
+                        format!(
+                            "{}.{}-{}.{}",
+                            vs.meta.name, rule.index, dvs.meta.name, leaf.index
+                        )
+                    }),
                 rule: Arc::new(m.rule),
                 ns: dns.to_string(),
-                mirror_ns: if m.root_mirrors { own } else { dns }.to_string(),
+                mirror_ns: m
+                    .root_mirrors
+                    .iter()
+                    .map(|root| if *root { own } else { dns }.to_string())
+                    .collect(),
                 vs_name: format!("{dns}/{}", dvs.meta.name),
             });
         }
@@ -380,7 +405,7 @@ fn vs_routes(
     srv: &Server,
 ) -> Vec<Route> {
     let mut out = Vec::new();
-    for r in rules(cx, vs) {
+    for r in rules(cx, group, vs) {
         let mut body: Option<Arc<RouteBody>> = None;
         let mut get_body =
             |cx: &mut Cx<'_, '_>, clusters: &mut ClusterBuilder<'_>| -> Arc<RouteBody> {
@@ -467,9 +492,10 @@ fn route_body(
         mirrors: rule
             .mirrors
             .iter()
-            .map(|m| {
+            .zip(&r.mirror_ns)
+            .map(|(m, ns)| {
                 (
-                    clusters.resolve(cx.world, &r.mirror_ns, &m.destination, port),
+                    clusters.resolve(cx.world, ns, &m.destination, port),
                     m.percentage,
                 )
             })

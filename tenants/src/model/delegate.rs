@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::{Checker, DelegateRef, HttpMatch, HttpRoute};
+use super::{Checker, DelegateRef, HttpMatch, HttpRoute, MirrorParts};
 use crate::diag::FieldPath;
 use crate::raw;
 use crate::types::{StringMatch, is_dns1123_label};
@@ -132,15 +132,33 @@ pub(super) fn check_chained_matches(c: &mut Checker, p: &FieldPath, r: &raw::Htt
 pub struct Merged {
     /// The rule to compile.
     pub rule: HttpRoute,
-    /// Whether the mirrors came from the root (and resolve in its namespace).
-    pub root_mirrors: bool,
+    /// For each of `rule.mirrors`, whether it came from the root (and so resolves in the
+    /// root's namespace).
+    pub root_mirrors: Vec<bool>,
 }
 
 /// Merges `leaf`, a rule of the delegate, into `root`; `None` when one of its match blocks
 /// is not within any of the root's (Istio drops such a rule).
 pub fn merge(root: &HttpRoute, leaf: &HttpRoute) -> Option<Merged> {
     let matches = merge_matches(&root.matches, &leaf.matches)?;
-    let root_mirrors = leaf.mirrors.is_empty();
+    // Each part on its own, as `mergeHTTPRoute` fills `Mirror`, the percentages and
+    // `Mirrors`: a delegate's `mirror` can take its root's percentage.
+    let (r, l) = (&root.mirror_parts, &leaf.mirror_parts);
+    let mirror_parts = MirrorParts {
+        mirror: l.mirror.clone().or_else(|| r.mirror.clone()),
+        percentage: l.percentage.or(r.percentage),
+        list: if l.list.is_empty() {
+            r.list.clone()
+        } else {
+            l.list.clone()
+        },
+    };
+    let mirrors = mirror_parts.effective();
+    let mut root_mirrors = Vec::with_capacity(mirrors.len());
+    if mirror_parts.mirror.is_some() {
+        root_mirrors.push(l.mirror.is_none());
+    }
+    root_mirrors.extend(mirror_parts.list.iter().map(|_| l.list.is_empty()));
     let rule = HttpRoute {
         index: leaf.index,
         name: join(root.name.as_deref(), leaf.name.as_deref()),
@@ -152,14 +170,16 @@ pub fn merge(root: &HttpRoute, leaf: &HttpRoute) -> Option<Merged> {
             leaf.headers.clone()
         },
         rewrite: leaf.rewrite.clone().or_else(|| root.rewrite.clone()),
-        timeout: leaf.timeout.or(root.timeout),
+        timeout: if leaf.timeout_set {
+            leaf.timeout
+        } else {
+            root.timeout
+        },
+        timeout_set: leaf.timeout_set || root.timeout_set,
         retries: leaf.retries.clone().or_else(|| root.retries.clone()),
         fault: leaf.fault.clone().or_else(|| root.fault.clone()),
-        mirrors: if root_mirrors {
-            root.mirrors.clone()
-        } else {
-            leaf.mirrors.clone()
-        },
+        mirrors,
+        mirror_parts,
         cors: leaf.cors.clone().or_else(|| root.cors.clone()),
     };
     Some(Merged { rule, root_mirrors })
@@ -303,17 +323,39 @@ fn conflicts(root: &HttpMatch, leaf: &HttpMatch) -> bool {
 }
 
 /// Istio's `stringMatchConflict`: an unset side never conflicts; otherwise the leaf must be
-/// an exact value or prefix within the root's exact value or prefix.
+/// an exact value or prefix within the root's non-empty exact value or prefix (an empty one
+/// is Go's unset string there: `prefix: ""` on the root takes no leaf).
 fn string_conflict(root: Option<&StringMatch>, leaf: Option<&StringMatch>) -> bool {
     let (Some(root), Some(leaf)) = (root, leaf) else {
         return false;
     };
-    match (root, leaf) {
-        (StringMatch::Exact(r), StringMatch::Exact(l)) => r != l,
-        (StringMatch::Prefix(r), StringMatch::Prefix(l) | StringMatch::Exact(l)) => {
-            !l.starts_with(r.as_str())
+    let (r_regex, r_prefix, r_exact) = parts(root);
+    let (l_regex, l_prefix, l_exact) = parts(leaf);
+    if r_regex || l_regex {
+        return true;
+    }
+    if !r_exact.is_empty() {
+        return !l_prefix.is_empty() || l_exact != r_exact;
+    }
+    if !r_prefix.is_empty() {
+        if !l_prefix.is_empty() {
+            return !l_prefix.starts_with(r_prefix);
         }
-        _ => true,
+        if !l_exact.is_empty() {
+            return !l_exact.starts_with(r_prefix);
+        }
+    }
+    true
+}
+
+/// Whether it is a regex, its prefix and its exact value (empty when of another kind), as
+/// Go's getters see a `StringMatch`.
+fn parts(m: &StringMatch) -> (bool, &str, &str) {
+    match m {
+        StringMatch::Regex(_) => (true, "", ""),
+        StringMatch::Prefix(p) => (false, p, ""),
+        StringMatch::Exact(e) => (false, "", e),
+        StringMatch::Present => (false, "", ""),
     }
 }
 
@@ -354,6 +396,9 @@ mod tests {
             ..HttpMatch::default()
         };
         assert!(conflicts(&present, &present));
+        // An empty prefix or exact value on the root is Go's unset string: it takes nothing.
+        assert!(conflicts(&m(prefix("")), &m(prefix("/a"))));
+        assert!(conflicts(&m(exact("")), &m(exact(""))));
         let case = HttpMatch {
             ignore_uri_case: true,
             ..m(prefix("/a"))

@@ -32,12 +32,19 @@ pub struct HttpRoute {
     pub rewrite: Option<Rewrite>,
     /// `timeout` (none when unset or 0).
     pub timeout: Option<Duration>,
+    /// Whether `timeout` was written: a `0s` sets none, and keeps a delegate's rule from
+    /// taking its root rule's.
+    #[serde(skip)]
+    pub timeout_set: bool,
     /// `retries` (`None`: the mesh default).
     pub retries: Option<RetryPolicy>,
     /// `fault`.
     pub fault: Option<Fault>,
     /// `mirror`/`mirrors`.
     pub mirrors: Vec<Mirror>,
+    /// The same as written, for delegation, which fills each part on its own.
+    #[serde(skip)]
+    pub mirror_parts: MirrorParts,
     /// `corsPolicy`.
     pub cors: Option<CorsPolicy>,
 }
@@ -249,6 +256,34 @@ pub struct Mirror {
     pub percentage: f64,
 }
 
+/// `mirror`, its percentage (`mirrorPercentage`, or the deprecated `mirrorPercent`) and
+/// `mirrors`, as written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MirrorParts {
+    /// `mirror`.
+    pub mirror: Option<Destination>,
+    /// Its percentage, when given.
+    pub percentage: Option<f64>,
+    /// `mirrors`.
+    pub list: Vec<Mirror>,
+}
+
+impl MirrorParts {
+    /// What is mirrored: `mirror` (100 % unless a percentage is given), then `mirrors`.
+    pub fn effective(&self) -> Vec<Mirror> {
+        let mut out: Vec<Mirror> = self
+            .mirror
+            .iter()
+            .map(|d| Mirror {
+                destination: d.clone(),
+                percentage: self.percentage.unwrap_or(100.0),
+            })
+            .collect();
+        out.extend(self.list.iter().cloned());
+        out
+    }
+}
+
 /// `CorsPolicy`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CorsPolicy {
@@ -363,7 +398,7 @@ pub(super) fn parse_http_route(
         .delegate
         .as_ref()
         .and_then(|d| super::delegate::parse_ref(c, &p.key("delegate"), d, in_delegate));
-    if r.delegate.is_some() {
+    if r.delegate.is_some() && !in_delegate {
         super::delegate::check_root_rule(c, p, r);
     }
     if r.delegate.is_some() || in_delegate {
@@ -445,6 +480,7 @@ pub(super) fn parse_http_route(
     let timeout = c
         .duration_or_zero(&p.key("timeout"), &r.timeout)
         .filter(|d| !d.is_zero());
+    let timeout_set = r.timeout.is_some();
     let retries = r
         .retries
         .as_ref()
@@ -453,7 +489,6 @@ pub(super) fn parse_http_route(
         .fault
         .as_ref()
         .and_then(|f| parse_fault(c, &p.key("fault"), f));
-    let mut mirrors = Vec::new();
     // The deprecated whole-number form still applies when `mirrorPercentage` is absent, as
     // Istio reads it (`0` turns mirroring off).
     let mut legacy_pct = None;
@@ -468,17 +503,22 @@ pub(super) fn parse_http_route(
             ),
         }
     }
+    let mut parts = MirrorParts {
+        mirror: None,
+        percentage: match &r.mirror_percentage {
+            None => legacy_pct,
+            given => Some(percentage(
+                c,
+                &p.key("mirrorPercentage"),
+                given.as_ref(),
+                100.0,
+                false,
+            )),
+        },
+        list: Vec::new(),
+    };
     if let Some(m) = &r.mirror {
-        let pct = match (&r.mirror_percentage, legacy_pct) {
-            (None, Some(x)) => x,
-            (given, _) => percentage(c, &p.key("mirrorPercentage"), given.as_ref(), 100.0, false),
-        };
-        if let Some(d) = Destination::parse(c, &p.key("mirror"), &Some(m.clone())) {
-            mirrors.push(Mirror {
-                destination: d,
-                percentage: pct,
-            });
-        }
+        parts.mirror = Destination::parse(c, &p.key("mirror"), &Some(m.clone()));
     }
     for (i, m) in r.mirrors.iter().enumerate() {
         let mp = p.key("mirrors").idx(i);
@@ -490,12 +530,13 @@ pub(super) fn parse_http_route(
             false,
         );
         if let Some(d) = Destination::parse(c, &mp.key("destination"), &m.destination) {
-            mirrors.push(Mirror {
+            parts.list.push(Mirror {
                 destination: d,
                 percentage: pct,
             });
         }
     }
+    let mirrors = parts.effective();
     let cors = r
         .cors_policy
         .as_ref()
@@ -508,9 +549,11 @@ pub(super) fn parse_http_route(
         headers,
         rewrite,
         timeout,
+        timeout_set,
         retries,
         fault,
         mirrors,
+        mirror_parts: parts,
         cors,
     }
 }

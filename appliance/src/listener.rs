@@ -134,7 +134,7 @@ pub async fn handle(
                 return;
             };
             let cluster = cluster.clone();
-            let session = Session::new(&shared, group, &tcp.tenant, peer, l.addr, None);
+            let session = Session::new(&shared, group, &tcp.tenant, peer, local, None);
             drop(rt);
             Box::pin(session.run(stream, Bytes::new(), &cluster, name, true)).await;
         }
@@ -204,7 +204,7 @@ async fn tls(
                 return;
             };
             let cluster = cluster.clone();
-            let session = Session::new(shared, group, &chain.tenant, peer, l.addr, hello.sni);
+            let session = Session::new(shared, group, &chain.tenant, peer, local, hello.sni);
             drop(rt);
             Box::pin(session.run(stream, hello_bytes, &cluster, name, false)).await;
         }
@@ -216,14 +216,8 @@ async fn tls(
             let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.config.clone());
             let tcp_target = match &chain.action {
                 ChainAction::TerminateTcp { tcp, .. } => proxy::choose(tcp, group).map(|(c, n)| {
-                    let s = Session::new(
-                        shared,
-                        group,
-                        &chain.tenant,
-                        peer,
-                        l.addr,
-                        hello.sni.clone(),
-                    );
+                    let s =
+                        Session::new(shared, group, &chain.tenant, peer, local, hello.sni.clone());
                     (c.clone(), n, s)
                 }),
                 _ => None,

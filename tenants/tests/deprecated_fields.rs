@@ -3,11 +3,13 @@
 //! `consecutiveLocalOriginFailures: 0`, `loadBalancer.warmup` and `warmupDurationSecs`; one it
 //! no longer reads (`consecutiveErrors`) said to do nothing; and a WorkloadEntry a STATIC
 //! ServiceEntry cannot use, said rather than dropped in silence; `retryBudget` with its
-//! documented defaults.
+//! documented defaults; `proxyProtocol`.
 
 use std::time::Duration;
 
-use tenants::model::{OutlierDetection, PortPolicy, RetryBudget, TrafficPolicy, Warmup};
+use tenants::model::{
+    OutlierDetection, PortPolicy, ProxyVersion, RetryBudget, TrafficPolicy, Warmup,
+};
 use tenants::{LoadOptions, Severity, SourceFile, load_standalone};
 
 fn dr(policy: &str) -> (Option<TrafficPolicy>, Vec<String>) {
@@ -227,6 +229,36 @@ fn retry_budget_has_its_defaults_and_is_kept_by_port_level_settings() {
     let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(
         all.iter().any(|d| d.contains("error: default/DestinationRule/d: spec.trafficPolicy.retryBudget.percent: percent must be in range [0, 100] (it is 120)")),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn proxy_protocol_defaults_to_version_1_and_is_kept_by_port_level_settings() {
+    let (p, _) = dr(
+        "    proxyProtocol: {}\n    portLevelSettings:\n    - port: {number: 8080}\n      connectionPool: {tcp: {maxConnections: 5}}\n",
+    );
+    let p = p.expect("a policy");
+    assert_eq!(p.base.proxy_protocol, Some(ProxyVersion::V1));
+    assert_eq!(
+        TrafficPolicy::effective(Some(&p), None, 8080).proxy_protocol,
+        Some(ProxyVersion::V1)
+    );
+    let (v2, _) = dr("    proxyProtocol: {version: V2}\n");
+    assert_eq!(
+        TrafficPolicy::effective(Some(&p), v2.as_ref(), 80).proxy_protocol,
+        Some(ProxyVersion::V2),
+        "a subset's setting replaces the top level's"
+    );
+    let ns = load_standalone(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a.example.com\n  trafficPolicy:\n    proxyProtocol: {version: V3}\n",
+        "dr.yaml",
+    );
+    let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        all.iter().any(|d| d.contains(
+            "spec.trafficPolicy.proxyProtocol.version: unknown value \"V3\"; expected V1 or V2"
+        )),
         "{all:#?}"
     );
 }

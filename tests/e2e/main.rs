@@ -16,6 +16,7 @@ mod http_routing;
 mod l4;
 mod paths;
 mod protocol;
+mod proxy_protocol;
 mod quickstart;
 mod reload;
 mod retry_budget;

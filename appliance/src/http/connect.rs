@@ -20,6 +20,7 @@ use crate::runtime::Runtime;
 use crate::tcp::proxy::{self, TcpReport};
 use crate::tcp::session::Session;
 use crate::upstream::connect;
+use crate::upstream::proxy_protocol::Via;
 
 /// How long an ALLOW_ANY tunnel may take to connect.
 const ANY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +75,10 @@ pub async fn handle(
     let mut report = TcpReport::default();
     // The tunnel carries the client's own bytes (its TLS, usually): never originated.
     let dial = proxy::Dial {
-        peer: conn.peer.ip(),
+        via: Via {
+            peer: conn.peer,
+            local: conn.local,
+        },
         originate_tls: false,
     };
     let Some(up) = proxy::connect_upstream(&cluster, dial, &mut report).await else {

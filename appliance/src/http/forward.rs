@@ -22,6 +22,7 @@ use super::tee::Tee;
 use crate::upstream::endpoint::Active;
 use crate::upstream::h1::{self, Again};
 use crate::upstream::pool::{self, PoolError};
+use crate::upstream::proxy_protocol::Via;
 use crate::upstream::{ClusterRt, Endpoint, Outcome};
 
 /// The request body as far as retries are concerned.
@@ -69,6 +70,8 @@ pub struct Head {
     pub downstream: Version,
     /// Whether the request is gRPC.
     pub grpc: bool,
+    /// The downstream connection (a PROXY protocol header names it).
+    pub via: Via,
 }
 
 impl Head {
@@ -253,12 +256,15 @@ async fn connect(
     addr: SocketAddr,
     sni: Option<&str>,
     h2: bool,
+    via: Via,
 ) -> Result<Conn, PoolError> {
     if h2 {
-        let (tx, busy) = pool::http2(rt, addr, sni).await?;
+        let (tx, busy) = pool::http2(rt, addr, sni, Some(via)).await?;
         Ok(Conn::H2(tx, busy))
     } else {
-        Ok(Conn::H1(pool::http1(rt, addr, sni, false).await?))
+        Ok(Conn::H1(
+            pool::http1(rt, addr, sni, false, Some(via)).await?,
+        ))
     }
 }
 
@@ -294,7 +300,9 @@ async fn exchange(
             let Some(b) = again(f.again, &head.method).then(|| src.take()).flatten() else {
                 return Err(Fail::Send(f.error.into()));
             };
-            let fresh = pool::http1(rt, addr, sni, true).await.map_err(Fail::Pool)?;
+            let fresh = pool::http1(rt, addr, sni, true, Some(head.via))
+                .await
+                .map_err(Fail::Pool)?;
             h1::send(fresh, wire(head), b)
                 .await
                 .map_err(|f| Fail::Send(f.error.into()))
@@ -515,7 +523,7 @@ pub async fn send(
         macro_rules! step {
             () => {
                 async {
-                    let conn = connect(rt, ep.addr, sni.as_deref(), h2)
+                    let conn = connect(rt, ep.addr, sni.as_deref(), h2, head.via)
                         .await
                         .map_err(Fail::Pool)?;
                     OutOfLine {

@@ -40,6 +40,7 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
         headers: head.headers.clone(),
         downstream: head.downstream,
         grpc: head.grpc,
+        via: head.via,
     };
     tokio::spawn(async move {
         let body = match (body, later) {

@@ -33,6 +33,7 @@ use crate::quota::ConnTenant;
 use crate::runtime::{GroupRt, Runtime};
 use crate::shared::Shared;
 use crate::upstream::lb::hash_bytes;
+use crate::upstream::proxy_protocol::Via;
 
 /// Bodies up to this size are buffered so that a retry or a mirror can resend them.
 const REPLAY_LIMIT: u64 = 64 * 1024;
@@ -432,6 +433,10 @@ async fn proxy(
         headers: h,
         downstream: req.version(),
         grpc,
+        via: Via {
+            peer: conn.peer,
+            local: conn.local,
+        },
     };
     let decor = Decor {
         sticky,

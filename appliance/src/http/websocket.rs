@@ -191,7 +191,7 @@ async fn attempt(
     sni: &str,
     head: &Head,
 ) -> Result<Response<Incoming>, Fail> {
-    let io = pool::upgrade_transport(rt, addr, Some(sni))
+    let io = pool::upgrade_transport(rt, addr, Some(sni), Some(head.via))
         .await
         .map_err(|e| Fail::Connect(e.to_string()))?;
     let (mut tx, conn) = http1::handshake(TokioIo::new(io))

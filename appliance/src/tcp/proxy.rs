@@ -1,7 +1,7 @@
 //! Copying bytes between a downstream connection and an upstream endpoint, both ways, with
 //! half-close honoured and an idle timeout.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use crate::upstream::connect;
 use crate::upstream::endpoint::Endpoint;
 use crate::upstream::lb::hash_bytes;
 use crate::upstream::pool::{self, Io, PoolError};
+use crate::upstream::proxy_protocol::Via;
 use crate::upstream::{ClusterRt, Outcome};
 
 /// How a proxied connection ended, for logs and metrics.
@@ -64,9 +65,10 @@ impl Drop for Upstream {
 /// How an upstream connection of a TCP session is made.
 #[derive(Debug, Clone, Copy)]
 pub struct Dial {
-    /// The client's address: the hash key of a `consistentHash: {useSourceIp: true}`
-    /// cluster, as Istio configures Envoy's TCP proxy.
-    pub peer: IpAddr,
+    /// The downstream connection: its client's address is the hash key of a
+    /// `consistentHash: {useSourceIp: true}` cluster, as Istio configures Envoy's TCP proxy;
+    /// both addresses go in a PROXY protocol header when the cluster asks for one.
+    pub via: Via,
     /// Whether the cluster's DestinationRule `tls` is originated: yes for `tcp` routes, no
     /// for TLS passthrough and CONNECT tunnels, whose bytes are the client's own TLS.
     pub originate_tls: bool,
@@ -84,7 +86,7 @@ pub async fn connect_upstream(
     let od = policy.outlier_detection.as_ref();
     let hash = match &policy.load_balancer {
         Some(LoadBalancer::ConsistentHash(HashKey::SourceIp)) => {
-            Some(hash_bytes(dial.peer.to_string().as_bytes()))
+            Some(hash_bytes(dial.via.peer.ip().to_string().as_bytes()))
         }
         _ => None,
     };
@@ -120,18 +122,24 @@ pub async fn connect_upstream(
     let addr = report.upstream?;
     let connected = if dial.originate_tls && cluster.tls.is_some() {
         let sni = cluster.config.tls.as_ref().and_then(|t| t.sni.as_deref());
-        pool::transport_offering(cluster, addr, sni, &[]).await
+        pool::transport_offering(cluster, addr, sni, &[], Some(dial.via)).await
     } else {
         let l = &cluster.limits;
-        connect::tcp(
-            addr,
-            cluster.config.source_address,
-            l.connect_timeout,
-            l.keepalive.as_ref(),
-        )
+        async {
+            let mut s = connect::tcp(
+                addr,
+                cluster.config.source_address,
+                l.connect_timeout,
+                l.keepalive.as_ref(),
+            )
+            .await?;
+            if let Some(version) = policy.proxy_protocol {
+                connect::proxy_header(&mut s, version, dial.via, addr, l.connect_timeout).await?;
+            }
+            Ok(Box::new(s) as Box<dyn Io>)
+        }
         .await
-        .map(|s| Box::new(s) as Box<dyn Io>)
-        .map_err(PoolError::from)
+        .map_err(|e: connect::ConnectError| PoolError::from(e))
     };
     match connected {
         Ok(stream) => {

@@ -14,6 +14,7 @@ use crate::runtime::GroupRt;
 use crate::shared::Shared;
 use crate::telemetry::entry::Entry;
 use crate::upstream::ClusterRt;
+use crate::upstream::proxy_protocol::Via;
 
 /// Who a TCP session belongs to and where it came in.
 pub struct Session {
@@ -25,7 +26,8 @@ pub struct Session {
     pub tenant: Arc<str>,
     /// The client.
     pub peer: SocketAddr,
-    /// The listener.
+    /// The address the client connected to (the listener's, or the connection's own on a
+    /// wildcard listener).
     pub local: SocketAddr,
     /// SNI, for TLS sessions.
     pub sni: Option<String>,
@@ -72,7 +74,10 @@ impl Session {
             ..TcpReport::default()
         };
         let dial = proxy::Dial {
-            peer: self.peer.ip(),
+            via: Via {
+                peer: self.peer,
+                local: self.local,
+            },
             originate_tls,
         };
         if let Some(up) = proxy::connect_upstream(cluster, dial, &mut report).await {

@@ -72,6 +72,24 @@ pub async fn tcp(
     Ok(s)
 }
 
+/// Writes the PROXY protocol header for `via` on a new connection to `addr` (within the
+/// connect timeout: a backend that does not read it fails the connect, not the request
+/// later).
+pub async fn proxy_header(
+    s: &mut TcpStream,
+    version: tenants::model::ProxyVersion,
+    via: super::proxy_protocol::Via,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
+    use tokio::io::AsyncWriteExt;
+    let h = super::proxy_protocol::header(version, via);
+    match tokio::time::timeout(timeout, s.write_all(&h)).await {
+        Ok(r) => r.map_err(|source| ConnectError::Io { addr, source }),
+        Err(_) => Err(ConnectError::Timeout(addr)),
+    }
+}
+
 /// Performs a TLS handshake with the upstream as `sni`.
 pub async fn tls(
     stream: TcpStream,

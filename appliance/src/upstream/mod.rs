@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod h1;
 pub mod lb;
 pub mod pool;
+pub mod proxy_protocol;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

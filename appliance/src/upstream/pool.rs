@@ -23,6 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::connect::{self, ConnectError};
 use super::h1::Conn;
+use super::proxy_protocol::Via;
 use super::{ClusterRt, Pending};
 use crate::clock;
 use crate::http::body::Body;
@@ -33,6 +34,10 @@ pub struct Key {
     cluster: u64,
     addr: SocketAddr,
     sni: Option<Arc<str>>,
+    /// The downstream connection, when the cluster's connections start with a PROXY
+    /// header that names it: such a connection is that client's only. (Behind a pointer:
+    /// every lease carries its key.)
+    via: Option<Arc<Via>>,
 }
 
 struct Idle {
@@ -392,8 +397,9 @@ pub async fn transport(
     rt: &ClusterRt,
     addr: SocketAddr,
     sni: Option<&str>,
+    via: Option<Via>,
 ) -> Result<Box<dyn Io>, PoolError> {
-    open(rt, addr, sni, rt.tls.clone()).await
+    open(rt, addr, sni, rt.tls.clone(), via).await
 }
 
 /// [`transport`] for an HTTP/1.1 upgrade: TLS offers only `http/1.1` by ALPN. The upgrade is
@@ -404,8 +410,9 @@ pub async fn upgrade_transport(
     rt: &ClusterRt,
     addr: SocketAddr,
     sni: Option<&str>,
+    via: Option<Via>,
 ) -> Result<Box<dyn Io>, PoolError> {
-    transport_offering(rt, addr, sni, &[b"http/1.1"]).await
+    transport_offering(rt, addr, sni, &[b"http/1.1"], via).await
 }
 
 /// [`transport`] offering `alpn` (nothing, for bytes proxied over TCP).
@@ -414,6 +421,7 @@ pub async fn transport_offering(
     addr: SocketAddr,
     sni: Option<&str>,
     alpn: &[&[u8]],
+    via: Option<Via>,
 ) -> Result<Box<dyn Io>, PoolError> {
     let tls = rt.tls.as_ref().map(|cfg| {
         if cfg
@@ -430,7 +438,7 @@ pub async fn transport_offering(
             Arc::new(c)
         }
     });
-    open(rt, addr, sni, tls).await
+    open(rt, addr, sni, tls, via).await
 }
 
 async fn open(
@@ -438,15 +446,19 @@ async fn open(
     addr: SocketAddr,
     sni: Option<&str>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    via: Option<Via>,
 ) -> Result<Box<dyn Io>, PoolError> {
     let l = &rt.limits;
-    let tcp = connect::tcp(
+    let mut tcp = connect::tcp(
         addr,
         rt.config.source_address,
         l.connect_timeout,
         l.keepalive.as_ref(),
     )
     .await?;
+    if let (Some(version), Some(via)) = (rt.config.policy.proxy_protocol, via) {
+        connect::proxy_header(&mut tcp, version, via, addr, l.connect_timeout).await?;
+    }
     match tls {
         None => Ok(Box::new(tcp)),
         Some(cfg) => {
@@ -473,10 +485,20 @@ impl Io for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     }
 }
 
-fn key(rt: &ClusterRt, addr: SocketAddr, sni: Option<&str>) -> Key {
+/// How long a pooled connection may idle: the cluster's `idleTimeout`, but at most 5 s for
+/// one made for a single client (PROXY protocol), which no other request can use.
+fn idle_ms(rt: &ClusterRt, key: &Key) -> u64 {
+    let ms = u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    if key.via.is_some() { ms.min(5_000) } else { ms }
+}
+
+fn key(rt: &ClusterRt, addr: SocketAddr, sni: Option<&str>, via: Option<Via>) -> Key {
     Key {
         cluster: rt.id,
         addr,
+        via: via
+            .filter(|_| rt.config.policy.proxy_protocol.is_some())
+            .map(Arc::new),
         sni: if rt.tls.is_some() {
             sni.map(Arc::from)
         } else {
@@ -499,8 +521,9 @@ pub async fn http1(
     addr: SocketAddr,
     sni: Option<&str>,
     fresh: bool,
+    via: Option<Via>,
 ) -> Result<Lease, PoolError> {
-    let key = key(rt, addr, sni);
+    let key = key(rt, addr, sni, via);
     if !fresh {
         let now = clock::now_ms();
         while let Some(mut idle) = H1.with(|p| p.borrow_mut().get_mut(&key).and_then(Vec::pop)) {
@@ -513,16 +536,16 @@ pub async fn http1(
     // would make every request's future that much larger (see `server::serve`).
     let (permit, io) = Box::pin(async {
         let permit = permit(rt).await?;
-        let io = transport(rt, addr, sni).await?;
+        let io = transport(rt, addr, sni, via).await?;
         Ok::<_, PoolError>((permit, io))
     })
     .await?;
     Ok(Lease {
+        idle_timeout_ms: idle_ms(rt, &key),
         key,
         conn: Conn::new(io),
         used: 0,
         max_per_conn: rt.limits.per_connection,
-        idle_timeout_ms: u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
         retire_at_ms: retire_at(rt),
         reused: false,
         cluster: Arc::downgrade(rt),
@@ -537,8 +560,9 @@ pub async fn http2(
     rt: &Arc<ClusterRt>,
     addr: SocketAddr,
     sni: Option<&str>,
+    via: Option<Via>,
 ) -> Result<(http2::SendRequest<Body>, Busy), PoolError> {
-    let k = key(rt, addr, sni);
+    let k = key(rt, addr, sni, via);
     // `maxConcurrentStreams`: a connection with that many streams open takes no more; the
     // next request opens another connection (Envoy's pool does the same).
     let max_streams = rt
@@ -581,7 +605,7 @@ pub async fn http2(
         }
         Wait::Permit(p) => {
             let _opening = Opening::new(&k);
-            Box::pin(http2_connect(rt, addr, sni, p)).await?
+            Box::pin(http2_connect(rt, addr, sni, p, via)).await?
         }
     };
     let freed = freed(&k);
@@ -595,7 +619,7 @@ pub async fn http2(
         tx: tx.clone(),
         state,
         cluster: Arc::downgrade(rt),
-        idle_timeout_ms: u64::try_from(rt.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        idle_timeout_ms: idle_ms(rt, &k),
         max_streams_total: rt.limits.per_connection,
         retire_at_ms: retire_at(rt),
     };
@@ -724,6 +748,7 @@ async fn http2_connect(
     addr: SocketAddr,
     sni: Option<&str>,
     permit: Option<OwnedSemaphorePermit>,
+    via: Option<Via>,
 ) -> Result<
     (
         Option<OwnedSemaphorePermit>,
@@ -732,7 +757,7 @@ async fn http2_connect(
     ),
     PoolError,
 > {
-    let io = transport(rt, addr, sni).await?;
+    let io = transport(rt, addr, sni, via).await?;
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new());
     if let Some((interval, timeout)) = rt

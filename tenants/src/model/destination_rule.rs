@@ -53,6 +53,18 @@ pub struct PortPolicy {
     pub tls: Option<ClientTls>,
     /// `retryBudget` (a field of the whole policy: a port-level entry keeps its policy's).
     pub retry_budget: Option<RetryBudget>,
+    /// `proxyProtocol`: the PROXY protocol header each upstream connection starts with (a
+    /// field of the whole policy, as `retryBudget`).
+    pub proxy_protocol: Option<ProxyVersion>,
+}
+
+/// `proxyProtocol.version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 ...`), Istio's default.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// `TrafficPolicy.retryBudget`: concurrent retries allowed to the cluster, as a share of
@@ -312,6 +324,7 @@ impl TrafficPolicy {
                 .find(|(n, _)| *n == port)
                 .map(|(_, pp)| PortPolicy {
                     retry_budget: p.base.retry_budget,
+                    proxy_protocol: p.base.proxy_protocol,
                     ..pp.clone()
                 })
                 .unwrap_or_else(|| p.base.clone())
@@ -334,6 +347,7 @@ impl TrafficPolicy {
             outlier_detection: s.outlier_detection.or(base.outlier_detection),
             tls: s.tls.or(base.tls),
             retry_budget: s.retry_budget.or(base.retry_budget),
+            proxy_protocol: s.proxy_protocol.or(base.proxy_protocol),
         }
     }
 }
@@ -354,7 +368,6 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
         c.error(p, "tunnel and proxyProtocol cannot both be set");
     }
     c.unsupported(&p.key("tunnel"), &tp.tunnel);
-    c.unsupported(&p.key("proxyProtocol"), &tp.proxy_protocol);
     let mut base = parse_port_policy(
         c,
         p,
@@ -367,6 +380,20 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
         .retry_budget
         .as_ref()
         .and_then(|rb| parse_retry_budget(c, &p.key("retryBudget"), rb));
+    base.proxy_protocol = tp
+        .proxy_protocol
+        .as_ref()
+        .and_then(|pp| match pp.version.as_deref() {
+            None | Some("V1") => Some(ProxyVersion::V1),
+            Some("V2") => Some(ProxyVersion::V2),
+            Some(o) => {
+                c.error(
+                    &p.key("proxyProtocol").key("version"),
+                    format!("unknown value {o:?}; expected V1 or V2"),
+                );
+                None
+            }
+        });
     let mut port_level = Vec::new();
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let pp = p.key("portLevelSettings").idx(i);
@@ -446,6 +473,7 @@ fn parse_port_policy(
             .as_ref()
             .and_then(|t| parse_client_tls(c, &p.key("tls"), t)),
         retry_budget: None,
+        proxy_protocol: None,
     }
 }
 

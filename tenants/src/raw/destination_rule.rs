@@ -20,8 +20,15 @@ raw! {
         pub tls: Option<ClientTlsSettings>,
         pub port_level_settings: Vec<PortTrafficPolicy>,
         pub tunnel: Any,
-        pub proxy_protocol: Any,
+        pub proxy_protocol: Option<ProxyProtocol>,
         pub retry_budget: Option<RetryBudget>,
+    }
+}
+
+raw! {
+    /// `TrafficPolicy.ProxyProtocol`.
+    pub struct ProxyProtocol {
+        pub version: Option<String>,
     }
 }
 

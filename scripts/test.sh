@@ -16,6 +16,8 @@ DEBS=(curl openssl nghttp2-client wrk git nginx-light haproxy fcgiwrap openssh-s
 DEBS+=(prometheus)
 # ss (iproute2) reads the gateway's upstream sockets' keepalive timers.
 DEBS+=(iproute2)
+# tinyproxy: the HTTP CONNECT proxy a DestinationRule `tunnel` goes through.
+DEBS+=(tinyproxy)
 # A virtualenv for aioquic, the HTTP/3 client.
 DEBS+=(python3 python3-venv)
 DEBS+=(systemd systemd-container debootstrap lintian rpm rpmlint binutils dpkg-dev)

@@ -3,12 +3,12 @@
 //! `consecutiveLocalOriginFailures: 0`, `loadBalancer.warmup` and `warmupDurationSecs`; one it
 //! no longer reads (`consecutiveErrors`) said to do nothing; and a WorkloadEntry a STATIC
 //! ServiceEntry cannot use, said rather than dropped in silence; `retryBudget` with its
-//! documented defaults; `proxyProtocol`.
+//! documented defaults; `proxyProtocol`; `tunnel`.
 
 use std::time::Duration;
 
 use tenants::model::{
-    OutlierDetection, PortPolicy, ProxyVersion, RetryBudget, TrafficPolicy, Warmup,
+    OutlierDetection, PortPolicy, ProxyVersion, RetryBudget, TrafficPolicy, Tunnel, Warmup,
 };
 use tenants::{LoadOptions, Severity, SourceFile, load_standalone};
 
@@ -259,6 +259,40 @@ fn proxy_protocol_defaults_to_version_1_and_is_kept_by_port_level_settings() {
         all.iter().any(|d| d.contains(
             "spec.trafficPolicy.proxyProtocol.version: unknown value \"V3\"; expected V1 or V2"
         )),
+        "{all:#?}"
+    );
+}
+
+#[test]
+fn tunnel_is_validated_as_istio_does_and_post_is_not_offered_yet() {
+    let (p, _) = dr("    tunnel: {targetHost: proxy.example.com, targetPort: 3128}\n");
+    assert_eq!(
+        p.expect("a policy").base.tunnel,
+        Some(Tunnel {
+            target_host: "proxy.example.com".into(),
+            target_port: 3128
+        })
+    );
+    for (tunnel, want) in [
+        ("{protocol: POST, targetHost: a.example.com, targetPort: 1}", "spec.trafficPolicy.tunnel.protocol: not supported yet: tunnel protocol POST (CONNECT is)"),
+        ("{protocol: UDP, targetHost: a.example.com, targetPort: 1}", "tunnel protocol must be \"CONNECT\" or \"POST\" (it is \"UDP\")"),
+        ("{targetHost: \"bad host\", targetPort: 1}", "spec.trafficPolicy.tunnel.targetHost: tunnel target host must be valid FQDN or IP address"),
+        ("{targetHost: 10.0.0.1}", "spec.trafficPolicy.tunnel.targetPort: tunnel target port is required"),
+    ] {
+        let ns = load_standalone(
+            &format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: a.example.com\n  trafficPolicy:\n    tunnel: {tunnel}\n"),
+            "dr.yaml",
+        );
+        let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(all.iter().any(|d| d.contains(want)), "{tunnel}: {all:#?}");
+    }
+    let ns = load_standalone(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a.example.com\n  trafficPolicy:\n    tunnel: {targetHost: 10.0.0.1, targetPort: 1}\n    proxyProtocol: {}\n",
+        "dr.yaml",
+    );
+    let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        all.iter().any(|d| d.contains("tunnel and proxyProtocol cannot both be set")),
         "{all:#?}"
     );
 }

@@ -24,5 +24,6 @@ mod sync;
 mod systemd;
 mod telemetry;
 mod tls;
+mod tunnel;
 mod upstream;
 mod upstream_h1;

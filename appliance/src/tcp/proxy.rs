@@ -21,6 +21,7 @@ use crate::upstream::endpoint::Endpoint;
 use crate::upstream::lb::hash_bytes;
 use crate::upstream::pool::{self, Io, PoolError};
 use crate::upstream::proxy_protocol::Via;
+use crate::upstream::tunnel;
 use crate::upstream::{ClusterRt, Outcome};
 
 /// How a proxied connection ended, for logs and metrics.
@@ -140,6 +141,13 @@ pub async fn connect_upstream(
         }
         .await
         .map_err(|e: connect::ConnectError| PoolError::from(e))
+    };
+    // Through the cluster's endpoint, an HTTP CONNECT proxy, to the tunnel's target.
+    let connected = match (connected, &policy.tunnel) {
+        (Ok(io), Some(t)) => tunnel::open(io, t, addr, cluster.limits.connect_timeout)
+            .await
+            .map_err(PoolError::from),
+        (other, _) => other,
     };
     match connected {
         Ok(stream) => {

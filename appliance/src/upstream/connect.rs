@@ -28,6 +28,14 @@ pub enum ConnectError {
     /// No connection within the connect timeout.
     #[error("connect to {0}: timed out")]
     Timeout(SocketAddr),
+    /// The HTTP CONNECT proxy of a `tunnel` did not open the tunnel.
+    #[error("tunnel through {addr}: {reason}")]
+    Tunnel {
+        /// The proxy.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// The TLS handshake with the upstream failed.
     #[error("TLS to {addr}: {source}")]
     Tls {

@@ -10,6 +10,7 @@ pub mod h1;
 pub mod lb;
 pub mod pool;
 pub mod proxy_protocol;
+pub mod tunnel;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

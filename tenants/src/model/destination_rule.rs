@@ -56,6 +56,18 @@ pub struct PortPolicy {
     /// `proxyProtocol`: the PROXY protocol header each upstream connection starts with (a
     /// field of the whole policy, as `retryBudget`).
     pub proxy_protocol: Option<ProxyVersion>,
+    /// `tunnel`: TCP carried through an HTTP CONNECT proxy (the endpoints) to a target (a
+    /// field of the whole policy, as `retryBudget`; TCP and TLS routes only, as in Istio).
+    pub tunnel: Option<Tunnel>,
+}
+
+/// `tunnel` with `protocol: CONNECT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    /// `targetHost`: a name or an IP address.
+    pub target_host: String,
+    /// `targetPort`.
+    pub target_port: u16,
 }
 
 /// `proxyProtocol.version`.
@@ -325,6 +337,7 @@ impl TrafficPolicy {
                 .map(|(_, pp)| PortPolicy {
                     retry_budget: p.base.retry_budget,
                     proxy_protocol: p.base.proxy_protocol,
+                    tunnel: p.base.tunnel.clone(),
                     ..pp.clone()
                 })
                 .unwrap_or_else(|| p.base.clone())
@@ -348,6 +361,7 @@ impl TrafficPolicy {
             tls: s.tls.or(base.tls),
             retry_budget: s.retry_budget.or(base.retry_budget),
             proxy_protocol: s.proxy_protocol.or(base.proxy_protocol),
+            tunnel: s.tunnel.or(base.tunnel),
         }
     }
 }
@@ -367,7 +381,6 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
     if tp.tunnel.is_some() && tp.proxy_protocol.is_some() {
         c.error(p, "tunnel and proxyProtocol cannot both be set");
     }
-    c.unsupported(&p.key("tunnel"), &tp.tunnel);
     let mut base = parse_port_policy(
         c,
         p,
@@ -380,6 +393,10 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
         .retry_budget
         .as_ref()
         .and_then(|rb| parse_retry_budget(c, &p.key("retryBudget"), rb));
+    base.tunnel = tp
+        .tunnel
+        .as_ref()
+        .and_then(|t| parse_tunnel(c, &p.key("tunnel"), t));
     base.proxy_protocol = tp
         .proxy_protocol
         .as_ref()
@@ -422,6 +439,48 @@ fn parse_policy(c: &mut Checker, p: &FieldPath, tp: &raw::TrafficPolicy) -> Traf
         port_level.push((port, policy));
     }
     TrafficPolicy { base, port_level }
+}
+
+/// Istio's `validateTunnelSettings`; `POST` (data in a request body) is not offered yet.
+fn parse_tunnel(c: &mut Checker, p: &FieldPath, t: &raw::TunnelSettings) -> Option<Tunnel> {
+    match t.protocol.as_deref() {
+        None | Some("" | "CONNECT") => {}
+        Some("POST") => {
+            c.error(
+                &p.key("protocol"),
+                "not supported yet: tunnel protocol POST (CONNECT is)",
+            );
+            return None;
+        }
+        Some(o) => {
+            c.error(
+                &p.key("protocol"),
+                format!("tunnel protocol must be \"CONNECT\" or \"POST\" (it is {o:?})"),
+            );
+            return None;
+        }
+    }
+    let host = t.target_host.clone().unwrap_or_default();
+    if host.parse::<std::net::IpAddr>().is_err()
+        && let Err(e) = crate::types::validate_fqdn(&host)
+    {
+        c.error(
+            &p.key("targetHost"),
+            format!("tunnel target host must be valid FQDN or IP address: {e}"),
+        );
+        return None;
+    }
+    let port = match t.target_port {
+        Some(n) => c.port(&p.key("targetPort"), n)?,
+        None => {
+            c.error(&p.key("targetPort"), "tunnel target port is required");
+            return None;
+        }
+    };
+    Some(Tunnel {
+        target_host: host,
+        target_port: port,
+    })
 }
 
 fn parse_retry_budget(
@@ -474,6 +533,7 @@ fn parse_port_policy(
             .and_then(|t| parse_client_tls(c, &p.key("tls"), t)),
         retry_budget: None,
         proxy_protocol: None,
+        tunnel: None,
     }
 }
 

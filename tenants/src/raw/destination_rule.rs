@@ -19,9 +19,18 @@ raw! {
         pub outlier_detection: Option<OutlierDetection>,
         pub tls: Option<ClientTlsSettings>,
         pub port_level_settings: Vec<PortTrafficPolicy>,
-        pub tunnel: Any,
+        pub tunnel: Option<TunnelSettings>,
         pub proxy_protocol: Option<ProxyProtocol>,
         pub retry_budget: Option<RetryBudget>,
+    }
+}
+
+raw! {
+    /// `TrafficPolicy.TunnelSettings`.
+    pub struct TunnelSettings {
+        pub protocol: Option<String>,
+        pub target_host: Option<String>,
+        pub target_port: Option<i64>,
     }
 }
 

@@ -274,13 +274,27 @@ fn tunnel_is_validated_as_istio_does_and_post_is_not_offered_yet() {
         })
     );
     for (tunnel, want) in [
-        ("{protocol: POST, targetHost: a.example.com, targetPort: 1}", "spec.trafficPolicy.tunnel.protocol: not supported yet: tunnel protocol POST (CONNECT is)"),
-        ("{protocol: UDP, targetHost: a.example.com, targetPort: 1}", "tunnel protocol must be \"CONNECT\" or \"POST\" (it is \"UDP\")"),
-        ("{targetHost: \"bad host\", targetPort: 1}", "spec.trafficPolicy.tunnel.targetHost: tunnel target host must be valid FQDN or IP address"),
-        ("{targetHost: 10.0.0.1}", "spec.trafficPolicy.tunnel.targetPort: tunnel target port is required"),
+        (
+            "{protocol: POST, targetHost: a.example.com, targetPort: 1}",
+            "spec.trafficPolicy.tunnel.protocol: not supported yet: tunnel protocol POST (CONNECT is)",
+        ),
+        (
+            "{protocol: UDP, targetHost: a.example.com, targetPort: 1}",
+            "tunnel protocol must be \"CONNECT\" or \"POST\" (it is \"UDP\")",
+        ),
+        (
+            "{targetHost: \"bad host\", targetPort: 1}",
+            "spec.trafficPolicy.tunnel.targetHost: tunnel target host must be valid FQDN or IP address",
+        ),
+        (
+            "{targetHost: 10.0.0.1}",
+            "spec.trafficPolicy.tunnel.targetPort: tunnel target port is required",
+        ),
     ] {
         let ns = load_standalone(
-            &format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: a.example.com\n  trafficPolicy:\n    tunnel: {tunnel}\n"),
+            &format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: a.example.com\n  trafficPolicy:\n    tunnel: {tunnel}\n"
+            ),
             "dr.yaml",
         );
         let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
@@ -292,7 +306,18 @@ fn tunnel_is_validated_as_istio_does_and_post_is_not_offered_yet() {
     );
     let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(
-        all.iter().any(|d| d.contains("tunnel and proxyProtocol cannot both be set")),
+        all.iter()
+            .any(|d| d.contains("tunnel and proxyProtocol cannot both be set")),
+        "{all:#?}"
+    );
+    // Across levels too: the subset's layers over the top level's.
+    let ns = load_standalone(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a.example.com\n  trafficPolicy:\n    tunnel: {targetHost: 10.0.0.1, targetPort: 1}\n  subsets:\n  - name: s\n    labels: {v: s}\n    trafficPolicy: {proxyProtocol: {}}\n",
+        "dr.yaml",
+    );
+    let all: Vec<String> = ns.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        all.iter().any(|d| d.contains("spec.subsets[0].trafficPolicy: tunnel and proxyProtocol cannot both be set (one at the top level, the other in this subset)")),
         "{all:#?}"
     );
 }

@@ -80,6 +80,23 @@ fn path_normalization_follows_the_mesh_config() {
     assert_eq!(send("/x/../admin"), admin);
     assert_eq!(send("//admin"), app_saw("//admin"));
     assert_eq!(send("/%2Fadmin"), app_saw("/%2Fadmin"));
+    // Escapes spelled out of escapes are undone to the end, not one level as Envoy does; a
+    // path nested deeper than four levels is refused.
+    assert_eq!(send("/x/%%32e%%32e/admin"), admin);
+    let mut deep = "/x/%2e%2e/admin".to_string();
+    for _ in 0..4 {
+        deep = deep
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    format!("%{b:02X}")
+                } else {
+                    char::from(b).to_string()
+                }
+            })
+            .collect();
+    }
+    assert_eq!(send(&deep).0, 400, "{deep}");
 
     let apply = |mode: &str| {
         repo.write("gatehouse.yaml", &gatehouse(port, Some(mode)));

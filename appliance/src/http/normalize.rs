@@ -18,42 +18,71 @@
 use http::uri::PathAndQuery;
 use tenants::model::PathNormalization;
 
-/// The normalized form of `pq`, or `None` when it is normal already (nearly always: the check
-/// is one pass over the path's bytes, with no allocation).
-pub fn path(pq: &PathAndQuery, mode: PathNormalization) -> Option<PathAndQuery> {
+/// A path normalization could not settle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsettled;
+
+/// Passes after which a path that still changes is refused: each pass decodes one level of
+/// escapes spelled out of escapes (`%%32e` is `%2e`, then `.`), and a path nested deeper
+/// than any client writes would otherwise cost a pass per level.
+const MAX_PASSES: usize = 4;
+
+/// The normalized form of `pq`, `Ok(None)` when it is normal already (nearly always: the
+/// check is one pass over the path's bytes, with no allocation), or `Err` when it does not
+/// settle (answered 400, as Envoy answers a path it cannot normalize).
+///
+/// Passes repeat until nothing changes, where Envoy makes one: so the path routed is the one
+/// a backend that decodes what it gets ends up with (`/public/%%32e%%32e/admin` would
+/// otherwise be routed under `/public` and reach `/admin`).
+pub fn path(pq: &PathAndQuery, mode: PathNormalization) -> Result<Option<PathAndQuery>, Unsettled> {
     let p = pq.path();
     let (decode, merge) = match mode {
-        PathNormalization::None => return None,
+        PathNormalization::None => return Ok(None),
         PathNormalization::Base => (false, false),
         PathNormalization::MergeSlashes => (false, true),
         PathNormalization::DecodeAndMergeSlashes => (true, true),
     };
-    let b = p.as_bytes();
-    if !p.starts_with('/')
-        || !(needs_work(b)
+    let changes = |b: &[u8]| {
+        needs_work(b)
             || merge && b.windows(2).any(|w| w == b"//")
-            || decode && escaped_slash(b).is_some())
-    {
-        return None;
-    }
-    let mut out = if decode {
-        normalize(&unescape_slashes(p))
-    } else {
-        normalize(p)
+            || decode && escaped_slash(b).is_some()
     };
-    if merge {
-        out = merge_slashes(&out);
+    if !p.starts_with('/') || !changes(p.as_bytes()) {
+        return Ok(None);
+    }
+    let mut out = pass(p, decode, merge);
+    let mut passes = 1;
+    while changes(out.as_bytes()) {
+        let next = pass(&out, decode, merge);
+        if next == out {
+            break;
+        }
+        if passes == MAX_PASSES {
+            return Err(Unsettled);
+        }
+        out = next;
+        passes += 1;
     }
     if out == p {
-        return None;
+        return Ok(None);
     }
     if let Some(q) = pq.query() {
         out.push('?');
         out.push_str(q);
     }
-    // Only characters of the original path are written, so this parses; if it did not, the
-    // request goes on as it came rather than failing here.
-    PathAndQuery::try_from(out).ok()
+    // Only characters of the original path are written, so this parses; were it not to, the
+    // request is refused rather than routed on a path that was not normalized.
+    PathAndQuery::try_from(out).map(Some).map_err(|_| Unsettled)
+}
+
+/// One pass, in Envoy's order.
+fn pass(p: &str, decode: bool, merge: bool) -> String {
+    let out = if decode {
+        normalize(&unescape_slashes(p))
+    } else {
+        normalize(p)
+    };
+    if merge { merge_slashes(&out) } else { out }
 }
 
 /// Whether the path changes: it has a backslash, an escaped unreserved character, or a `.`
@@ -228,7 +257,10 @@ mod tests {
 
     fn with(mode: PathNormalization, p: &str) -> String {
         let pq = PathAndQuery::try_from(p).expect("a path");
-        path(&pq, mode).map_or_else(|| p.to_string(), |x| x.to_string())
+        match path(&pq, mode).expect("settles") {
+            Some(x) => x.to_string(),
+            None => p.to_string(),
+        }
     }
 
     #[test]
@@ -249,7 +281,7 @@ mod tests {
         ] {
             let pq = PathAndQuery::from_static(p);
             assert!(!needs_work(pq.path().as_bytes()), "{p}");
-            assert!(path(&pq, PathNormalization::Base).is_none(), "{p}");
+            assert_eq!(path(&pq, PathNormalization::Base), Ok(None), "{p}");
         }
     }
 
@@ -374,7 +406,7 @@ mod tests {
     }
 
     fn every_short_path(mode: PathNormalization) {
-        const ALPHABET: &[u8] = b"/.%25eEFC\\a?";
+        const ALPHABET: &[u8] = b"/.%235eEFC\\?";
         let merge = mode != PathNormalization::Base;
         let decode = mode == PathNormalization::DecodeAndMergeSlashes;
         let mut p = vec![b'/'];
@@ -384,7 +416,9 @@ mod tests {
                 return;
             };
             count += 1;
-            let Some(once) = path(&pq, mode) else { return };
+            let Ok(Some(once)) = path(&pq, mode) else {
+                return;
+            };
             let s = once.path();
             assert!(s.starts_with('/'), "{pq} -> {once}");
             assert!(
@@ -396,8 +430,9 @@ mod tests {
                 !decode || escaped_slash(s.as_bytes()).is_none(),
                 "{mode:?}: {pq} -> {once}"
             );
-            assert!(
-                path(&once, mode).is_none(),
+            assert_eq!(
+                path(&once, mode),
+                Ok(None),
                 "{mode:?}: {pq} -> {once} is not normal"
             );
         };
@@ -414,6 +449,37 @@ mod tests {
         }
         walk(&mut p, 5, &mut check);
         assert!(count > 100_000, "{count}");
+    }
+
+    /// Each unreserved character escaped: one more level for a pass to undo.
+    fn wrap(p: &str) -> String {
+        p.bytes()
+            .map(|b| {
+                if is_unreserved(b) {
+                    format!("%{b:02X}")
+                } else {
+                    char::from(b).to_string()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn escapes_spelled_out_of_escapes_are_undone_to_the_end_or_refused() {
+        use PathNormalization::*;
+        // One pass (Envoy's) would route `/public/%2e%2e/admin` under `/public`; a backend
+        // that decodes it serves `/admin`.
+        assert_eq!(n("/public/%%32e%%32e/admin"), "/admin");
+        assert_eq!(with(DecodeAndMergeSlashes, "/%%32Fadmin"), "/admin");
+        assert_eq!(with(DecodeAndMergeSlashes, "/%2%46admin"), "/admin");
+        let mut p = "/x/%2e%2e/admin".to_string();
+        for _ in 0..3 {
+            p = wrap(&p);
+        }
+        assert_eq!(with(Base, &p), "/admin", "{p}");
+        let deeper = PathAndQuery::try_from(wrap(&p)).expect("a path");
+        assert_eq!(path(&deeper, Base), Err(Unsettled));
+        assert_eq!(path(&deeper, None), Ok(Option::None));
     }
 
     #[test]

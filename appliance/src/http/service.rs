@@ -264,8 +264,10 @@ async fn proxy(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Routed and forwarded normalized, as Envoy under Istio's `pathNormalization`.
-    if let Some(n) = super::normalize::path(&pq, rt.snapshot.mesh.path_normalization) {
-        pq = n;
+    match super::normalize::path(&pq, rt.snapshot.mesh.path_normalization) {
+        Ok(None) => {}
+        Ok(Some(n)) => pq = n,
+        Err(_) => return Err(ProxyError::BadRequest("path normalization failed")),
     }
     let path = pq.as_str();
     let view = RequestView {

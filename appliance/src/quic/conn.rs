@@ -65,6 +65,11 @@ impl Drop for Live {
 pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) {
     let _open = cx.shared.open();
     let peer = incoming.remote_address();
+    // The address the client reached (a wildcard listener's own is no address): for
+    // `%DOWNSTREAM_LOCAL_ADDRESS%` and a PROXY protocol header.
+    let local = incoming
+        .local_ip()
+        .map_or(cx.addr, |ip| SocketAddr::new(ip, cx.addr.port()));
     let rt = cx.shared.runtime.load_full();
     let Some(group) = rt.groups.get(&*cx.group) else {
         incoming.refuse();
@@ -150,7 +155,7 @@ pub(super) async fn serve(incoming: quinn::Incoming, cx: Arc<Ctx>, _live: Live) 
     let info = Arc::new(ConnInfo {
         group: cx.group.clone(),
         listener: cx.addr,
-        local: cx.addr,
+        local,
         peer,
         peer_ip: crate::http::headers::ip_value(peer.ip()),
         tls: true,

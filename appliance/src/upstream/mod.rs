@@ -79,6 +79,45 @@ pub struct Pending {
 }
 
 impl Limits {
+    /// The limits a cluster's policy sets, counters at zero.
+    pub fn of(policy: &tenants::model::PortPolicy) -> Self {
+        let pool = policy.connection_pool.clone().unwrap_or_default();
+        Self {
+            connections: pool
+                .max_connections
+                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
+            max_pending: pool.http1_max_pending_requests.unwrap_or(u32::MAX),
+            pending: Arc::default(),
+            max_requests: pool.http2_max_requests.unwrap_or(u32::MAX),
+            requests: AtomicU32::new(0),
+            max_retries: pool.max_retries.unwrap_or(u32::MAX),
+            retry_budget: policy.retry_budget,
+            retries: AtomicU32::new(0),
+            per_connection: pool.max_requests_per_connection.unwrap_or(0),
+            idle_timeout: pool.http_idle_timeout.unwrap_or(Duration::from_secs(3600)),
+            connect_timeout: pool.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            tcp_idle_timeout: match pool.tcp_idle_timeout {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d),
+                None => Some(Duration::from_secs(3600)),
+            },
+            keepalive: pool.tcp_keepalive.map(|(time, interval, probes)| {
+                let mut k = socket2::TcpKeepalive::new();
+                if let Some(t) = time {
+                    k = k.with_time(t);
+                }
+                if let Some(i) = interval {
+                    k = k.with_interval(i);
+                }
+                if let Some(n) = probes {
+                    k = k.with_retries(n);
+                }
+                k
+            }),
+            max_connection_duration: pool.max_connection_duration.filter(|d| !d.is_zero()),
+        }
+    }
+
     /// Whether requests in flight are counted: for `http2MaxRequests`, or for a retry
     /// budget's share of them.
     pub fn counts_requests(&self) -> bool {
@@ -87,15 +126,13 @@ impl Limits {
 
     /// How many retries may be in flight now: the budget's share of the requests in flight
     /// and waiting, never fewer than its floor (Envoy's `RetryBudgetImpl::max`), else
-    /// `maxRetries`.
+    /// `maxRetries`. A request is counted in flight from its start, before it waits for a
+    /// connection, so `requests` already holds Envoy's active and pending requests.
     pub fn max_retries_now(&self) -> u32 {
         let Some(b) = self.retry_budget else {
             return self.max_retries;
         };
-        let active = self
-            .requests
-            .load(Ordering::Acquire)
-            .saturating_add(self.pending.count.load(Ordering::Acquire));
+        let active = self.requests.load(Ordering::Acquire);
         // Truncated as Envoy's integer conversion truncates; at most `active`, so it fits.
         let share = (b.percent / 100.0 * f64::from(active)) as u32;
         share.max(b.min_concurrency)
@@ -134,41 +171,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 impl ClusterRt {
     /// Builds the runtime of a cluster; DNS clusters start resolving on `handle`.
     pub fn new(config: Arc<Cluster>, store: &Store, handle: &tokio::runtime::Handle) -> Arc<Self> {
-        let pool = config.policy.connection_pool.clone().unwrap_or_default();
-        let limits = Limits {
-            connections: pool
-                .max_connections
-                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
-            max_pending: pool.http1_max_pending_requests.unwrap_or(u32::MAX),
-            pending: Arc::default(),
-            max_requests: pool.http2_max_requests.unwrap_or(u32::MAX),
-            requests: AtomicU32::new(0),
-            max_retries: pool.max_retries.unwrap_or(u32::MAX),
-            retry_budget: config.policy.retry_budget,
-            retries: AtomicU32::new(0),
-            per_connection: pool.max_requests_per_connection.unwrap_or(0),
-            idle_timeout: pool.http_idle_timeout.unwrap_or(Duration::from_secs(3600)),
-            connect_timeout: pool.connect_timeout.unwrap_or(Duration::from_secs(10)),
-            tcp_idle_timeout: match pool.tcp_idle_timeout {
-                Some(d) if d.is_zero() => None,
-                Some(d) => Some(d),
-                None => Some(Duration::from_secs(3600)),
-            },
-            keepalive: pool.tcp_keepalive.map(|(time, interval, probes)| {
-                let mut k = socket2::TcpKeepalive::new();
-                if let Some(t) = time {
-                    k = k.with_time(t);
-                }
-                if let Some(i) = interval {
-                    k = k.with_interval(i);
-                }
-                if let Some(n) = probes {
-                    k = k.with_retries(n);
-                }
-                k
-            }),
-            max_connection_duration: pool.max_connection_duration.filter(|d| !d.is_zero()),
-        };
+        let limits = Limits::of(&config.policy);
         let alpn: &[&[u8]] = match config.protocol {
             UpstreamProtocol::Http2 => &[b"h2"],
             UpstreamProtocol::ClientProtocol => &[b"h2", b"http/1.1"],
@@ -250,4 +253,41 @@ pub fn replace_endpoints(rt: &ClusterRt, fresh: Vec<Arc<Endpoint>>) {
         }
     }
     rt.endpoints.store(Arc::new(fresh));
+}
+
+#[cfg(test)]
+mod tests {
+    use tenants::model::{PortPolicy, RetryBudget};
+
+    use super::*;
+
+    #[test]
+    fn a_retry_budget_is_a_share_of_the_requests_in_flight_with_a_floor() {
+        let l = Limits::of(&PortPolicy::default());
+        assert_eq!(
+            l.max_retries_now(),
+            u32::MAX,
+            "no budget, no maxRetries: no limit"
+        );
+        let l = Limits::of(&PortPolicy {
+            retry_budget: Some(RetryBudget {
+                percent: 25.0,
+                min_concurrency: 3,
+            }),
+            ..PortPolicy::default()
+        });
+        assert!(l.counts_requests());
+        assert_eq!(l.max_retries_now(), 3, "the floor with nothing in flight");
+        l.requests.store(100, Ordering::Release);
+        assert_eq!(l.max_retries_now(), 25);
+        // Requests waiting for a connection are already in flight: not counted twice.
+        l.pending.count.store(100, Ordering::Release);
+        assert_eq!(l.max_retries_now(), 25);
+        l.requests.store(13, Ordering::Release);
+        assert_eq!(
+            l.max_retries_now(),
+            3,
+            "25 % of 13 truncates to 3, the floor"
+        );
+    }
 }

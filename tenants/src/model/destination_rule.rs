@@ -297,14 +297,27 @@ impl DestinationRule {
                 continue;
             }
             super::parse_labels(c, &p.key("labels"), &s.labels);
-            let policy = s
+            let sub_policy = s
                 .traffic_policy
                 .as_ref()
                 .map(|tp| parse_policy(c, &p.key("trafficPolicy"), tp));
+            // The subset's policy layers over the top level's: one level's tunnel and the
+            // other's PROXY header would meet in one connection (the header sent to the
+            // proxy), which the per-level check cannot see.
+            if let (Some(top), Some(sub)) = (&policy, &sub_policy) {
+                let clash = top.base.tunnel.is_some() && sub.base.proxy_protocol.is_some()
+                    || top.base.proxy_protocol.is_some() && sub.base.tunnel.is_some();
+                if clash {
+                    c.error(
+                        &p.key("trafficPolicy"),
+                        "tunnel and proxyProtocol cannot both be set (one at the top level, the other in this subset)",
+                    );
+                }
+            }
             subsets.push(Subset {
                 name,
                 labels: s.labels.clone(),
-                policy,
+                policy: sub_policy,
             });
         }
         let export_to = ExportTo::parse(c, &sp.key("exportTo"), &spec.export_to, false);

@@ -89,6 +89,18 @@ fn the_platform_delegates_paths_and_each_team_moves_only_its_own() {
         "/b/page",
         "the path reaches the backend as the client sent it"
     );
+    // `gatehouse routes` says whose each delegated route is.
+    let listing = std::process::Command::new(crate::harness::bin("gatehouse"))
+        .arg("routes")
+        .arg(repo.path())
+        .output()
+        .expect("gatehouse routes");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.contains("route a-v2"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(line.ends_with("(tenant team-a, team-a/portal-a)"), "{line}");
 
     // team-b pushes a broken delegate (to a new backend): it keeps its last good one; team-a
     // moves on.

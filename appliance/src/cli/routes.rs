@@ -170,9 +170,15 @@ fn print_table(t: &RouteTable, indent: &str, out: &mut dyn Write) -> io::Result<
                 RouteAction::Redirect(rd) => format!("redirect {}", rd.code),
                 RouteAction::Direct { status, .. } => format!("respond {status}"),
             };
+            // A delegated route belongs to its delegate's tenant, not the host's.
+            let owner = if *r.body.tenant == *vh.tenant {
+                String::new()
+            } else {
+                format!("  (tenant {}, {})", r.body.tenant, r.virtual_service)
+            };
             writeln!(
                 out,
-                "{indent}  route {:<20} {:<36} -> {action}",
+                "{indent}  route {:<20} {:<36} -> {action}{owner}",
                 r.name,
                 describe(r.matcher.as_deref())
             )?;

@@ -30,6 +30,10 @@ spec:
     match: [{uri: {prefix: /b}}]
     delegate: {name: portal-b, namespace: team-b}
     headers: {response: {set: {x-root: portal}}}
+  - name: f
+    match: [{uri: {prefix: /f}}]
+    delegate: {name: portal-f, namespace: team-a}
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
   - directResponse: {status: 418, body: {string: "no team here"}}
 "#;
 
@@ -58,6 +62,11 @@ fn the_platform_delegates_paths_and_each_team_moves_only_its_own() {
     repo.write("platform/portal.yaml", PORTAL);
     let team_a = |export: &str| {
         delegate("portal-a", export, A_RULES)
+            + &delegate(
+                "portal-f",
+                "istio-system",
+                "  - directResponse: {status: 200, body: {string: fine}}\n",
+            )
             + &service("a", "a.team-a.internal", &[(pa, "")])
             + &service("a2", "a2.team-a.internal", &[(pa2, "")])
     };
@@ -82,6 +91,9 @@ fn the_platform_delegates_paths_and_each_team_moves_only_its_own() {
         "the root's headers fill the delegate's"
     );
     assert_eq!(get("/a/page").header("x-root"), None);
+    // The root's fault applies to the delegate's direct response (Envoy's fault filter runs
+    // before the router that answers it).
+    assert_eq!(get("/f").status, 503);
     let other = get("/c");
     assert_eq!((other.status, other.body.as_str()), (418, "no team here"));
     assert_eq!(

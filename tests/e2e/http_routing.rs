@@ -241,6 +241,7 @@ fn rewrite_redirect_and_header_operations() {
   - match: [{uri: {prefix: /moved}}]
     redirect: {uri: /elsewhere, authority: new.example.com, redirectCode: 308}
     headers: {response: {set: {x-moved-by: gatehouse}}}
+    corsPolicy: {allowOrigins: [{exact: "https://app.example.com"}], allowMethods: [GET]}
   - match: [{uri: {exact: /teapot}}]
     directResponse: {status: 418, body: {string: "short and stout"}}
     headers: {response: {set: {content-type: text/plain}, add: {x-pot: tea}}}
@@ -306,6 +307,20 @@ fn rewrite_redirect_and_header_operations() {
     );
     // A local answer carries the rule's response headers, as Envoy's direct-response route.
     assert_eq!(r.header("x-moved-by"), Some("gatehouse"));
+    // A CORS preflight to a redirect rule gets the preflight answer (Envoy's CORS filter runs
+    // before the router that makes the redirect).
+    let r = Curl::new(&fx.url("web.example.com", "/moved/x"))
+        .arg("-X")
+        .arg("OPTIONS")
+        .header("origin: https://app.example.com")
+        .header("access-control-request-method: GET")
+        .run();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(r.header("location"), None);
     let r = Curl::new(&fx.url("web.example.com", "/teapot")).run();
     assert_eq!((r.status, r.body.as_str()), (418, "short and stout"));
     assert_eq!(r.header("content-type"), Some("text/plain"));

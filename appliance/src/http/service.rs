@@ -1,5 +1,5 @@
 //! The request path, phase by phase (ARCHITECTURE.md, `http/`):
-//! route → tenant limits → local answers (redirect, direct, CORS preflight, faults) →
+//! route → tenant limits → local answers (CORS preflight, faults, redirect, direct) →
 //! upstream request (rewrites, headers) → forward with retries → response headers → log.
 
 use std::convert::Infallible;
@@ -302,6 +302,34 @@ async fn proxy(
         return Err(ProxyError::RateLimited);
     }
     let _ = vh;
+    // Envoy's filter order: CORS, fault, then the router, which makes redirects and direct
+    // responses. So a preflight to a redirect rule gets the preflight answer, and a fault a
+    // delegated rule took from its root applies to a direct response too. CORS preflights
+    // are answered when the origin is allowed, and also when it is not under
+    // `unmatchedPreflights: IGNORE` (without the allow-origin header, as Envoy's filter with
+    // `forward_not_matching_preflights: false`).
+    let cors_origin = rb
+        .rule
+        .cors
+        .as_ref()
+        .and_then(|p| cors::allowed_origin(p, req.headers()).cloned());
+    if let Some(p) = &rb.rule.cors
+        && (cors_origin.is_some() || !p.forward_unmatched_preflights)
+        && cors::is_preflight(req.method(), req.headers())
+    {
+        return Ok(cors::preflight(p, cors_origin.as_ref()));
+    }
+    if let Some(f) = &rb.rule.fault {
+        let d = fault::decide(f);
+        if let Some(delay) = d.delay {
+            rec.flags.add(Flag::FaultDelay);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(a) = d.abort {
+            rec.flags.add(Flag::FaultAbort);
+            return Ok(abort_response(a));
+        }
+    }
     let clusters = match &rb.action {
         RouteAction::Redirect(rd) => {
             let loc = rewrite::location(
@@ -327,31 +355,6 @@ async fn proxy(
         }
         RouteAction::Forward(cs) => cs,
     };
-    // CORS preflights are answered here when the origin is allowed, and also when it is not
-    // under `unmatchedPreflights: IGNORE` (without the allow-origin header, as Envoy's
-    // filter with `forward_not_matching_preflights: false`).
-    let cors_origin = rb
-        .rule
-        .cors
-        .as_ref()
-        .and_then(|p| cors::allowed_origin(p, req.headers()).cloned());
-    if let Some(p) = &rb.rule.cors
-        && (cors_origin.is_some() || !p.forward_unmatched_preflights)
-        && cors::is_preflight(req.method(), req.headers())
-    {
-        return Ok(cors::preflight(p, cors_origin.as_ref()));
-    }
-    if let Some(f) = &rb.rule.fault {
-        let d = fault::decide(f);
-        if let Some(delay) = d.delay {
-            rec.flags.add(Flag::FaultDelay);
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(a) = d.abort {
-            rec.flags.add(Flag::FaultAbort);
-            return Ok(abort_response(a));
-        }
-    }
     let pick = rand::rng().random_range(0..u64::MAX);
     let Some(wc) = tenants::find::pick(clusters, pick) else {
         return Err(ProxyError::NoHealthyUpstream);

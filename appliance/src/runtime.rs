@@ -236,9 +236,30 @@ fn chain_state(
     })))
 }
 
-/// Warns on `/status` when the certificate does not cover the chain's SNI names.
+/// Warns on `/status` when a certificate does not cover the chain's SNI names, or when the
+/// chain's two certificates have the same key type (the second would never be served).
 fn check_sans(c: &FilterChain, st: &ChainState) {
-    let Some(info) = st.tls.credential.status().certificate else {
+    let creds = std::iter::once(&st.tls.credential).chain(st.tls.second.as_ref());
+    for cred in creds {
+        check_cert_sans(c, cred);
+    }
+    let Some(second) = &st.tls.second else {
+        return;
+    };
+    if let (Some(a), Some(b)) = (st.tls.credential.key.load_full(), second.key.load_full())
+        && a.key.algorithm() == b.key.algorithm()
+    {
+        second.note(format!(
+            "both certificates of {} are {:?}; clients always get {}'s, so this one is never served (pair an RSA certificate with an ECDSA one)",
+            c.name,
+            a.key.algorithm(),
+            st.tls.credential.name
+        ));
+    }
+}
+
+fn check_cert_sans(c: &FilterChain, cred: &crate::credentials::Credential) {
+    let Some(info) = cred.status().certificate else {
         return;
     };
     for n in &c.server_names {
@@ -251,7 +272,7 @@ fn check_sans(c: &FilterChain, st: &ChainState) {
             covers(&info.dns_names, host)
         };
         if !ok {
-            st.tls.credential.note(format!(
+            cred.note(format!(
                 "certificate (SANs: {}) does not cover host {host} served by {}",
                 info.dns_names.join(", "),
                 c.name

@@ -139,6 +139,9 @@ pub struct TlsContext {
     pub mode: ServerTlsMode,
     /// The server certificate.
     pub credential: CredentialRef,
+    /// A second server certificate of the other key type (`credentialNames`,
+    /// `tlsCertificates`), served to clients that can verify it.
+    pub second_credential: Option<CredentialRef>,
     /// A separate CA folder (`caCertCredentialName`).
     pub ca_credential: Option<CredentialRef>,
     /// Allowed client SANs (MUTUAL); empty allows any client the CA signed.

@@ -600,6 +600,71 @@ spec:
             message: r#"unknown field (did you mean "destination"?)"#,
         },
         Refusal {
+            name: "three credentialNames",
+            yaml: r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: dual
+spec:
+  selector:
+    istio: public-gw
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [secure.a.example.com]
+    tls:
+      mode: SIMPLE
+      credentialNames: [rsa-cert, ecdsa-cert, spare-cert]
+"#,
+            line: 13,
+            on: "credentialNames: [rsa-cert, ecdsa-cert, spare-cert]",
+            field: "spec.servers[0].tls.credentialNames",
+            message: "credentialNames takes at most two certificates (one RSA, one ECDSA); it has 3",
+        },
+        Refusal {
+            name: "tlsCertificates in a tenant",
+            yaml: r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: files
+spec:
+  selector:
+    istio: public-gw
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [secure.a.example.com]
+    tls:
+      mode: SIMPLE
+      tlsCertificates:
+      - {serverCertificate: /etc/ssl/a.crt, privateKey: /etc/ssl/a.key}
+"#,
+            line: 13,
+            on: "tlsCertificates:",
+            field: "spec.servers[0].tls.tlsCertificates",
+            message: "tenants reference certificates by credentialName or credentialNames, not by file path",
+        },
+        Refusal {
+            name: "a retry backoff under a millisecond",
+            yaml: r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: hasty
+spec:
+  hosts: [hasty.a.example.com]
+  gateways: [web]
+  http:
+  - route:
+    - destination:
+        host: web.team-a.internal
+    retries:
+      attempts: 3
+      backoff: 500us
+"#,
+            line: 14,
+            on: "backoff: 500us",
+            field: "spec.http[0].retries.backoff",
+            message: r#"duration "500us" is shorter than 1ms"#,
+        },
+        Refusal {
             name: "broken YAML syntax",
             yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService

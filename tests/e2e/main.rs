@@ -20,6 +20,7 @@ mod proxy_protocol;
 mod quickstart;
 mod reload;
 mod retry_budget;
+mod retry_policy;
 mod sync;
 mod systemd;
 mod telemetry;

@@ -2,28 +2,11 @@
 //! sees, as Istio's integration test expects, applied by a reload.
 
 use crate::harness::tools::Curl;
-use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant};
+use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant, web_routes};
 
-const ROUTES: &str = r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: web}
-spec:
-  selector: {istio: public-gw}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: [web.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: [web.example.com]
-  gateways: [web]
-  http:
-  - match: [{uri: {prefix: /admin}}]
+const RULES: &str = r#"  - match: [{uri: {prefix: /admin}}]
     directResponse: {status: 403, body: {string: admin only}}
   - route: [{destination: {host: app.team-a.internal}}]
----
 "#;
 
 fn gatehouse(port: u16, mode: Option<&str>) -> String {
@@ -46,7 +29,7 @@ fn path_normalization_follows_the_mesh_config() {
     repo.write("gatehouse.yaml", &gatehouse(port, None));
     repo.write(
         "tenants/team-a/web.yaml",
-        &(ROUTES.to_string() + &service("app", "app.team-a.internal", &[(app, "")])),
+        &(web_routes(RULES) + &service("app", "app.team-a.internal", &[(app, "")])),
     );
     let creds = tempfile::tempdir().expect("tmp");
     let gw = Gateway::start(&repo, creds.path());

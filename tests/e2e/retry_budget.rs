@@ -2,25 +2,9 @@
 //! requests in flight, never below a floor, as Envoy's retry budget holds them.
 
 use crate::harness::tools::Curl;
-use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant};
+use crate::harness::{Backends, Gateway, Repo, free_port, platform, service, tenant, web_routes};
 
-const ROUTES: &str = r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: web}
-spec:
-  selector: {istio: public-gw}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: [web.example.com]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: web}
-spec:
-  hosts: [web.example.com]
-  gateways: [web]
-  http:
-  - match: [{uri: {prefix: /unbudgeted}}]
+const RULES: &str = r#"  - match: [{uri: {prefix: /unbudgeted}}]
     route: [{destination: {host: unbudgeted.team-a.internal}}]
     retries: {attempts: 2, retryOn: 5xx}
   - match: [{uri: {prefix: /floor}}]
@@ -29,8 +13,9 @@ spec:
   - match: [{uri: {prefix: /half}}]
     route: [{destination: {host: half.team-a.internal}}]
     retries: {attempts: 2, retryOn: 5xx}
----
-apiVersion: networking.istio.io/v1
+"#;
+
+const DESTINATION_RULES: &str = r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: floor}
 spec:
@@ -67,13 +52,17 @@ fn a_retry_budget_holds_retries_to_a_share_of_the_requests_in_flight() {
         "gatehouse.yaml",
         &platform(&[(80, port)], &tenant("team-a", &["web.example.com"], "")),
     );
-    repo.write("tenants/team-a/web.yaml", &(ROUTES.to_string() + &services));
+    repo.write(
+        "tenants/team-a/web.yaml",
+        &((web_routes(RULES) + DESTINATION_RULES) + &services),
+    );
     let creds = tempfile::tempdir().expect("tmp");
     let _gw = Gateway::start(&repo, creds.path());
 
-    // Four requests to each cluster at once. Every answer is a 503 after half a second, so
+    // Four requests to each cluster at once. Every answer is a 503 after two seconds, so
     // the four are in flight together when their first answers come back and each wants a
-    // retry; a retry that gets its share keeps it for both of its retries (a second each).
+    // retry, even on a loaded machine where the four curls start far apart; a retry that
+    // gets its share keeps it for both of its retries (four seconds).
     let clients: Vec<_> = ["unbudgeted", "floor", "half"]
         .iter()
         .flat_map(|name| (0..4).map(move |i| (*name, i)))
@@ -82,7 +71,7 @@ fn a_retry_budget_holds_retries_to_a_share_of_the_requests_in_flight() {
             std::thread::spawn(move || {
                 Curl::new(&url)
                     .header("x-test-status: 503")
-                    .header("x-test-delay-ms: 500")
+                    .header("x-test-delay-ms: 2000")
                     .run()
                     .status
             })

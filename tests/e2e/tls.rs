@@ -499,3 +499,65 @@ fn cipher_suites_limit_tls12_per_server_and_leave_tls13_alone() {
         .run();
     assert_eq!((r.status, r.backend().as_str()), (200, "strict"), "{r:?}");
 }
+
+#[test]
+fn credential_names_serve_ecdsa_to_clients_that_take_it_and_rsa_to_the_rest() {
+    let ca = Ca::new("gatehouse test CA");
+    let fx = fixture(
+        &[TenantSpec {
+            name: "team-a",
+            servers: &[Server {
+                name: "https-web",
+                host: "web.example.com",
+                tls: "{mode: SIMPLE, credentialNames: [web-rsa, web-ecdsa]}",
+            }],
+        }],
+        &ca,
+        |root, _| {
+            write_credential(
+                &root.join("team-a/web-rsa"),
+                &ca.server_rsa(&["web.example.com"], 0x7001),
+                None,
+            );
+            write_credential(
+                &root.join("team-a/web-ecdsa"),
+                &ca.server(&["web.example.com"], 0x7002),
+                None,
+            );
+        },
+    );
+    let served = |extra: &[&str]| served_subject(fx.port, "web.example.com", extra);
+    // A client that verifies both gets the ECDSA certificate, though it is listed second.
+    let s = served(&[]).expect("default client");
+    assert!(s.contains("serial=7002"), "{s}");
+    // A client that signs only with RSA gets the RSA one, over TLS 1.3 and TLS 1.2 both.
+    for v in ["-tls1_3", "-tls1_2"] {
+        let s = served(&[v, "-sigalgs", "rsa_pss_rsae_sha256:RSA+SHA256"]).expect("RSA client");
+        assert!(s.contains("serial=7001"), "{v}: {s}");
+    }
+    // TLS 1.2 with only ECDHE-RSA suites: RSA too, even though ECDSA signatures are offered.
+    let s = served(&["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]).expect("RSA suites");
+    assert!(s.contains("serial=7001"), "{s}");
+    assert_eq!(
+        negotiated_cipher(
+            fx.port,
+            "web.example.com",
+            &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"]
+        )
+        .as_deref(),
+        Some("ECDHE-RSA-AES128-GCM-SHA256")
+    );
+    let s = served(&["-tls1_2", "-sigalgs", "ECDSA+SHA256"]).expect("ECDSA client");
+    assert!(s.contains("serial=7002"), "{s}");
+    // And requests go through with either.
+    let r = fx.curl("web.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
+    let r = fx
+        .curl("web.example.com", "/")
+        .arg("--tls-max")
+        .arg("1.2")
+        .arg("--ciphers")
+        .arg("ECDHE-RSA-AES128-GCM-SHA256")
+        .run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
+}

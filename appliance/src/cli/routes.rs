@@ -82,7 +82,7 @@ fn print_group(name: &str, g: &GroupSnapshot, out: &mut dyn Write) -> io::Result
                                 "    sni {sni}  tenant {}  terminate {:?} ({})",
                                 c.tenant,
                                 tls.mode,
-                                credential(&tls.credential)
+                                credentials(tls)
                             )?;
                             print_table(routes, "      ", out)?;
                         }
@@ -92,7 +92,7 @@ fn print_group(name: &str, g: &GroupSnapshot, out: &mut dyn Write) -> io::Result
                                 "    sni {sni}  tenant {}  terminate {:?} ({}) then tcp",
                                 c.tenant,
                                 tls.mode,
-                                credential(&tls.credential)
+                                credentials(tls)
                             )?;
                             print_tcp(tcp, "      ", out)?;
                         }
@@ -140,6 +140,14 @@ fn print_group(name: &str, g: &GroupSnapshot, out: &mut dyn Write) -> io::Result
         )?;
     }
     Ok(())
+}
+
+/// The chain's certificate source, or both of them (`credentialNames`).
+fn credentials(tls: &tenants::snapshot::TlsContext) -> String {
+    match &tls.second_credential {
+        Some(s) => format!("{} + {}", credential(&tls.credential), credential(s)),
+        None => credential(&tls.credential),
+    }
 }
 
 fn credential(c: &tenants::snapshot::CredentialRef) -> String {

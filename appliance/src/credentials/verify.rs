@@ -14,9 +14,40 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::store::Credential;
 
-/// Serves the credential's current certificate.
+/// Serves a credential's current certificate. With a second credential (`credentialNames`,
+/// `tlsCertificates`), each handshake gets the one the client can use, an ECDSA certificate
+/// before an RSA one, as Envoy chooses among a server's certificates.
 #[derive(Debug)]
-pub struct ServerCert(pub Arc<Credential>);
+pub struct ServerCert {
+    first: Arc<Credential>,
+    second: Option<Arc<Credential>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCert {
+    /// Serves `first`, or `second` to a client that can use it and prefers its key type.
+    pub fn new(
+        first: Arc<Credential>,
+        second: Option<Arc<Credential>>,
+        provider: Arc<CryptoProvider>,
+    ) -> Self {
+        Self {
+            first,
+            second,
+            provider,
+        }
+    }
+
+    /// Whether the client can take `k`: it offers a signature scheme the key signs with and
+    /// a cipher suite (any TLS 1.3 one, or a TLS 1.2 one of the key's type) we serve.
+    fn fits(&self, hello: &ClientHello<'_>, k: &CertifiedKey) -> bool {
+        let alg = k.key.algorithm();
+        k.key.choose_scheme(hello.signature_schemes()).is_some()
+            && self.provider.cipher_suites.iter().any(|s| {
+                hello.cipher_suites().contains(&s.suite()) && s.usable_for_signature_algorithm(alg)
+            })
+    }
+}
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -25,8 +56,25 @@ impl std::fmt::Debug for Credential {
 }
 
 impl ResolvesServerCert for ServerCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.key.load_full()
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let first = self.first.key.load_full();
+        let Some(second) = self.second.as_ref().and_then(|c| c.key.load_full()) else {
+            return first;
+        };
+        let Some(first) = first else {
+            return Some(second);
+        };
+        let ecdsa = |k: &CertifiedKey| k.key.algorithm() == rustls::SignatureAlgorithm::ECDSA;
+        let (preferred, other) = if ecdsa(&second) && !ecdsa(&first) {
+            (second, first)
+        } else {
+            (first, second)
+        };
+        if self.fits(&hello, &preferred) || !self.fits(&hello, &other) {
+            Some(preferred)
+        } else {
+            Some(other)
+        }
     }
 }
 

@@ -244,11 +244,28 @@ impl Drop for RetryBudget<'_> {
     }
 }
 
-/// Envoy's backoff before retry `n` (1 for the first): 25 ms base, doubling, full jitter,
-/// capped at 250 ms.
-pub(crate) fn backoff(n: u32) -> Duration {
-    let base = 25u64 << n.saturating_sub(1).min(4);
-    Duration::from_millis(rand::rng().random_range(0..=base.min(250)))
+/// Envoy's backoff before retry `n` (1 for the first): full jitter up to `base` doubled per
+/// retry, capped at ten times `base` (Envoy's `max_interval` default). `base` is the route's
+/// `retries.backoff`, else Envoy's 25 ms.
+pub(crate) fn backoff(n: u32, base: Option<Duration>) -> Duration {
+    Duration::from_millis(rand::rng().random_range(0..=backoff_cap(n, base)))
+}
+
+/// The longest wait [`backoff`] may draw before retry `n`, in milliseconds.
+fn backoff_cap(n: u32, base: Option<Duration>) -> u64 {
+    let base = base.map_or(25, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let doubled = base.saturating_mul(1u64 << n.saturating_sub(1).min(32));
+    doubled.min(base.saturating_mul(10))
+}
+
+/// Whether a retry goes to an endpoint not tried yet. `retryIgnorePreviousHosts` decides when
+/// set; unset, Istio configures Envoy's `previous_hosts` retry predicate on every route except
+/// to a cluster that hashes (`consistentHash`): there a retry keeps to the endpoint the key
+/// chose.
+pub(crate) fn avoids_tried(policy: &RetryPolicy, lb: Option<&LoadBalancer>) -> bool {
+    policy
+        .ignore_previous_hosts
+        .unwrap_or(!matches!(lb, Some(LoadBalancer::ConsistentHash(_))))
 }
 
 async fn connect(
@@ -444,14 +461,9 @@ pub async fn send(
     let mut retrying: Option<RetryBudget<'_>> = None;
     let od = rt.config.policy.outlier_detection.as_ref();
     let on = &policy.retry_on;
-    // Endpoints already tried: a retry goes elsewhere when it can. Istio configures Envoy's
-    // `previous_hosts` retry predicate on every route, except to a cluster that hashes
-    // (`consistentHash`): there a retry keeps to the endpoint the key chose.
+    // Endpoints already tried: a retry goes elsewhere when it can (see `avoids_tried`).
     let mut tried: Vec<SocketAddr> = Vec::new();
-    let avoid_tried = !matches!(
-        rt.config.policy.load_balancer,
-        Some(LoadBalancer::ConsistentHash(_))
-    );
+    let avoid_tried = avoids_tried(policy, rt.config.policy.load_balancer.as_ref());
     // A retriable answer kept while its retry waits: it stands if the retry budget turns
     // the retry down (Envoy passes the answer on then).
     let mut kept: Option<Box<(Response<Body>, Instant)>> = None;
@@ -464,7 +476,7 @@ pub async fn send(
             {
                 tried.push(prev);
             }
-            let wait = backoff(n);
+            let wait = backoff(n, policy.backoff);
             if expired(wait) {
                 // Envoy's route timer fires during this backoff: 504 UT at the deadline. The
                 // kept answer's connection is let go first.
@@ -608,4 +620,42 @@ pub async fn send(
         return Err(ProxyError::Timeout);
     }
     Err(last.unwrap_or(ProxyError::NoHealthyUpstream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenants::model::HashKey;
+
+    #[test]
+    fn backoff_doubles_from_its_base_up_to_ten_times_it() {
+        // Envoy's defaults: 25 ms base, 250 ms cap.
+        let caps: Vec<u64> = (1..=6).map(|n| backoff_cap(n, None)).collect();
+        assert_eq!(caps, [25, 50, 100, 200, 250, 250]);
+        let base = Some(Duration::from_millis(300));
+        let caps: Vec<u64> = (1..=6).map(|n| backoff_cap(n, base)).collect();
+        assert_eq!(caps, [300, 600, 1200, 2400, 3000, 3000]);
+        // No overflow for a silly base or a high retry count.
+        assert_eq!(
+            backoff_cap(u32::MAX, Some(Duration::from_secs(u64::MAX / 1000))),
+            u64::MAX
+        );
+        for n in 1..=4 {
+            assert!(backoff(n, base).as_millis() <= u128::from(backoff_cap(n, base)));
+        }
+    }
+
+    #[test]
+    fn retries_avoid_tried_endpoints_as_istio_configures_envoy() {
+        let mut p = RetryPolicy::mesh_default();
+        let hash = LoadBalancer::ConsistentHash(HashKey::SourceIp);
+        assert!(avoids_tried(&p, None));
+        assert!(avoids_tried(&p, Some(&LoadBalancer::RoundRobin)));
+        assert!(!avoids_tried(&p, Some(&hash)));
+        p.ignore_previous_hosts = Some(true);
+        assert!(avoids_tried(&p, Some(&hash)));
+        p.ignore_previous_hosts = Some(false);
+        assert!(!avoids_tried(&p, None));
+        assert!(!avoids_tried(&p, Some(&LoadBalancer::RoundRobin)));
+    }
 }

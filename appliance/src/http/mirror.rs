@@ -57,6 +57,8 @@ pub fn spawn(cluster: Arc<ClusterRt>, head: &Head, src: &Source, pct: f64) {
             attempts: 0,
             per_try_timeout: None,
             retry_on: Default::default(),
+            backoff: None,
+            ignore_previous_hosts: None,
         };
         let r = forward::send(
             &cluster,

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tenants::model::{LoadBalancer, RetryPolicy};
+use tenants::model::RetryPolicy;
 use tokio::time::Instant;
 
 use super::body::{self, Body};
@@ -84,8 +84,7 @@ pub async fn forward(
     let retry_reset = on.reset || on.five_xx || on.gateway_error;
     let attempts = 1 + if retry_connect { policy.attempts } else { 0 };
     let mut tried: Vec<SocketAddr> = Vec::new();
-    // As `forward::send`: a retry to a hashing cluster keeps to the key's endpoint.
-    let avoid_tried = !matches!(lb, Some(LoadBalancer::ConsistentHash(_)));
+    let avoid_tried = forward::avoids_tried(policy, lb);
     let route_expired = || {
         timeouts
             .route_deadline()
@@ -101,7 +100,7 @@ pub async fn forward(
                     break;
                 }
             }
-            tokio::time::sleep(forward::backoff(n)).await;
+            tokio::time::sleep(forward::backoff(n, policy.backoff)).await;
             if route_expired() {
                 last = ProxyError::Timeout;
                 break;

@@ -34,6 +34,7 @@ fn tls() -> Arc<TlsContext> {
             namespace: "t".into(),
             source: Credential::Name("cert".into()),
         },
+        second_credential: None,
         ca_credential: None,
         subject_alt_names: Vec::new(),
         min_version: TlsVersion::TlsAuto,

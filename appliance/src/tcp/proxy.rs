@@ -121,34 +121,42 @@ pub async fn connect_upstream(
         permit,
     };
     let addr = report.upstream?;
-    let connected = if dial.originate_tls && cluster.tls.is_some() {
-        let sni = cluster.config.tls.as_ref().and_then(|t| t.sni.as_deref());
-        pool::transport_offering(cluster, addr, sni, &[], Some(dial.via)).await
-    } else {
-        let l = &cluster.limits;
-        async {
-            let mut s = connect::tcp(
-                addr,
-                cluster.config.source_address,
-                l.connect_timeout,
-                l.keepalive.as_ref(),
-            )
-            .await?;
-            if let Some(version) = policy.proxy_protocol {
-                connect::proxy_header(&mut s, version, dial.via, addr, l.connect_timeout).await?;
+    // One connect timeout for the whole way to a usable stream: TCP, the PROXY header, TLS
+    // and the tunnel's CONNECT together, not each step on its own.
+    let establish = async {
+        let connected = if dial.originate_tls && cluster.tls.is_some() {
+            let sni = cluster.config.tls.as_ref().and_then(|t| t.sni.as_deref());
+            pool::transport_offering(cluster, addr, sni, &[], Some(dial.via)).await
+        } else {
+            let l = &cluster.limits;
+            async {
+                let mut s = connect::tcp(
+                    addr,
+                    cluster.config.source_address,
+                    l.connect_timeout,
+                    l.keepalive.as_ref(),
+                )
+                .await?;
+                if let Some(version) = policy.proxy_protocol {
+                    connect::proxy_header(&mut s, version, dial.via, addr, l.connect_timeout)
+                        .await?;
+                }
+                Ok(Box::new(s) as Box<dyn Io>)
             }
-            Ok(Box::new(s) as Box<dyn Io>)
-        }
-        .await
-        .map_err(|e: connect::ConnectError| PoolError::from(e))
-    };
-    // Through the cluster's endpoint, an HTTP CONNECT proxy, to the tunnel's target.
-    let connected = match (connected, &policy.tunnel) {
-        (Ok(io), Some(t)) => tunnel::open(io, t, addr, cluster.limits.connect_timeout)
             .await
-            .map_err(PoolError::from),
-        (other, _) => other,
+            .map_err(|e: connect::ConnectError| PoolError::from(e))
+        };
+        // Through the cluster's endpoint, an HTTP CONNECT proxy, to the tunnel's target.
+        match (connected, &policy.tunnel) {
+            (Ok(io), Some(t)) => tunnel::open(io, t, addr, cluster.limits.connect_timeout)
+                .await
+                .map_err(PoolError::from),
+            (other, _) => other,
+        }
     };
+    let connected = tokio::time::timeout(cluster.limits.connect_timeout, establish)
+        .await
+        .unwrap_or_else(|_| Err(PoolError::from(connect::ConnectError::Timeout(addr))));
     match connected {
         Ok(stream) => {
             let endpoint = pending.endpoint.take()?;

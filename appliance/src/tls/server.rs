@@ -28,6 +28,8 @@ pub struct ChainTls {
     pub config: Arc<ServerConfig>,
     /// The certificate source.
     pub credential: Arc<Credential>,
+    /// The second certificate source (`credentialNames`, `tlsCertificates`).
+    pub second: Option<Arc<Credential>>,
     /// MUTUAL: the client-certificate check, also run after a QUIC handshake (whose single
     /// rustls config serves every chain of a listener, so it cannot carry this one's).
     pub client: Option<Arc<ClientCerts>>,
@@ -78,6 +80,15 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
         }),
         true,
     )?;
+    let second = match &ctx.second_credential {
+        Some(r) => Some(store.get(r, None, true)?),
+        None => None,
+    };
+    let resolver = Arc::new(ServerCert::new(
+        cred.clone(),
+        second.clone(),
+        provider.clone(),
+    ));
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
     let client = matches!(
@@ -97,11 +108,9 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
             let v: Arc<dyn ClientCertVerifier> = c.clone();
             builder
                 .with_client_cert_verifier(v)
-                .with_cert_resolver(Arc::new(ServerCert(cred.clone())))
+                .with_cert_resolver(resolver)
         }
-        None => builder
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(ServerCert(cred.clone()))),
+        None => builder.with_no_client_auth().with_cert_resolver(resolver),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // Stateless resumption with rotating ticket keys (rustls' default ticketer rotates).
@@ -111,6 +120,7 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
     Ok(ChainTls {
         config: Arc::new(config),
         credential: cred,
+        second,
         client,
     })
 }

@@ -266,6 +266,10 @@ fn tls_chains(
                         namespace: gw_ns.clone(),
                         source: credential.clone(),
                     },
+                    second_credential: tls.second_credential.as_ref().map(|s| CredentialRef {
+                        namespace: gw_ns.clone(),
+                        source: s.clone(),
+                    }),
                     ca_credential: tls.ca_credential.as_ref().map(|n| CredentialRef {
                         namespace: gw_ns.clone(),
                         source: crate::model::Credential::Name(n.clone()),

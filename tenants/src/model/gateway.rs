@@ -124,8 +124,12 @@ pub struct ServerTls {
     pub https_redirect: bool,
     /// `mode`.
     pub mode: ServerTlsMode,
-    /// The certificate source, for terminating modes.
+    /// The certificate source, for terminating modes (the first of `credentialNames` or
+    /// `tlsCertificates`; its CA verifies MUTUAL clients).
     pub credential: Option<Credential>,
+    /// The second of `credentialNames` or `tlsCertificates`: a certificate of the other key
+    /// type (RSA beside ECDSA), chosen by what the client can verify.
+    pub second_credential: Option<Credential>,
     /// `caCertCredentialName`: a separate folder holding `ca.crt`.
     pub ca_credential: Option<String>,
     /// `subjectAltNames`: allowed client-certificate SANs (MUTUAL).
@@ -416,7 +420,7 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
     let has_files = t.server_certificate.is_some() || t.private_key.is_some();
     let has_name = t.credential_name.as_deref().is_some_and(|s| !s.is_empty());
     let has_names = t.credential_names.as_ref().is_some_and(|v| !v.is_empty());
-    let has_certs = t.tls_certificates.is_some();
+    let has_certs = t.tls_certificates.as_ref().is_some_and(|v| !v.is_empty());
     let sources = [has_files, has_name, has_names, has_certs]
         .iter()
         .filter(|b| **b)
@@ -476,20 +480,14 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
             }
         }
     }
-    if has_names {
-        c.error(
-            &p.key("credentialNames"),
-            format!("not supported yet: {}", p.key("credentialNames")),
-        );
-    }
-    if has_certs {
+    if has_certs && c.tenant {
         c.error(
             &p.key("tlsCertificates"),
-            format!("not supported yet: {}", p.key("tlsCertificates")),
+            "tenants reference certificates by credentialName or credentialNames, not by file path",
         );
     }
     if t.ca_crl.is_some() {
-        if has_name {
+        if has_name || has_names {
             c.error(
                 &p.key("caCrl"),
                 "caCrl cannot be set with credentialName; put ca.crl in the credential folder",
@@ -572,10 +570,13 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
             "none of the listed cipher suites can be offered; TLS 1.2 clients could not connect",
         );
     }
+    let (several, second) = several_credentials(c, p, t);
     let credential = if has_name {
         Some(Credential::Name(
             t.credential_name.clone().unwrap_or_default(),
         ))
+    } else if several.is_some() {
+        several
     } else if has_files {
         Some(Credential::Files {
             cert: t.server_certificate.clone().unwrap_or_default(),
@@ -599,12 +600,76 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
         https_redirect: t.https_redirect.unwrap_or(false),
         mode,
         credential,
+        second_credential: second,
         ca_credential: t.ca_cert_credential_name.clone(),
         subject_alt_names: t.subject_alt_names.clone(),
         min_version,
         max_version,
         cipher_suites: suites,
     })
+}
+
+/// `credentialNames` or `tlsCertificates`: one or two certificates for the same server,
+/// mainly an RSA one beside an ECDSA one (the CRD caps both lists at two). Returns the first
+/// and the second.
+fn several_credentials(
+    c: &mut Checker,
+    p: &FieldPath,
+    t: &raw::ServerTls,
+) -> (Option<Credential>, Option<Credential>) {
+    let (field, list): (&str, Vec<Credential>) = match (&t.credential_names, &t.tls_certificates) {
+        (Some(names), _) if !names.is_empty() => {
+            for (i, n) in names.iter().enumerate() {
+                if !valid_credential_name(n) {
+                    c.error(
+                        &p.key("credentialNames").idx(i),
+                        format!("credential name {n:?} must be a DNS-1123 subdomain (letters, digits, '-' and '.')"),
+                    );
+                }
+            }
+            (
+                "credentialNames",
+                names.iter().cloned().map(Credential::Name).collect(),
+            )
+        }
+        (_, Some(certs)) if !certs.is_empty() => {
+            let mut list = Vec::new();
+            for (i, e) in certs.iter().enumerate() {
+                let ep = p.key("tlsCertificates").idx(i);
+                let (Some(cert), Some(key)) = (&e.server_certificate, &e.private_key) else {
+                    c.error(
+                        &ep,
+                        "each of tlsCertificates needs serverCertificate and privateKey",
+                    );
+                    continue;
+                };
+                list.push(Credential::Files {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: e.ca_certificates.clone(),
+                });
+            }
+            ("tlsCertificates", list)
+        }
+        _ => return (None, None),
+    };
+    if list.len() > 2 {
+        c.error(
+            &p.key(field),
+            format!(
+                "{field} takes at most two certificates (one RSA, one ECDSA); it has {}",
+                list.len()
+            ),
+        );
+    }
+    if list.len() == 2 && list[0] == list[1] {
+        c.error(
+            &p.key(field).idx(1),
+            format!("{field} names the same certificate twice"),
+        );
+    }
+    let mut it = list.into_iter();
+    (it.next(), it.next())
 }
 
 /// A credential name is a Kubernetes Secret name: a DNS-1123 subdomain. This also keeps

@@ -208,6 +208,13 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
     /// What is retried.
     pub retry_on: RetryOn,
+    /// `backoff`: the base interval between tries (Envoy's 25 ms when unset). Each wait is
+    /// drawn from zero to the base doubled per retry, capped at ten times the base.
+    pub backoff: Option<Duration>,
+    /// `retryIgnorePreviousHosts`. Unset is Istio's default: a retry avoids the endpoints
+    /// already tried, except to a cluster that hashes (`consistentHash`), where it keeps to
+    /// the endpoint the key chose.
+    pub ignore_previous_hosts: Option<bool>,
 }
 
 impl RetryPolicy {
@@ -225,6 +232,8 @@ impl RetryPolicy {
                 grpc: vec!["unavailable".into(), "cancelled".into()],
                 ..RetryOn::default()
             },
+            backoff: None,
+            ignore_previous_hosts: None,
         }
     }
 }
@@ -908,17 +917,13 @@ fn parse_retry(c: &mut Checker, p: &FieldPath, r: &raw::HttpRetry) -> RetryPolic
             "http retry policy configured when attempts are set to 0 (disabled)",
         );
     }
-    c.unsupported(&p.key("backoff"), &r.backoff);
     if r.retry_remote_localities.is_some() {
         c.warn(
             &p.key("retryRemoteLocalities"),
             "has no effect: gatehouse has no localities",
         );
     }
-    c.unsupported(
-        &p.key("retryIgnorePreviousHosts"),
-        &r.retry_ignore_previous_hosts,
-    );
+    let backoff = c.duration(&p.key("backoff"), &r.backoff);
     let per_try_timeout = c.duration(&p.key("perTryTimeout"), &r.per_try_timeout);
     // Istio's `ConvertPolicy` starts from the mesh default and replaces only what is set:
     // `retries: {attempts: 5}` retries 5 times on the default conditions, not on none.
@@ -970,6 +975,8 @@ fn parse_retry(c: &mut Checker, p: &FieldPath, r: &raw::HttpRetry) -> RetryPolic
         attempts,
         per_try_timeout,
         retry_on: on,
+        backoff,
+        ignore_previous_hosts: r.retry_ignore_previous_hosts,
     }
 }
 

@@ -40,7 +40,7 @@ raw! {
         pub ca_certificates: Option<String>,
         pub credential_name: Option<String>,
         pub credential_names: Option<Vec<String>>,
-        pub tls_certificates: Any,
+        pub tls_certificates: Option<Vec<TlsCertificate>>,
         pub ca_cert_credential_name: Option<String>,
         pub ca_crl: Option<String>,
         pub subject_alt_names: Vec<String>,
@@ -50,5 +50,14 @@ raw! {
         pub max_protocol_version: Option<String>,
         pub cipher_suites: Vec<String>,
         pub insecure_skip_verify: Option<bool>,
+    }
+}
+
+raw! {
+    /// `ServerTLSSettings.tlsCertificates[]`.
+    pub struct TlsCertificate {
+        pub server_certificate: Option<String>,
+        pub private_key: Option<String>,
+        pub ca_certificates: Option<String>,
     }
 }

@@ -160,8 +160,8 @@ raw! {
         pub per_try_timeout: Option<String>,
         pub retry_on: Option<String>,
         pub retry_remote_localities: Any,
-        pub retry_ignore_previous_hosts: Any,
-        pub backoff: Any,
+        pub retry_ignore_previous_hosts: Option<bool>,
+        pub backoff: Option<String>,
     }
 }
 

@@ -42,6 +42,10 @@ impl Ca {
     }
 
     fn leaf(&self, cn: &str, names: &[&str], client: bool, serial: u64) -> Leaf {
+        self.leaf_with(cn, names, client, serial, KeyPair::generate().expect("key"))
+    }
+
+    fn leaf_with(&self, cn: &str, names: &[&str], client: bool, serial: u64, key: KeyPair) -> Leaf {
         let mut p =
             CertificateParams::new(names.iter().map(|s| (*s).to_string()).collect::<Vec<_>>())
                 .expect("params");
@@ -52,7 +56,6 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ServerAuth
         }];
-        let key = KeyPair::generate().expect("key");
         let cert = p.signed_by(&key, &self.issuer).expect("sign");
         Leaf {
             cert: cert.pem(),
@@ -68,6 +71,31 @@ impl Ca {
             names,
             false,
             serial,
+        )
+    }
+
+    /// A server certificate like [`server`](Self::server) with a 2048-bit RSA key (the
+    /// others are ECDSA P-256). The key comes from `openssl genpkey`.
+    pub fn server_rsa(&self, names: &[&str], serial: u64) -> Leaf {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl genpkey");
+        assert!(out.status.success(), "openssl genpkey: {out:?}");
+        let pem = String::from_utf8(out.stdout).expect("PEM");
+        let key = KeyPair::from_pem(&pem).expect("RSA key");
+        self.leaf_with(
+            names.first().copied().unwrap_or("server"),
+            names,
+            false,
+            serial,
+            key,
         )
     }
 

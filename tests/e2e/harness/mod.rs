@@ -408,6 +408,15 @@ pub fn tenant(name: &str, hosts: &[&str], extra_spec: &str) -> String {
     )
 }
 
+/// A Gateway `web` serving `web.example.com` on the public group's port 80, and a
+/// VirtualService `web` bound to it with `http` rules (YAML list items indented by two
+/// spaces): the usual start of a one-host tenant's routes.
+pub fn web_routes(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: web}}\nspec:\n  selector: {{istio: public-gw}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [web.example.com]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: web}}\nspec:\n  hosts: [web.example.com]\n  gateways: [web]\n  http:\n{http}---\n"
+    )
+}
+
 /// A STATIC ServiceEntry named `name` for host `host` with endpoints `(port, labels)`.
 pub fn service(name: &str, host: &str, eps: &[(u16, &str)]) -> String {
     let mut s = format!(

@@ -146,6 +146,8 @@ pub struct TlsContext {
     pub ca_credential: Option<CredentialRef>,
     /// Allowed client SANs (MUTUAL); empty allows any client the CA signed.
     pub subject_alt_names: Vec<String>,
+    /// Client-certificate pins (MUTUAL); empty admits any client the CA signed.
+    pub pins: crate::model::CertPins,
     /// Minimum version.
     pub min_version: TlsVersion,
     /// Maximum version.

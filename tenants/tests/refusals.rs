@@ -643,6 +643,29 @@ spec:
             message: "tenants reference certificates by credentialName or credentialNames, not by file path",
         },
         Refusal {
+            name: "a client-certificate pin that is not a SHA-256 digest",
+            yaml: r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: pinned
+spec:
+  selector:
+    istio: public-gw
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [secure.a.example.com]
+    tls:
+      mode: MUTUAL
+      credentialName: secure-cert
+      verifyCertificateHash:
+      - "AB:CD:EF"
+"#,
+            line: 15,
+            on: r#"- "AB:CD:EF""#,
+            field: "spec.servers[0].tls.verifyCertificateHash[0]",
+            message: r#""AB:CD:EF" is not a hex SHA-256 digest"#,
+        },
+        Refusal {
             name: "a retry backoff under a millisecond",
             yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService

@@ -561,3 +561,117 @@ fn credential_names_serve_ecdsa_to_clients_that_take_it_and_rsa_to_the_rest() {
         .run();
     assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
 }
+
+/// What a platform engineer pastes into `verifyCertificateSpki` for `cert_pem`: the base64
+/// SHA-256 of its public key, computed by openssl.
+fn spki_pin(cert_pem: &Path) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | openssl enc -base64",
+            cert_pem.display()
+        ))
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What `openssl x509 -fingerprint -sha256` prints for `cert_pem`: colon-separated upper-case
+/// hex.
+fn colon_fingerprint(cert_pem: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(cert_pem)
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn client_certificate_pins_admit_only_the_pinned_clients_of_the_ca() {
+    let ca = Ca::new("gatehouse test CA");
+    let pem_dir = tempfile::tempdir().expect("tmp");
+    let (alice, bob, carol) = (
+        ca.client("alice.client.example", 0x8101),
+        ca.client("bob.client.example", 0x8102),
+        ca.client("carol.client.example", 0x8103),
+    );
+    for (name, leaf) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        write_pem(pem_dir.path(), name, leaf);
+    }
+    // Alice by her certificate's fingerprint as openssl prints it, Bob by his key.
+    let alice_hash = colon_fingerprint(&pem_dir.path().join("alice.crt"));
+    let bob_spki = spki_pin(&pem_dir.path().join("bob.crt"));
+    let bob_hash = sha256_fingerprint(&pem_dir.path().join("bob.crt"));
+    let pinned = format!(
+        "{{mode: MUTUAL, credentialName: pinned-cert, verifyCertificateHash: [\"{alice_hash}\"], verifyCertificateSpki: [\"{bob_spki}\"]}}"
+    );
+    let by_hash = format!(
+        "{{mode: MUTUAL, credentialName: hashed-cert, verifyCertificateHash: [\"{bob_hash}\"]}}"
+    );
+    let fx = fixture(
+        &[TenantSpec {
+            name: "team-a",
+            servers: &[
+                Server {
+                    name: "https-pinned",
+                    host: "pinned.example.com",
+                    tls: &pinned,
+                },
+                Server {
+                    name: "https-hashed",
+                    host: "hashed.example.com",
+                    tls: &by_hash,
+                },
+            ],
+        }],
+        &ca,
+        |root, scratch| {
+            for (cred, host, serial) in [
+                ("pinned-cert", "pinned.example.com", 0x8201),
+                ("hashed-cert", "hashed.example.com", 0x8202),
+            ] {
+                write_credential(
+                    &root.join("team-a").join(cred),
+                    &ca.server(&[host], serial),
+                    Some(&ca.pem),
+                );
+            }
+            for (name, leaf) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+                write_pem(scratch, name, leaf);
+            }
+        },
+    );
+
+    // Either list admits: Alice by hash, Bob by key. Carol has a certificate from the same
+    // CA, but no pin names it.
+    for who in ["alice", "bob"] {
+        let r = fx.curl_as(who, "pinned.example.com", "/").run();
+        assert_eq!(
+            (r.status, r.backend().as_str()),
+            (200, "pinned"),
+            "{who}: {r:?}"
+        );
+    }
+    assert_refused(
+        &fx.curl_as("carol", "pinned.example.com", "/").run(),
+        "an unpinned client of the CA",
+    );
+    assert_refused(
+        &fx.curl("pinned.example.com", "/").run(),
+        "no client certificate",
+    );
+    // The pins are the server's own: on the next server only Bob's hash is pinned.
+    let r = fx.curl_as("bob", "hashed.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "hashed"), "{r:?}");
+    assert_refused(
+        &fx.curl_as("alice", "hashed.example.com", "/").run(),
+        "Alice on the server that pins only Bob",
+    );
+}

@@ -12,6 +12,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+use tenants::model::CertPins;
+
 use super::store::Credential;
 
 /// Serves a credential's current certificate. With a second credential (`credentialNames`,
@@ -79,11 +81,13 @@ impl ResolvesServerCert for ServerCert {
 }
 
 /// Verifies client certificates against the credential's current `ca.crt`, then the
-/// `subjectAltNames` allowlist. No CA loaded means no client is accepted (fail closed).
+/// `subjectAltNames` allowlist and the pins (`verifyCertificateSpki`/`Hash`). No CA loaded
+/// means no client is accepted (fail closed).
 #[derive(Debug)]
 pub struct ClientCerts {
     ca: Arc<Credential>,
     sans: Vec<String>,
+    pins: CertPins,
     provider: Arc<CryptoProvider>,
     mandatory: bool,
 }
@@ -94,12 +98,14 @@ impl ClientCerts {
     pub fn new(
         ca: Arc<Credential>,
         sans: Vec<String>,
+        pins: CertPins,
         provider: Arc<CryptoProvider>,
         mandatory: bool,
     ) -> Self {
         Self {
             ca,
             sans,
+            pins,
             provider,
             mandatory,
         }
@@ -109,6 +115,25 @@ impl ClientCerts {
     pub fn mandatory(&self) -> bool {
         self.mandatory
     }
+}
+
+/// Whether the certificate matches one of `pins` (either list), as Envoy checks
+/// `verify_certificate_spki` and `verify_certificate_hash`.
+fn pinned(pins: &CertPins, der: &CertificateDer<'_>) -> bool {
+    use sha2::{Digest, Sha256};
+    if !pins.hash.is_empty() {
+        let d: [u8; 32] = Sha256::digest(der.as_ref()).into();
+        if pins.hash.contains(&d) {
+            return true;
+        }
+    }
+    if !pins.spki.is_empty()
+        && let Ok((_, c)) = x509_parser::parse_x509_certificate(der)
+    {
+        let d: [u8; 32] = Sha256::digest(c.tbs_certificate.subject_pki.raw).into();
+        return pins.spki.contains(&d);
+    }
+    false
 }
 
 fn cert_sans(der: &CertificateDer<'_>) -> Vec<String> {
@@ -156,6 +181,11 @@ impl ClientCertVerifier for ClientCerts {
                     rustls::CertificateError::NotValidForName,
                 ));
             }
+        }
+        if !self.pins.is_empty() && !pinned(&self.pins, end_entity) {
+            return Err(Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
         }
         Ok(ClientCertVerified::assertion())
     }

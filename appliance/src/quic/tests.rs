@@ -37,6 +37,7 @@ fn tls() -> Arc<TlsContext> {
         second_credential: None,
         ca_credential: None,
         subject_alt_names: Vec::new(),
+        pins: Default::default(),
         min_version: TlsVersion::TlsAuto,
         max_version: TlsVersion::TlsAuto,
         cipher_suites: Vec::new(),

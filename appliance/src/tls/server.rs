@@ -99,6 +99,7 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
         Arc::new(ClientCerts::new(
             cred.clone(),
             ctx.subject_alt_names.clone(),
+            ctx.pins.clone(),
             provider,
             ctx.mode == ServerTlsMode::Mutual,
         ))

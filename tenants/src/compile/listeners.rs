@@ -275,6 +275,7 @@ fn tls_chains(
                         source: crate::model::Credential::Name(n.clone()),
                     }),
                     subject_alt_names: tls.subject_alt_names.clone(),
+                    pins: tls.pins.clone(),
                     min_version: tls.min_version,
                     max_version: tls.max_version,
                     cipher_suites: tls.cipher_suites.clone(),

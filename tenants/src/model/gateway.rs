@@ -117,6 +117,58 @@ pub enum Credential {
     },
 }
 
+/// Client-certificate pins, SHA-256 digests. Empty admits any certificate the CA signed; else
+/// a certificate must match one pin of either list, as Envoy's `verify_certificate_spki` and
+/// `verify_certificate_hash` (either list may match).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct CertPins {
+    /// `verifyCertificateSpki`: digests of the certificate's SubjectPublicKeyInfo (DER).
+    #[serde(serialize_with = "hex_list")]
+    pub spki: Vec<[u8; 32]>,
+    /// `verifyCertificateHash`: digests of the whole certificate (DER).
+    #[serde(serialize_with = "hex_list")]
+    pub hash: Vec<[u8; 32]>,
+}
+
+impl CertPins {
+    /// Whether no pin is set.
+    pub fn is_empty(&self) -> bool {
+        self.spki.is_empty() && self.hash.is_empty()
+    }
+}
+
+fn hex_list<S: serde::Serializer>(v: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(hex::encode))
+}
+
+/// Parses `verifyCertificateSpki` (base64 of a SHA-256 digest) and `verifyCertificateHash`
+/// (hex, plain or colon-separated, as Envoy takes them).
+fn parse_pins(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> CertPins {
+    use base64::Engine as _;
+    let mut pins = CertPins::default();
+    for (i, s) in t.verify_certificate_spki.iter().enumerate() {
+        match base64::engine::general_purpose::STANDARD.decode(s.trim()) {
+            Ok(d) if d.len() == 32 => pins.spki.push(d.try_into().unwrap_or([0; 32])),
+            _ => c.error(
+                &p.key("verifyCertificateSpki").idx(i),
+                format!("{s:?} is not a base64-encoded SHA-256 digest (44 characters, as `openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64` prints)"),
+            ),
+        }
+    }
+    for (i, s) in t.verify_certificate_hash.iter().enumerate() {
+        let plain: String = s.trim().chars().filter(|ch| *ch != ':').collect();
+        let colons_ok = !s.contains(':') || s.trim().split(':').all(|b| b.len() == 2);
+        match hex::decode(&plain) {
+            Ok(d) if d.len() == 32 && colons_ok => pins.hash.push(d.try_into().unwrap_or([0; 32])),
+            _ => c.error(
+                &p.key("verifyCertificateHash").idx(i),
+                format!("{s:?} is not a hex SHA-256 digest (64 hex digits, optionally in colon-separated pairs, as `openssl x509 -noout -fingerprint -sha256` prints)"),
+            ),
+        }
+    }
+    pins
+}
+
 /// Validated `ServerTLSSettings`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerTls {
@@ -134,6 +186,9 @@ pub struct ServerTls {
     pub ca_credential: Option<String>,
     /// `subjectAltNames`: allowed client-certificate SANs (MUTUAL).
     pub subject_alt_names: Vec<String>,
+    /// `verifyCertificateSpki` and `verifyCertificateHash`: the client certificates admitted
+    /// (MUTUAL), on top of the CA's check.
+    pub pins: CertPins,
     /// `minProtocolVersion`.
     pub min_version: TlsVersion,
     /// `maxProtocolVersion`.
@@ -501,20 +556,23 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
             );
         }
     }
-    for (f, v) in [
-        (
-            "verifyCertificateSpki",
-            !t.verify_certificate_spki.is_empty(),
-        ),
-        (
-            "verifyCertificateHash",
-            !t.verify_certificate_hash.is_empty(),
-        ),
-        ("insecureSkipVerify", t.insecure_skip_verify == Some(true)),
-    ] {
-        if v {
-            c.error(&p.key(f), format!("not supported yet: {}", p.key(f)));
-        }
+    let pins = parse_pins(c, p, t);
+    if !pins.is_empty() && mode == ServerTlsMode::Simple {
+        let f = if t.verify_certificate_spki.is_empty() {
+            "verifyCertificateHash"
+        } else {
+            "verifyCertificateSpki"
+        };
+        c.warn(
+            &p.key(f),
+            "client-certificate pins have no effect in SIMPLE mode (no client certificate is asked for); use MUTUAL",
+        );
+    }
+    if t.insecure_skip_verify == Some(true) {
+        c.error(
+            &p.key("insecureSkipVerify"),
+            format!("not supported yet: {}", p.key("insecureSkipVerify")),
+        );
     }
     let min_version = c.enumeration(
         &p.key("minProtocolVersion"),
@@ -603,6 +661,7 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
         second_credential: second,
         ca_credential: t.ca_cert_credential_name.clone(),
         subject_alt_names: t.subject_alt_names.clone(),
+        pins,
         min_version,
         max_version,
         cipher_suites: suites,

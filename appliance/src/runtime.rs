@@ -250,7 +250,7 @@ fn check_sans(c: &FilterChain, st: &ChainState) {
         && a.key.algorithm() == b.key.algorithm()
     {
         second.note(format!(
-            "both certificates of {} are {:?}; clients always get {}'s, so this one is never served (pair an RSA certificate with an ECDSA one)",
+            "both certificates of {} are {:?}: a client that can take either gets {}'s (pair an RSA certificate with an ECDSA one)",
             c.name,
             a.key.algorithm(),
             st.tls.credential.name

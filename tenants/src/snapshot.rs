@@ -308,6 +308,8 @@ pub struct UpstreamTls {
     pub credential: Option<CredentialRef>,
     /// CA file path (platform).
     pub ca_file: Option<String>,
+    /// CRL file path (platform `caCrl`).
+    pub crl_file: Option<String>,
     /// SNI; `None`: the request's host (or the service host for TCP).
     pub sni: Option<String>,
     /// SANs to verify; empty: verify against the SNI name.

@@ -15,6 +15,7 @@ mod http3;
 mod http_routing;
 mod l4;
 mod paths;
+mod platform_files;
 mod protocol;
 mod proxy_protocol;
 mod quickstart;

@@ -506,14 +506,31 @@ fn credential_names_serve_ecdsa_to_clients_that_take_it_and_rsa_to_the_rest() {
     let fx = fixture(
         &[TenantSpec {
             name: "team-a",
-            servers: &[Server {
-                name: "https-web",
-                host: "web.example.com",
-                tls: "{mode: SIMPLE, credentialNames: [web-rsa, web-ecdsa]}",
-            }],
+            servers: &[
+                Server {
+                    name: "https-web",
+                    host: "web.example.com",
+                    tls: "{mode: SIMPLE, credentialNames: [web-rsa, web-ecdsa]}",
+                },
+                Server {
+                    name: "https-legacy",
+                    host: "legacy.example.com",
+                    tls: "{mode: SIMPLE, credentialNames: [legacy-rsa, legacy-ecdsa], maxProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256]}",
+                },
+            ],
         }],
         &ca,
         |root, _| {
+            write_credential(
+                &root.join("team-a/legacy-rsa"),
+                &ca.server_rsa(&["legacy.example.com"], 0x7003),
+                None,
+            );
+            write_credential(
+                &root.join("team-a/legacy-ecdsa"),
+                &ca.server(&["legacy.example.com"], 0x7004),
+                None,
+            );
             write_credential(
                 &root.join("team-a/web-rsa"),
                 &ca.server_rsa(&["web.example.com"], 0x7001),
@@ -560,6 +577,12 @@ fn credential_names_serve_ecdsa_to_clients_that_take_it_and_rsa_to_the_rest() {
         .arg("ECDHE-RSA-AES128-GCM-SHA256")
         .run();
     assert_eq!((r.status, r.backend().as_str()), (200, "web"), "{r:?}");
+    // A server capped at TLS 1.2 with RSA suites only: a client that also speaks TLS 1.3
+    // (whose suites suit any key) still gets the RSA certificate, the one it can use here.
+    let s = served_subject(fx.port, "legacy.example.com", &[]).expect("legacy server");
+    assert!(s.contains("serial=7003"), "{s}");
+    let r = fx.curl("legacy.example.com", "/").run();
+    assert_eq!((r.status, r.backend().as_str()), (200, "legacy"), "{r:?}");
 }
 
 /// What a platform engineer pastes into `verifyCertificateSpki` for `cert_pem`: the base64

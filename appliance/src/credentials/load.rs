@@ -178,15 +178,85 @@ pub(crate) fn load_folder(
     };
     let mut crls = Vec::new();
     if let Some(p) = first_existing(dir, CRL) {
-        let bytes = read(tenant_root, &p)?;
-        for c in CertificateRevocationListDer::pem_slice_iter(&bytes) {
-            crls.push(c.map_err(|e| CredentialError::Invalid {
-                path: p.clone(),
-                reason: format!("not a PEM CRL: {e}"),
-            })?);
-        }
+        crls = load_crls(tenant_root, &p)?;
         files.push(p);
     }
+    Ok(Material {
+        key,
+        info,
+        ca,
+        crls,
+        warnings,
+        files,
+    })
+}
+
+fn load_crls(
+    root: &Path,
+    p: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, CredentialError> {
+    let bytes = read(root, p)?;
+    CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .map(|c| {
+            c.map_err(|e| CredentialError::Invalid {
+                path: p.to_path_buf(),
+                reason: format!("not a PEM CRL: {e}"),
+            })
+        })
+        .collect()
+}
+
+/// The files of a platform credential given by path (`serverCertificate`, `privateKey`,
+/// `caCertificates`, `caCrl`; a DestinationRule's `clientCertificate`).
+#[derive(Debug, Clone)]
+pub(crate) struct FilePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: Option<PathBuf>,
+    pub crl: Option<PathBuf>,
+}
+
+impl FilePaths {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.cert, &self.key]
+            .into_iter()
+            .chain(self.ca.iter())
+            .chain(self.crl.iter())
+    }
+}
+
+/// Loads a platform credential from the files it names. Only `gatehouse.yaml` and
+/// `platform/` may name files (the tenants crate refuses paths in a tenant's resources), so
+/// they are not confined to a folder.
+pub(crate) fn load_files(
+    f: &FilePaths,
+    need_key: bool,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Material, CredentialError> {
+    let root = Path::new("/");
+    let mut files = Vec::new();
+    let (key, info, warnings) = if need_key || f.cert.exists() {
+        let (ck, info, w) = load_pair(root, &f.cert, &f.key, provider)?;
+        files.extend([f.cert.clone(), f.key.clone()]);
+        (Some(Arc::new(ck)), Some(info), w)
+    } else {
+        (None, None, Vec::new())
+    };
+    let ca = match &f.ca {
+        Some(p) => {
+            let store = load_ca(root, p)?;
+            files.push(p.clone());
+            Some(Arc::new(store))
+        }
+        None => None,
+    };
+    let crls = match &f.crl {
+        Some(p) => {
+            files.push(p.clone());
+            load_crls(root, p)?
+        }
+        None => Vec::new(),
+    };
     Ok(Material {
         key,
         info,

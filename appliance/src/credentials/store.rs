@@ -13,11 +13,12 @@ use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::CertificateRevocationListDer;
 use serde::Serialize;
 use tenants::model::{Credential as Source, valid_credential_name};
 use tenants::snapshot::CredentialRef;
 
-use super::load::{CertInfo, CredentialError, Material, load_folder};
+use super::load::{CertInfo, CredentialError, FilePaths, Material, load_files, load_folder};
 
 /// A client-certificate verifier built from the current `ca.crt`.
 pub struct VerifierCell(pub Arc<dyn ClientCertVerifier>);
@@ -50,6 +51,8 @@ pub struct Credential {
     tenant_root: PathBuf,
     dir: PathBuf,
     ca_dir: Option<PathBuf>,
+    /// A platform credential's own files, read instead of the folder's usual names.
+    paths: Option<FilePaths>,
     need_key: bool,
     /// The served certificate and key.
     pub key: ArcSwapOption<CertifiedKey>,
@@ -57,6 +60,8 @@ pub struct Credential {
     pub ca: ArcSwapOption<RootCertStore>,
     /// A client verifier over `ca` (and `ca.crl`).
     pub verifier: ArcSwapOption<VerifierCell>,
+    /// Revocation lists (`ca.crl`, `caCrl`), for verifying upstream servers.
+    pub crls: ArcSwapOption<Vec<CertificateRevocationListDer<'static>>>,
     /// Bumped on each successful load.
     pub generation: AtomicU64,
     status: Mutex<CredentialStatus>,
@@ -76,14 +81,17 @@ impl Credential {
         {
             return false;
         }
-        let result = load_folder(
-            &self.tenant_root,
-            &self.dir,
-            self.ca_dir.as_deref(),
-            self.need_key,
-            provider,
-        )
-        .and_then(|m| self.verifier_for(&m, provider).map(|v| (m, v)));
+        let loaded = match &self.paths {
+            Some(f) => load_files(f, self.need_key, provider),
+            None => load_folder(
+                &self.tenant_root,
+                &self.dir,
+                self.ca_dir.as_deref(),
+                self.need_key,
+                provider,
+            ),
+        };
+        let result = loaded.and_then(|m| self.verifier_for(&m, provider).map(|v| (m, v)));
         let mut status = self
             .status
             .lock()
@@ -93,6 +101,8 @@ impl Credential {
                 let changed = true;
                 self.key.store(m.key.clone());
                 self.ca.store(m.ca.clone());
+                self.crls
+                    .store((!m.crls.is_empty()).then(|| Arc::new(m.crls.clone())));
                 self.verifier
                     .store(verifier.map(|v| Arc::new(VerifierCell(v))));
                 self.generation.fetch_add(1, Ordering::Release);
@@ -148,20 +158,27 @@ impl Credential {
     fn fingerprint(&self) -> Vec<(PathBuf, u64, u64)> {
         let mut out = Vec::new();
         let dirs = std::iter::once(&self.dir).chain(self.ca_dir.iter());
-        for d in dirs {
-            for n in [
-                "tls.crt", "tls.key", "cert", "key", "ca.crt", "cacert", "ca.crl", "crl",
-            ] {
-                let p = d.join(n);
-                if let Ok(md) = std::fs::metadata(&p) {
-                    use std::os::unix::fs::MetadataExt;
-                    // Inode catches write-then-rename and `..data` swaps; mtime catches
-                    // in-place writes.
-                    let mtime = (md.mtime() as u64)
-                        .wrapping_mul(1_000_000_000)
-                        .wrapping_add(md.mtime_nsec() as u64);
-                    out.push((p, md.len() ^ md.ino().rotate_left(32), mtime));
-                }
+        // A platform credential given by paths: exactly its files.
+        let named: Vec<PathBuf> = match &self.paths {
+            Some(f) => f.all().cloned().collect(),
+            None => dirs
+                .flat_map(|d| {
+                    [
+                        "tls.crt", "tls.key", "cert", "key", "ca.crt", "cacert", "ca.crl", "crl",
+                    ]
+                    .map(|n| d.join(n))
+                })
+                .collect(),
+        };
+        for p in named {
+            if let Ok(md) = std::fs::metadata(&p) {
+                use std::os::unix::fs::MetadataExt;
+                // Inode catches write-then-rename and `..data` swaps; mtime catches in-place
+                // writes.
+                let mtime = (md.mtime() as u64)
+                    .wrapping_mul(1_000_000_000)
+                    .wrapping_add(md.mtime_nsec() as u64);
+                out.push((p, md.len() ^ md.ino().rotate_left(32), mtime));
             }
         }
         out
@@ -291,15 +308,26 @@ impl Store {
             }
             _ => None,
         };
+        let paths = match &r.source {
+            Source::Files { cert, key, ca, crl } => Some(FilePaths {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+                ca: ca.as_ref().map(PathBuf::from),
+                crl: crl.as_ref().map(PathBuf::from),
+            }),
+            Source::Name(_) => None,
+        };
         let cred = Arc::new(Credential {
             name,
             tenant_root,
             dir,
             ca_dir,
+            paths,
             need_key,
             key: ArcSwapOption::empty(),
             ca: ArcSwapOption::empty(),
             verifier: ArcSwapOption::empty(),
+            crls: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
             status: Mutex::new(CredentialStatus::default()),
             stamp: Mutex::new(Vec::new()),

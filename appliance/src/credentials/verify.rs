@@ -23,20 +23,30 @@ use super::store::Credential;
 pub struct ServerCert {
     first: Arc<Credential>,
     second: Option<Arc<Credential>>,
-    provider: Arc<CryptoProvider>,
+    /// The suites of the protocol versions the server offers.
+    suites: Vec<rustls::SupportedCipherSuite>,
 }
 
 impl ServerCert {
     /// Serves `first`, or `second` to a client that can use it and prefers its key type.
+    /// `versions` are the protocol versions the server offers: a TLS 1.3 suite the client
+    /// offers says nothing about a server capped at TLS 1.2.
     pub fn new(
         first: Arc<Credential>,
         second: Option<Arc<Credential>>,
-        provider: Arc<CryptoProvider>,
+        provider: &CryptoProvider,
+        versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Self {
+        let suites = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| versions.iter().any(|v| *v == s.version()))
+            .copied()
+            .collect();
         Self {
             first,
             second,
-            provider,
+            suites,
         }
     }
 
@@ -45,7 +55,7 @@ impl ServerCert {
     fn fits(&self, hello: &ClientHello<'_>, k: &CertifiedKey) -> bool {
         let alg = k.key.algorithm();
         k.key.choose_scheme(hello.signature_schemes()).is_some()
-            && self.provider.cipher_suites.iter().any(|s| {
+            && self.suites.iter().any(|s| {
                 hello.cipher_suites().contains(&s.suite()) && s.usable_for_signature_algorithm(alg)
             })
     }
@@ -292,12 +302,16 @@ impl ServerCertVerifier for UpstreamCerts {
                         "no CA certificate loaded for the upstream".into(),
                     ));
                 };
-                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                let mut b = rustls::client::WebPkiServerVerifier::builder_with_provider(
                     roots,
                     self.provider.clone(),
-                )
-                .build()
-                .map_err(|e| Error::General(e.to_string()))?
+                );
+                if let Some(crls) = c.crls.load_full() {
+                    b = b
+                        .with_crls(crls.iter().cloned())
+                        .allow_unknown_revocation_status();
+                }
+                b.build().map_err(|e| Error::General(e.to_string()))?
             }
             (None, Some(s)) => s.clone(),
             (None, None) => return Err(Error::General("no trust anchors for the upstream".into())),

@@ -100,7 +100,18 @@ pub async fn forward(
                     break;
                 }
             }
-            tokio::time::sleep(forward::backoff(n, policy.backoff)).await;
+            // Envoy's route timer fires during the backoff: a long `backoff` does not hold
+            // the upgrade past the route's deadline.
+            let wait = tokio::time::sleep(forward::backoff(n, policy.backoff));
+            match timeouts.route_deadline() {
+                Some(d) => {
+                    tokio::select! {
+                        () = wait => {}
+                        () = tokio::time::sleep_until(d) => {}
+                    }
+                }
+                None => wait.await,
+            }
             if route_expired() {
                 last = ProxyError::Timeout;
                 break;

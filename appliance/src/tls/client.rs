@@ -26,11 +26,13 @@ fn system_verifier(provider: &Arc<CryptoProvider>) -> Option<Arc<dyn ServerCertV
         .map(|v| v as Arc<dyn ServerCertVerifier>)
 }
 
-/// A verifier trusting the certificates in the PEM file `path` (`caCertificates`). `None`
-/// (every upstream refused) when the file cannot be read or holds no certificate: a CA
-/// that was asked for is never replaced by the system roots.
+/// A verifier trusting the certificates in the PEM file `path` (`caCertificates`), with the
+/// revocation lists in `crl` (`caCrl`). `None` (every upstream refused) when a file cannot
+/// be read or the CA file holds no certificate: a CA or CRL that was asked for is never
+/// replaced by the system roots, or dropped.
 fn file_verifier(
     path: &str,
+    crl: Option<&str>,
     provider: &Arc<CryptoProvider>,
 ) -> Option<Arc<dyn ServerCertVerifier>> {
     use rustls_pki_types::CertificateDer;
@@ -53,10 +55,32 @@ fn file_verifier(
         );
         return None;
     }
-    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .ok()
-        .map(|v| v as Arc<dyn ServerCertVerifier>)
+    let mut b = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    );
+    if let Some(crl) = crl {
+        use rustls_pki_types::CertificateRevocationListDer;
+        let crls = std::fs::read(crl).map_err(|e| e.to_string()).and_then(|b| {
+            CertificateRevocationListDer::pem_slice_iter(&b)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        });
+        match crls {
+            Ok(crls) if !crls.is_empty() => {
+                b = b.with_crls(crls).allow_unknown_revocation_status();
+            }
+            Ok(_) => {
+                tracing::warn!(path = crl, "caCrl holds no CRL; upstream TLS will fail");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(path = crl, %error, "caCrl not readable; upstream TLS will fail");
+                return None;
+            }
+        }
+    }
+    b.build().ok().map(|v| v as Arc<dyn ServerCertVerifier>)
 }
 
 /// A client configuration whose handshakes always fail (no trust anchors): used when a
@@ -99,7 +123,7 @@ pub fn build(
         .clone()
         .filter(|c| c.ca.load().is_some() || t.ca_file.is_some());
     let fallback = match (&ca, &t.ca_file) {
-        (None, Some(path)) => file_verifier(path, &provider),
+        (None, Some(path)) => file_verifier(path, t.crl_file.as_deref(), &provider),
         _ => system_verifier(&provider),
     };
     let verifier = UpstreamCerts::new(

@@ -87,7 +87,8 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
     let resolver = Arc::new(ServerCert::new(
         cred.clone(),
         second.clone(),
-        provider.clone(),
+        &provider,
+        &versions,
     ));
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;

@@ -153,11 +153,13 @@ impl<'g> ClusterBuilder<'g> {
                             cert: c.clone(),
                             key: k.clone(),
                             ca: t.ca_certificates.clone(),
+                            crl: t.ca_crl.clone(),
                         },
                     }),
                     _ => None,
                 },
                 ca_file: t.ca_certificates.clone(),
+                crl_file: t.ca_crl.clone(),
                 sni: t.sni.clone(),
                 subject_alt_names: if t.subject_alt_names.is_empty() {
                     se.subject_alt_names.clone()

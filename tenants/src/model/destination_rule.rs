@@ -234,6 +234,8 @@ pub struct ClientTls {
     pub private_key: Option<String>,
     /// `caCertificates` (platform only); system roots when unset.
     pub ca_certificates: Option<String>,
+    /// `caCrl` (platform only): revoked server certificates.
+    pub ca_crl: Option<String>,
     /// `sni`: empty means the request's host.
     pub sni: Option<String>,
     /// `subjectAltNames`: empty means check against the SNI host.
@@ -909,8 +911,10 @@ fn parse_client_tls(
         CLIENT_TLS_MODES,
         ClientTlsMode::Disable,
     )?;
-    let files =
-        t.client_certificate.is_some() || t.private_key.is_some() || t.ca_certificates.is_some();
+    let files = t.client_certificate.is_some()
+        || t.private_key.is_some()
+        || t.ca_certificates.is_some()
+        || t.ca_crl.is_some();
     if matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
         && t.credential_name.is_some()
         && files
@@ -957,18 +961,19 @@ fn parse_client_tls(
             format!("credentialName {n:?} must be a DNS-1123 subdomain"),
         );
     }
-    c.unsupported(
-        &p.key("caCrl"),
-        &t.ca_crl
-            .as_ref()
-            .map(|s| serde_json::Value::String(s.clone())),
-    );
+    if t.ca_crl.is_some() && t.credential_name.is_some() {
+        c.error(
+            &p.key("caCrl"),
+            "caCrl cannot be set with credentialName; put ca.crl in the credential folder",
+        );
+    }
     Some(ClientTls {
         mode,
         credential_name: t.credential_name.clone(),
         client_certificate: t.client_certificate.clone(),
         private_key: t.private_key.clone(),
         ca_certificates: t.ca_certificates.clone(),
+        ca_crl: t.ca_crl.clone(),
         sni: t.sni.clone().filter(|s| !s.is_empty()),
         subject_alt_names: t.subject_alt_names.clone(),
         insecure_skip_verify: skip,

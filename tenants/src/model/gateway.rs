@@ -114,6 +114,8 @@ pub enum Credential {
         key: String,
         /// `caCertificates`.
         ca: Option<String>,
+        /// `caCrl`: revoked certificates among those `ca` signed.
+        crl: Option<String>,
     },
 }
 
@@ -486,7 +488,7 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
             "only one of serverCertificate/privateKey, credentialName, credentialNames or tlsCertificates may be set",
         );
     }
-    if t.mode.is_none() && (has_name || has_files) {
+    if t.mode.is_none() && (has_name || has_files || has_names || has_certs) {
         c.warn(
             &p.key("mode"),
             "tls.mode is not set, so it defaults to PASSTHROUGH and the certificate is ignored (Istio's default); set mode: SIMPLE to terminate TLS",
@@ -535,6 +537,19 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
             }
         }
     }
+    if has_certs
+        && matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+        && t.ca_certificates.is_none()
+        && t.tls_certificates
+            .as_ref()
+            .and_then(|v| v.first())
+            .is_none_or(|e| e.ca_certificates.is_none())
+    {
+        c.error(
+            &p.key("tlsCertificates").idx(0).key("caCertificates"),
+            "MUTUAL and OPTIONAL_MUTUAL TLS need a CA: set caCertificates on the first of tlsCertificates",
+        );
+    }
     if has_certs && c.tenant {
         c.error(
             &p.key("tlsCertificates"),
@@ -549,10 +564,10 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
             );
         } else if mode == ServerTlsMode::Simple {
             c.error(&p.key("caCrl"), "caCrl has no meaning in SIMPLE mode");
-        } else {
+        } else if c.tenant {
             c.error(
                 &p.key("caCrl"),
-                format!("not supported yet: {}", p.key("caCrl")),
+                "tenants reference certificates by credentialName; put ca.crl in the credential folder",
             );
         }
     }
@@ -629,7 +644,7 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
         );
     }
     let (several, second) = several_credentials(c, p, t);
-    let credential = if has_name {
+    let mut credential = if has_name {
         Some(Credential::Name(
             t.credential_name.clone().unwrap_or_default(),
         ))
@@ -640,10 +655,16 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
             cert: t.server_certificate.clone().unwrap_or_default(),
             key: t.private_key.clone().unwrap_or_default(),
             ca: t.ca_certificates.clone(),
+            crl: None,
         })
     } else {
         None
     };
+    if let Some(Credential::Files { crl, .. }) = &mut credential
+        && matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+    {
+        crl.clone_from(&t.ca_crl);
+    }
     if let Some(Credential::Name(n)) = &credential
         && !valid_credential_name(n)
     {
@@ -705,7 +726,12 @@ fn several_credentials(
                 list.push(Credential::Files {
                     cert: cert.clone(),
                     key: key.clone(),
-                    ca: e.ca_certificates.clone(),
+                    // The top-level `caCertificates` stands in for the first entry's.
+                    ca: e
+                        .ca_certificates
+                        .clone()
+                        .or_else(|| t.ca_certificates.clone().filter(|_| i == 0)),
+                    crl: None,
                 });
             }
             ("tlsCertificates", list)

@@ -286,6 +286,14 @@ pub enum Endpoints {
         /// DNS_ROUND_ROBIN: use only the first address.
         first_only: bool,
     },
+    /// `DYNAMIC_DNS`: the addresses of the name each request or connection asks for, when
+    /// one of `hosts` covers it, on `port`.
+    Dynamic {
+        /// The ServiceEntry's hosts (`*.example.com`).
+        hosts: Vec<String>,
+        /// The port to connect to.
+        port: u16,
+    },
     /// Nothing to connect to (resolution NONE): every request gets 503 UH.
     None,
 }

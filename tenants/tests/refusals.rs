@@ -666,6 +666,26 @@ spec:
             message: r#""AB:CD:EF" is not a hex SHA-256 digest"#,
         },
         Refusal {
+            name: "DYNAMIC_DNS on a TCP port",
+            yaml: r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: partners
+spec:
+  hosts: ["*.partner.example"]
+  location: MESH_EXTERNAL
+  ports:
+  - number: 5432
+    name: db
+    protocol: TCP
+  resolution: DYNAMIC_DNS
+"#,
+            line: 11,
+            on: "protocol: TCP",
+            field: "spec.ports[0].protocol",
+            message: "DYNAMIC_DNS resolution needs HTTP, HTTP2, GRPC, HTTPS or TLS ports (the request or its SNI names the host), not TCP",
+        },
+        Refusal {
             name: "a retry backoff under a millisecond",
             yaml: r#"apiVersion: networking.istio.io/v1
 kind: VirtualService

@@ -11,6 +11,7 @@ mod harness;
 mod admin;
 mod credentials;
 mod delegation;
+mod dynamic_dns;
 mod http3;
 mod http_routing;
 mod l4;

@@ -121,6 +121,12 @@ fn print_group(name: &str, g: &GroupSnapshot, out: &mut dyn Write) -> io::Result
                     .collect::<Vec<_>>()
                     .join(" ")
             ),
+            Endpoints::Dynamic { hosts, port } => {
+                format!(
+                    "the requested name, if {} covers it, port {port} (DYNAMIC_DNS)",
+                    hosts.join(" or ")
+                )
+            }
             Endpoints::None => "no endpoints (resolution NONE)".into(),
         };
         let tls = c

@@ -81,11 +81,14 @@ pub async fn handle(
         },
         originate_tls: false,
     };
-    let Some(up) = proxy::connect_upstream(&cluster, dial, &mut report).await else {
+    let target_host = crate::http::rewrite::split_authority(&target).0.to_string();
+    let Some(up) = proxy::connect_upstream(&cluster, dial, Some(&target_host), &mut report).await
+    else {
         rec.upstream = report.upstream;
         return Err(match report.flag {
             Some("UO") => ProxyError::Overflow,
             Some("UH") => ProxyError::NoHealthyUpstream,
+            Some("DF") => ProxyError::DnsFailed(format!("{target_host} did not resolve")),
             _ => ProxyError::Connect("connection refused or timed out".into()),
         });
     };

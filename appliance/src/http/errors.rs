@@ -34,6 +34,8 @@ pub enum Flag {
     FaultDelay,
     /// Local reset / protocol error.
     LocalReset,
+    /// DNS resolution failed (a `DYNAMIC_DNS` name).
+    DnsResolutionFailed,
 }
 
 impl Flag {
@@ -52,6 +54,7 @@ impl Flag {
             Self::FaultAbort => "FI",
             Self::FaultDelay => "DI",
             Self::LocalReset => "LR",
+            Self::DnsResolutionFailed => "DF",
         }
     }
 }
@@ -125,6 +128,8 @@ pub enum ProxyError {
     TenantConnections,
     /// An upgrade to a protocol other than websocket (Envoy: `upgrade_failed`).
     UpgradeRejected,
+    /// The name a `DYNAMIC_DNS` cluster was asked for did not resolve.
+    DnsFailed(String),
 }
 
 impl ProxyError {
@@ -137,9 +142,11 @@ impl ProxyError {
             | Self::TenantConnections
             | Self::UpgradeRejected => Origin::Local,
             Self::BadRequest(_) => Origin::Downstream,
-            Self::NoHealthyUpstream | Self::Connect(_) | Self::Timeout | Self::Reset(_) => {
-                Origin::Upstream
-            }
+            Self::NoHealthyUpstream
+            | Self::Connect(_)
+            | Self::Timeout
+            | Self::Reset(_)
+            | Self::DnsFailed(_) => Origin::Upstream,
         }
     }
 
@@ -189,6 +196,12 @@ impl ProxyError {
                 "tenant connection limit reached".into(),
             ),
             Self::UpgradeRejected => (StatusCode::FORBIDDEN, None, String::new()),
+            // Envoy's dynamic forward proxy: `dns_resolution_failure`, flag DF.
+            Self::DnsFailed(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some(Flag::DnsResolutionFailed),
+                format!("DNS resolution failure: {e}"),
+            ),
         }
     }
 }

@@ -455,6 +455,11 @@ pub async fn send(
                     .to_string()
             })
     });
+    // DYNAMIC_DNS: the endpoints of the name the request asks for, for every attempt.
+    let named = match &rt.dynamic {
+        Some(d) => Some(d.endpoints(head.authority()).await?),
+        None => None,
+    };
     let replay = response_retries(policy, head.grpc) && !matches!(src, Source::Stream(_));
     let max_attempts = 1 + policy.attempts;
     let mut last: Option<ProxyError> = None;
@@ -501,7 +506,10 @@ pub async fn send(
             tokio::time::sleep(wait).await;
             kept = None;
         }
-        let eps = rt.endpoints.load();
+        let eps = match &named {
+            Some(n) => arc_swap::Guard::from_inner(n.clone()),
+            None => rt.endpoints.load(),
+        };
         let now = crate::clock::now_ms();
         let others: Vec<Arc<Endpoint>> = if tried.is_empty() {
             Vec::new()

@@ -90,6 +90,11 @@ pub async fn forward(
             .route_deadline()
             .is_some_and(|d| Instant::now() >= d)
     };
+    // DYNAMIC_DNS: the endpoints of the name the upgrade asks for.
+    let named = match &rt.dynamic {
+        Some(d) => Some(d.endpoints(head.authority()).await?),
+        None => None,
+    };
     let mut budget: Option<RetryBudget<'_>> = None;
     let mut last = ProxyError::NoHealthyUpstream;
     for n in 0..attempts {
@@ -117,7 +122,7 @@ pub async fn forward(
                 break;
             }
         }
-        let Some(ep) = pick(rt, &tried, hash) else {
+        let Some(ep) = pick(rt, named.as_ref(), &tried, hash) else {
             break;
         };
         report.upstream = Some(ep.addr);
@@ -171,9 +176,17 @@ pub async fn forward(
 
 /// The endpoint for the next attempt: the balancer's choice among those not tried yet (all
 /// of them once every one was tried).
-fn pick(rt: &ClusterRt, tried: &[SocketAddr], hash: Option<u64>) -> Option<Arc<Endpoint>> {
+fn pick(
+    rt: &ClusterRt,
+    named: Option<&Arc<Vec<Arc<Endpoint>>>>,
+    tried: &[SocketAddr],
+    hash: Option<u64>,
+) -> Option<Arc<Endpoint>> {
     let policy = &rt.config.policy;
-    let eps = rt.endpoints.load();
+    let eps = match named {
+        Some(n) => arc_swap::Guard::from_inner(n.clone()),
+        None => rt.endpoints.load(),
+    };
     let others: Vec<_> = eps
         .iter()
         .filter(|e| !tried.contains(&e.addr))

@@ -77,12 +77,28 @@ pub struct Dial {
 
 /// Picks an endpoint and connects to it; `None` (with the Envoy flag in `report`) when no
 /// endpoint is healthy, the cluster's connection limit is reached, or the connect fails.
+/// `name` is what the connection asked for (its SNI, a CONNECT target): a `DYNAMIC_DNS`
+/// cluster's endpoints are that name's addresses.
 pub async fn connect_upstream(
     cluster: &ClusterRt,
     dial: Dial,
+    name: Option<&str>,
     report: &mut TcpReport,
 ) -> Option<Upstream> {
-    let eps = cluster.endpoints.load();
+    let eps = match &cluster.dynamic {
+        Some(d) => match d.endpoints(name.unwrap_or_default()).await {
+            Ok(eps) => arc_swap::Guard::from_inner(eps),
+            Err(e) => {
+                tracing::info!(error = %e, "no endpoint for the connection's name");
+                report.flag = Some(match e {
+                    crate::upstream::dynamic::DynamicError::NotCovered(_) => "UH",
+                    crate::upstream::dynamic::DynamicError::Resolution { .. } => "DF",
+                });
+                return None;
+            }
+        },
+        None => cluster.endpoints.load(),
+    };
     let policy = &cluster.config.policy;
     let od = policy.outlier_detection.as_ref();
     let hash = match &policy.load_balancer {

@@ -80,7 +80,9 @@ impl Session {
             },
             originate_tls,
         };
-        if let Some(up) = proxy::connect_upstream(cluster, dial, &mut report).await {
+        if let Some(up) =
+            proxy::connect_upstream(cluster, dial, self.sni.as_deref(), &mut report).await
+        {
             proxy::splice(down, up, prefix, cluster, opened.1, &mut report).await;
         }
         self.close(opened, report);

@@ -49,7 +49,7 @@ fn build() -> Option<TokioResolver> {
 
 /// The shared resolver, rebuilt when `/etc/hosts` changes so edits apply at the next
 /// refresh.
-fn resolver() -> Option<Arc<TokioResolver>> {
+pub(super) fn resolver() -> Option<Arc<TokioResolver>> {
     static R: Mutex<Option<(Stamp, Option<Arc<TokioResolver>>)>> = Mutex::new(None);
     let stamp = hosts_stamp();
     let mut g = R.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod dns;
+pub mod dynamic;
 pub mod endpoint;
 pub mod h1;
 pub mod lb;
@@ -155,6 +156,8 @@ pub struct ClusterRt {
     pub limits: Limits,
     /// Endpoints currently ejected (for maxEjectionPercent).
     pub ejected: AtomicU32,
+    /// `DYNAMIC_DNS`: endpoints per requested name, instead of `endpoints`.
+    pub dynamic: Option<dynamic::DynamicHosts>,
     dns: Option<tokio::task::AbortHandle>,
 }
 
@@ -201,6 +204,12 @@ impl ClusterRt {
             tls,
             limits,
             ejected: AtomicU32::new(0),
+            dynamic: match &config.endpoints {
+                Endpoints::Dynamic { hosts, port } => {
+                    Some(dynamic::DynamicHosts::new(hosts, *port))
+                }
+                _ => None,
+            },
             dns: match &config.endpoints {
                 Endpoints::Dns { names, first_only } => {
                     Some(dns::spawn(handle, weak.clone(), names.clone(), *first_only))

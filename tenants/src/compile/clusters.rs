@@ -137,7 +137,11 @@ impl<'g> ClusterBuilder<'g> {
                     first_only: se.resolution == Resolution::DnsRoundRobin,
                 }
             }
-            Resolution::None | Resolution::DynamicDns => Endpoints::None,
+            Resolution::DynamicDns => Endpoints::Dynamic {
+                hosts: se.hosts.iter().map(|h| h.as_str().to_string()).collect(),
+                port: target_port,
+            },
+            Resolution::None => Endpoints::None,
         };
         let tls = policy.tls.as_ref().and_then(|t| match t.mode {
             ClientTlsMode::Simple | ClientTlsMode::Mutual => Some(UpstreamTls {

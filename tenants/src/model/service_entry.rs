@@ -140,12 +140,6 @@ impl ServiceEntry {
                 Location::MeshExternal,
             )
             .unwrap_or(Location::MeshExternal);
-        if resolution == Resolution::DynamicDns {
-            c.error(
-                &sp.key("resolution"),
-                format!("not supported yet: {} DYNAMIC_DNS", sp.key("resolution")),
-            );
-        }
         let hosts = parse_hosts(c, &sp.key("hosts"), &spec.hosts, resolution);
         let mut addresses = Vec::new();
         for (i, a) in spec.addresses.iter().enumerate() {
@@ -233,6 +227,9 @@ impl ServiceEntry {
                 "multiple hosts require all ports to be HTTP or TLS when resolution is not NONE",
             );
         }
+        if resolution == Resolution::DynamicDns {
+            dynamic_dns_rules(c, &sp, spec, &hosts, &ports);
+        }
         let mut endpoints = Vec::new();
         for (i, e) in spec.endpoints.iter().enumerate() {
             let ep = sp.key("endpoints").idx(i);
@@ -285,6 +282,49 @@ impl ServiceEntry {
             Some(n) => self.ports.iter().find(|p| p.number == n),
             None if self.ports.len() == 1 => self.ports.first(),
             None => None,
+        }
+    }
+}
+
+/// Istio's rules for `resolution: DYNAMIC_DNS` (`ValidateServiceEntry`): wildcard hosts, no
+/// addresses or endpoints, and ports whose requests name their host (HTTP, TLS).
+fn dynamic_dns_rules(
+    c: &mut Checker,
+    sp: &FieldPath,
+    spec: &raw::ServiceEntrySpec,
+    hosts: &[Host],
+    ports: &[ServicePort],
+) {
+    for (i, h) in hosts.iter().enumerate() {
+        if !h.is_wildcard() {
+            c.error(
+                &sp.key("hosts").idx(i),
+                "DYNAMIC_DNS resolution requires wildcard hosts (*.example.com)",
+            );
+        }
+    }
+    if !spec.addresses.is_empty() {
+        c.error(
+            &sp.key("addresses"),
+            "DYNAMIC_DNS resolution cannot set addresses",
+        );
+    }
+    if !spec.endpoints.is_empty() || spec.workload_selector.is_some() {
+        c.error(
+            &sp.key("endpoints"),
+            "DYNAMIC_DNS resolution cannot set endpoints: the request's host names them",
+        );
+    }
+    for (i, p) in ports.iter().enumerate() {
+        let ok = p.protocol.is_http() || matches!(p.protocol, Protocol::Https | Protocol::Tls);
+        if !ok {
+            c.error(
+                &sp.key("ports").idx(i).key("protocol"),
+                format!(
+                    "DYNAMIC_DNS resolution needs HTTP, HTTP2, GRPC, HTTPS or TLS ports (the request or its SNI names the host), not {}",
+                    p.protocol
+                ),
+            );
         }
     }
 }

@@ -291,6 +291,9 @@ pub enum Endpoints {
     Dynamic {
         /// The ServiceEntry's hosts (`*.example.com`).
         hosts: Vec<String>,
+        /// The destination's own name when the route names one host: resolved whatever the
+        /// request asked for.
+        name: Option<String>,
         /// The port to connect to.
         port: u16,
     },

@@ -91,7 +91,9 @@ fn dynamic_dns_reaches_the_requested_partner_host_and_nothing_else() {
         format!("api.partner.test:{port}").as_str()
     );
     // The answer is kept for its TTL: more requests, no more queries (one lookup asks for
-    // A and AAAA records).
+    // A and AAAA records). The cluster's own cache, and its single lookup for requests that
+    // ask at once, are unit-tested in `upstream/dynamic.rs`; here the resolver's cache would
+    // answer too.
     let first = dns.queries();
     assert!((1..=2).contains(&first), "{first} queries for one lookup");
     for _ in 0..3 {

@@ -59,6 +59,48 @@ fn curl_as(port: u16, dir: &Path, client: Option<&str>, path: &str) -> Reply {
     c.run()
 }
 
+/// One request over `openssl s_client` as `who`, saving the session to `out` or resuming
+/// the one in `resume`: (whether the session was resumed, whether the request got 200).
+fn openssl_get(
+    port: u16,
+    dir: &Path,
+    who: &str,
+    resume: Option<&Path>,
+    out: Option<&Path>,
+) -> (bool, bool) {
+    use std::io::Write;
+    let mut c = std::process::Command::new("openssl");
+    c.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "portal.example.com", "-ign_eof"])
+        .arg("-CAfile")
+        .arg(dir.join("ca.pem"))
+        .arg("-cert")
+        .arg(dir.join(format!("{who}.crt")))
+        .arg("-key")
+        .arg(dir.join(format!("{who}.key")));
+    if let Some(r) = resume {
+        c.arg("-sess_in").arg(r);
+    }
+    if let Some(o) = out {
+        c.arg("-sess_out").arg(o);
+    }
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"GET / HTTP/1.1\r\nHost: portal.example.com\r\nConnection: close\r\n\r\n")
+        .expect("write request");
+    let out = child.wait_with_output().expect("openssl output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    (text.contains("Reused,"), text.contains("HTTP/1.1 200"))
+}
+
 fn write_client(dir: &Path, name: &str, leaf: &Leaf) {
     write(dir, &format!("{name}.crt"), &leaf.cert);
     write(dir, &format!("{name}.key"), &leaf.key);
@@ -142,11 +184,30 @@ fn file_certificates_serve_mutual_tls_with_a_crl_and_check_upstreams_against_the
     assert!(ok >= 1, "{statuses:?}");
     assert_eq!(be.counters.get("revoked-upstream"), 0, "{statuses:?}");
 
+    // Alice keeps a TLS session, and can resume it.
+    let session = d.join("alice.session");
+    assert_eq!(
+        openssl_get(port, d, "alice", None, Some(&session)),
+        (false, true)
+    );
+    assert_eq!(
+        openssl_get(port, d, "alice", Some(&session), None),
+        (true, true),
+        "a resumed session while nothing changed"
+    );
+
     // Revoking Alice too is a file write: the next handshakes refuse her, no reload.
     std::fs::write(&crl, ca.crl(&[0x9101, 0x9102])).expect("rewrite crl");
     wait_for(
         "alice refused after the CRL changed",
         Duration::from_secs(20),
         || (curl_as(port, d, Some("alice"), "/").status == 0).then_some(()),
+    );
+    // Her saved session does not get her in either: a resumed session skips the
+    // certificate check, so it ends with the CRL it began under.
+    assert_eq!(
+        openssl_get(port, d, "alice", Some(&session), None),
+        (false, false),
+        "the session from before the revocation"
     );
 }

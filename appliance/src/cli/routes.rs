@@ -121,12 +121,15 @@ fn print_group(name: &str, g: &GroupSnapshot, out: &mut dyn Write) -> io::Result
                     .collect::<Vec<_>>()
                     .join(" ")
             ),
-            Endpoints::Dynamic { hosts, port } => {
-                format!(
-                    "the requested name, if {} covers it, port {port} (DYNAMIC_DNS)",
-                    hosts.join(" or ")
-                )
-            }
+            Endpoints::Dynamic {
+                name: Some(n),
+                port,
+                ..
+            } => format!("{n}:{port}, resolved when asked (DYNAMIC_DNS)"),
+            Endpoints::Dynamic { hosts, port, .. } => format!(
+                "the requested name, if {} covers it, port {port} (DYNAMIC_DNS)",
+                hosts.join(" or ")
+            ),
             Endpoints::None => "no endpoints (resolution NONE)".into(),
         };
         let tls = c

@@ -196,14 +196,23 @@ fn load_crls(
     p: &Path,
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, CredentialError> {
     let bytes = read(root, p)?;
-    CertificateRevocationListDer::pem_slice_iter(&bytes)
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
         .map(|c| {
             c.map_err(|e| CredentialError::Invalid {
                 path: p.to_path_buf(),
                 reason: format!("not a PEM CRL: {e}"),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    // A CRL file that holds none (caught mid-write, or the wrong file) would turn revocation
+    // off: refused, so the last good lists stay.
+    if crls.is_empty() {
+        return Err(CredentialError::Invalid {
+            path: p.to_path_buf(),
+            reason: "no CRL found (expected -----BEGIN X509 CRL-----)".into(),
+        });
+    }
+    Ok(crls)
 }
 
 /// The files of a platform credential given by path (`serverCertificate`, `privateKey`,

@@ -457,7 +457,8 @@ pub async fn send(
     });
     // DYNAMIC_DNS: the endpoints of the name the request asks for, for every attempt.
     let named = match &rt.dynamic {
-        Some(d) => Some(d.endpoints(head.authority()).await?),
+        // Boxed: the lookup's future would otherwise enlarge every request's.
+        Some(d) => Some(Box::pin(d.endpoints(head.authority())).await?),
         None => None,
     };
     let replay = response_retries(policy, head.grpc) && !matches!(src, Source::Stream(_));

@@ -92,7 +92,7 @@ pub async fn forward(
     };
     // DYNAMIC_DNS: the endpoints of the name the upgrade asks for.
     let named = match &rt.dynamic {
-        Some(d) => Some(d.endpoints(head.authority()).await?),
+        Some(d) => Some(Box::pin(d.endpoints(head.authority())).await?),
         None => None,
     };
     let mut budget: Option<RetryBudget<'_>> = None;

@@ -86,7 +86,7 @@ pub async fn connect_upstream(
     report: &mut TcpReport,
 ) -> Option<Upstream> {
     let eps = match &cluster.dynamic {
-        Some(d) => match d.endpoints(name.unwrap_or_default()).await {
+        Some(d) => match Box::pin(d.endpoints(name.unwrap_or_default())).await {
             Ok(eps) => arc_swap::Guard::from_inner(eps),
             Err(e) => {
                 tracing::info!(error = %e, "no endpoint for the connection's name");

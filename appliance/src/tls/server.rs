@@ -119,6 +119,15 @@ pub fn build(ctx: &TlsContext, store: &Store, alpn: &[&[u8]]) -> Result<ChainTls
     if let Ok(t) = rustls::crypto::aws_lc_rs::Ticketer::new() {
         config.ticketer = t;
     }
+    if client.is_some() {
+        // A resumed session skips the client-certificate check: tickets hold only while the
+        // client CA and CRL stay as they were, and sessions are not kept server-side.
+        config.ticketer = Arc::new(super::tickets::GenerationTickets::new(
+            config.ticketer.clone(),
+            cred.clone(),
+        ));
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
     Ok(ChainTls {
         config: Arc::new(config),
         credential: cred,

@@ -23,12 +23,15 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 const MAX_NAMES: usize = 1024;
 /// How long a lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Names looked up at once per cluster (Envoy's DNS cache circuit breaker default).
+const MAX_PENDING: usize = 1024;
 
 impl From<DynamicError> for crate::http::errors::ProxyError {
     fn from(e: DynamicError) -> Self {
         match e {
             DynamicError::NotCovered(name) => {
-                tracing::info!(host = %name, "name not covered by the cluster's DYNAMIC_DNS hosts");
+                // Debug only: any client can send such names.
+                tracing::debug!(host = %name, "name not covered by the cluster's DYNAMIC_DNS hosts");
                 Self::NoHealthyUpstream
             }
             e @ DynamicError::Resolution { .. } => Self::DnsFailed(e.to_string()),
@@ -57,12 +60,21 @@ struct Entry {
     until: Instant,
 }
 
+/// Names being looked up: requests for one name wait for its single lookup.
+type Flights = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
 /// The names a DYNAMIC_DNS cluster has resolved.
 pub struct DynamicHosts {
     /// The ServiceEntry's hosts (`*.suffix` or exact names), lower case.
     hosts: Vec<String>,
+    /// The route's destination when it names one host: that name, whatever the request's.
+    fixed: Option<String>,
     port: u16,
     cache: Mutex<HashMap<String, Entry>>,
+    flights: Flights,
+    /// Tests: lookups made, and a wait before each, so requests can overlap one.
+    #[cfg(test)]
+    probe: (std::sync::atomic::AtomicUsize, Duration),
 }
 
 impl std::fmt::Debug for DynamicHosts {
@@ -71,7 +83,7 @@ impl std::fmt::Debug for DynamicHosts {
     }
 }
 
-/// `name` without a port, a trailing dot, or upper case.
+/// `name` without a port, brackets, a trailing dot, or upper case.
 fn bare(name: &str) -> String {
     let host = crate::http::rewrite::split_authority(name).0;
     let host = host
@@ -81,13 +93,41 @@ fn bare(name: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A place in [`Flights`]; leaving it (done, or the request gone) lets the name go once
+/// nobody else waits on it.
+struct Flight<'a> {
+    flights: &'a Flights,
+    name: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let mut f = self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's reference and ours: nobody else waits.
+        if f.get(self.name).is_some_and(|g| Arc::ptr_eq(g, &self.gate))
+            && Arc::strong_count(&self.gate) == 2
+        {
+            f.remove(self.name);
+        }
+    }
+}
+
 impl DynamicHosts {
-    /// Lookups for `hosts` (the ServiceEntry's), connecting on `port`.
-    pub fn new(hosts: &[String], port: u16) -> Self {
+    /// Lookups for `hosts` (the ServiceEntry's), connecting on `port`; `fixed` is the
+    /// destination's own name when it is not a wildcard.
+    pub fn new(hosts: &[String], fixed: Option<&str>, port: u16) -> Self {
         Self {
             hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            fixed: fixed.map(bare),
             port,
             cache: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            probe: (std::sync::atomic::AtomicUsize::new(0), Duration::ZERO),
         }
     }
 
@@ -99,47 +139,90 @@ impl DynamicHosts {
         })
     }
 
-    /// The endpoints of the name `authority` names: from the cache while its answer is
-    /// fresh, else looked up now.
+    /// The fresh answer for `name`, if any: its endpoints, or the error of a name found to
+    /// have none.
+    fn fresh(&self, name: &str) -> Option<Result<Arc<Vec<Arc<Endpoint>>>, DynamicError>> {
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let e = cache.get(name).filter(|e| e.until > Instant::now())?;
+        Some(if e.endpoints.is_empty() {
+            Err(DynamicError::Resolution {
+                name: name.to_string(),
+                reason: "no address".into(),
+            })
+        } else {
+            Ok(e.endpoints.clone())
+        })
+    }
+
+    /// The endpoints of the name `authority` names (or the destination's own name): from
+    /// the cache while its answer is fresh, else looked up now, once for all the requests
+    /// that ask at the same time.
     pub async fn endpoints(
         &self,
         authority: &str,
     ) -> Result<Arc<Vec<Arc<Endpoint>>>, DynamicError> {
-        let name = bare(authority);
+        let name = match &self.fixed {
+            Some(n) => n.clone(),
+            None => bare(authority),
+        };
         if !self.covers(&name) || name.parse::<IpAddr>().is_ok() {
             return Err(DynamicError::NotCovered(name));
         }
-        let now = Instant::now();
-        let stale = {
-            let cache = self
-                .cache
+        if let Some(r) = self.fresh(&name) {
+            return r;
+        }
+        let gate = {
+            let mut f = self
+                .flights
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match cache.get(&name) {
-                Some(e) if e.until > now => {
-                    return if e.endpoints.is_empty() {
-                        Err(DynamicError::Resolution {
-                            name,
-                            reason: "no address".into(),
-                        })
-                    } else {
-                        Ok(e.endpoints.clone())
-                    };
-                }
-                Some(e) => Some(e.endpoints.clone()),
-                None => None,
+            if f.len() >= MAX_PENDING && !f.contains_key(&name) {
+                return Err(DynamicError::Resolution {
+                    name,
+                    reason: format!("{MAX_PENDING} lookups are in flight already"),
+                });
             }
+            f.entry(name.clone()).or_default().clone()
         };
-        let (addrs, ttl) = match self.lookup(&name).await {
+        let flight = Flight {
+            flights: &self.flights,
+            name: &name,
+            gate,
+        };
+        let _turn = flight.gate.lock().await;
+        // The lookup this request waited for may have answered it.
+        if let Some(r) = self.fresh(&name) {
+            return r;
+        }
+        self.resolve(&name).await
+    }
+
+    /// Looks `name` up and keeps the answer.
+    async fn resolve(&self, name: &str) -> Result<Arc<Vec<Arc<Endpoint>>>, DynamicError> {
+        let stale = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .map(|e| e.endpoints.clone());
+        let (addrs, ttl) = match self.lookup(name).await {
             Ok(found) => found,
             // A failed lookup (timeout, server failure) keeps the last addresses a while.
             Err(reason) => match stale.filter(|s| !s.is_empty()) {
                 Some(s) => {
                     tracing::warn!(host = %name, %reason, "DNS lookup failed; keeping the previous addresses");
-                    self.store(&name, s.clone(), NEGATIVE_TTL);
+                    self.store(name, s.clone(), NEGATIVE_TTL);
                     return Ok(s);
                 }
-                None => return Err(DynamicError::Resolution { name, reason }),
+                None => {
+                    return Err(DynamicError::Resolution {
+                        name: name.to_string(),
+                        reason,
+                    });
+                }
             },
         };
         // Endpoints of addresses that stay keep their counters (in flight, outlier state).
@@ -153,23 +236,33 @@ impl DynamicHosts {
             })
             .collect();
         let endpoints = Arc::new(endpoints);
-        self.store(&name, endpoints.clone(), ttl);
+        self.store(name, endpoints.clone(), ttl);
         if endpoints.is_empty() {
             return Err(DynamicError::Resolution {
-                name,
+                name: name.to_string(),
                 reason: "no address".into(),
             });
         }
         Ok(endpoints)
     }
 
-    /// Looks `name` up: its addresses on the cluster's port and how long they hold. No
-    /// address (NXDOMAIN, no records) is an answer, kept for [`NEGATIVE_TTL`].
+    /// Looks `name` up as a fully qualified name (the resolver's search domains would
+    /// reach names the wildcard does not cover): its addresses on the cluster's port and
+    /// how long they hold. No address (NXDOMAIN, no records) is an answer, kept for
+    /// [`NEGATIVE_TTL`].
     async fn lookup(&self, name: &str) -> Result<(Vec<SocketAddr>, Duration), String> {
         let Some(r) = super::dns::resolver() else {
             return Err("no DNS resolver".into());
         };
-        match tokio::time::timeout(LOOKUP_TIMEOUT, r.lookup_ip(name)).await {
+        #[cfg(test)]
+        {
+            self.probe
+                .0
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.probe.1).await;
+        }
+        let fqdn = format!("{name}.");
+        match tokio::time::timeout(LOOKUP_TIMEOUT, r.lookup_ip(fqdn.as_str())).await {
             Err(_) => Err("timed out".into()),
             Ok(Ok(l)) => {
                 let ttl = l
@@ -223,7 +316,11 @@ mod tests {
 
     #[test]
     fn wildcards_cover_names_below_them_only() {
-        let d = DynamicHosts::new(&["*.partner.test".into(), "api.other.test".into()], 443);
+        let d = DynamicHosts::new(
+            &["*.partner.test".into(), "api.other.test".into()],
+            None,
+            443,
+        );
         for name in ["a.partner.test", "x.y.partner.test", "api.other.test"] {
             assert!(d.covers(name), "{name}");
         }
@@ -241,13 +338,13 @@ mod tests {
 
     #[tokio::test]
     async fn names_outside_the_hosts_and_addresses_are_not_looked_up() {
-        let d = DynamicHosts::new(&["*.partner.test".into()], 443);
+        let d = DynamicHosts::new(&["*.partner.test".into()], None, 443);
         assert_eq!(
             d.endpoints("localhost").await.err(),
             Some(DynamicError::NotCovered("localhost".into()))
         );
         // `*.partner.test` does not cover an address written as the authority.
-        let d = DynamicHosts::new(&["*.0.0.1".into()], 443);
+        let d = DynamicHosts::new(&["*.0.0.1".into()], None, 443);
         assert!(matches!(
             d.endpoints("127.0.0.1").await,
             Err(DynamicError::NotCovered(_))
@@ -257,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_resolves_once_while_its_answer_is_fresh() {
         // `localhost` is answered by the resolver itself, so no DNS server is needed.
-        let d = DynamicHosts::new(&["localhost".into()], 8080);
+        let d = DynamicHosts::new(&["localhost".into()], None, 8080);
         let a = d.endpoints("localhost:9999").await.expect("localhost");
         assert!(
             a.iter()
@@ -269,6 +366,35 @@ mod tests {
         assert!(
             Arc::ptr_eq(&a, &b),
             "the second request uses the cached endpoints"
+        );
+        assert_eq!(d.probe.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_at_once_share_one_lookup_and_leave_nothing_in_flight() {
+        let mut d = DynamicHosts::new(&["localhost".into()], None, 8080);
+        d.probe.1 = Duration::from_millis(50);
+        let (a, b, c) = tokio::join!(
+            d.endpoints("localhost"),
+            d.endpoints("localhost"),
+            d.endpoints("localhost")
+        );
+        let (a, b, c) = (a.expect("a"), b.expect("b"), c.expect("c"));
+        assert_eq!(d.probe.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&b, &c));
+        assert!(d.flights.lock().expect("lock").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_destination_naming_one_host_resolves_it_whatever_the_request_asks() {
+        let d = DynamicHosts::new(&["localhost".into()], Some("LOCALHOST."), 8080);
+        let eps = d
+            .endpoints("somewhere.else.example")
+            .await
+            .expect("fixed name");
+        assert!(
+            eps.iter()
+                .all(|e| e.addr.port() == 8080 && e.addr.ip().is_loopback())
         );
     }
 }

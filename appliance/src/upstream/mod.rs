@@ -205,8 +205,8 @@ impl ClusterRt {
             limits,
             ejected: AtomicU32::new(0),
             dynamic: match &config.endpoints {
-                Endpoints::Dynamic { hosts, port } => {
-                    Some(dynamic::DynamicHosts::new(hosts, *port))
+                Endpoints::Dynamic { hosts, name, port } => {
+                    Some(dynamic::DynamicHosts::new(hosts, name.as_deref(), *port))
                 }
                 _ => None,
             },

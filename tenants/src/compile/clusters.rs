@@ -139,6 +139,7 @@ impl<'g> ClusterBuilder<'g> {
             }
             Resolution::DynamicDns => Endpoints::Dynamic {
                 hosts: se.hosts.iter().map(|h| h.as_str().to_string()).collect(),
+                name: (!host.is_wildcard()).then(|| host.as_str().to_string()),
                 port: target_port,
             },
             Resolution::None => Endpoints::None,

@@ -966,6 +966,11 @@ fn parse_client_tls(
             &p.key("caCrl"),
             "caCrl cannot be set with credentialName; put ca.crl in the credential folder",
         );
+    } else if t.ca_crl.is_some() && t.ca_certificates.is_none() {
+        c.error(
+            &p.key("caCrl"),
+            "caCrl needs caCertificates: the system roots are not checked against a CRL",
+        );
     }
     Some(ClientTls {
         mode,

@@ -133,7 +133,7 @@ fn file_certificates_serve_mutual_tls_with_a_crl_and_check_upstreams_against_the
     let up_ca = write(d, "etc/upstream/ca.pem", &upstream_ca.pem);
     let up_crl = write(d, "etc/upstream/crl.pem", &upstream_ca.crl(&[0x9202]));
     let upstream = format!(
-        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: upstream}}\nspec:\n  host: upstream.platform.internal\n  trafficPolicy:\n    loadBalancer: {{simple: ROUND_ROBIN}}\n    tls: {{mode: SIMPLE, sni: upstream.internal, caCertificates: \"{}\", caCrl: \"{}\"}}\n---\n",
+        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: upstream}}\nspec:\n  host: upstream.platform.internal\n  trafficPolicy:\n    loadBalancer: {{simple: ROUND_ROBIN}}\n    connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}\n    tls: {{mode: SIMPLE, sni: upstream.internal, caCertificates: \"{}\", caCrl: \"{}\"}}\n---\n",
         service(
             "upstream",
             "upstream.platform.internal",
@@ -183,6 +183,15 @@ fn file_certificates_serve_mutual_tls_with_a_crl_and_check_upstreams_against_the
     );
     assert!(ok >= 1, "{statuses:?}");
     assert_eq!(be.counters.get("revoked-upstream"), 0, "{statuses:?}");
+
+    // The upstream CRL is watched too: once it revokes the good upstream as well, new
+    // connections (one per request here) are refused, without a reload.
+    std::fs::write(&up_crl, upstream_ca.crl(&[0x9201, 0x9202])).expect("rewrite upstream crl");
+    wait_for(
+        "the good upstream refused after its CRL changed",
+        Duration::from_secs(20),
+        || (curl_as(port, d, Some("alice"), "/upstream").status == 503).then_some(()),
+    );
 
     // Alice keeps a TLS session, and can resume it.
     let session = d.join("alice.session");

@@ -288,13 +288,15 @@ impl Store {
                 }
                 (tenant_root.join(n), format!("{}/{n}", r.namespace))
             }
-            Source::Files { cert, .. } => {
-                // Platform file credentials: the folder of the certificate file.
+            Source::Files { cert, ca, .. } => {
+                // Platform file credentials: the folder of the certificate file; a CA-only
+                // one (a DestinationRule's `caCertificates`) is named after its CA file.
                 let p = PathBuf::from(cert);
-                (
-                    p.parent().map(Path::to_path_buf).unwrap_or_default(),
-                    cert.clone(),
-                )
+                let name = match (cert.is_empty(), ca) {
+                    (true, Some(ca)) => ca.clone(),
+                    _ => cert.clone(),
+                };
+                (p.parent().map(Path::to_path_buf).unwrap_or_default(), name)
             }
         };
         let tenant_root = match &r.source {

@@ -26,63 +26,6 @@ fn system_verifier(provider: &Arc<CryptoProvider>) -> Option<Arc<dyn ServerCertV
         .map(|v| v as Arc<dyn ServerCertVerifier>)
 }
 
-/// A verifier trusting the certificates in the PEM file `path` (`caCertificates`), with the
-/// revocation lists in `crl` (`caCrl`). `None` (every upstream refused) when a file cannot
-/// be read or the CA file holds no certificate: a CA or CRL that was asked for is never
-/// replaced by the system roots, or dropped.
-fn file_verifier(
-    path: &str,
-    crl: Option<&str>,
-    provider: &Arc<CryptoProvider>,
-) -> Option<Arc<dyn ServerCertVerifier>> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let pem = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(path, error = %e, "caCertificates not readable; upstream TLS will fail");
-            return None;
-        }
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&pem).flatten() {
-        let _ = roots.add(c);
-    }
-    if roots.is_empty() {
-        tracing::warn!(
-            path,
-            "caCertificates holds no certificate; upstream TLS will fail"
-        );
-        return None;
-    }
-    let mut b = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    );
-    if let Some(crl) = crl {
-        use rustls_pki_types::CertificateRevocationListDer;
-        let crls = std::fs::read(crl).map_err(|e| e.to_string()).and_then(|b| {
-            CertificateRevocationListDer::pem_slice_iter(&b)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())
-        });
-        match crls {
-            Ok(crls) if !crls.is_empty() => {
-                b = b.with_crls(crls).allow_unknown_revocation_status();
-            }
-            Ok(_) => {
-                tracing::warn!(path = crl, "caCrl holds no CRL; upstream TLS will fail");
-                return None;
-            }
-            Err(error) => {
-                tracing::warn!(path = crl, %error, "caCrl not readable; upstream TLS will fail");
-                return None;
-            }
-        }
-    }
-    b.build().ok().map(|v| v as Arc<dyn ServerCertVerifier>)
-}
-
 /// A client configuration whose handshakes always fail (no trust anchors): used when a
 /// cluster's TLS origination cannot be configured, so requests fail instead of going out
 /// in plaintext.
@@ -113,19 +56,33 @@ pub fn build(
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, RefError> {
     let provider = store.provider().clone();
-    let cred = match &t.credential {
-        Some(r) => Some(store.get(r, None, t.mode == ClientTlsMode::Mutual)?),
-        None => None,
+    let cred = match (&t.credential, &t.ca_file) {
+        (Some(r), _) => Some(store.get(r, None, t.mode == ClientTlsMode::Mutual)?),
+        // A platform `caCertificates` (and `caCrl`) without a client certificate: a CA-only
+        // credential, watched as the others are, so a rotated CA or a new CRL applies to the
+        // next connection. A file that cannot be read leaves no CA: every upstream is
+        // refused, never checked against the system roots instead.
+        (None, Some(ca)) => Some(store.get(
+            &tenants::snapshot::CredentialRef {
+                namespace: tenants::model::PLATFORM_NAMESPACE.to_string(),
+                source: tenants::model::Credential::Files {
+                    cert: String::new(),
+                    key: String::new(),
+                    ca: Some(ca.clone()),
+                    crl: t.crl_file.clone(),
+                },
+            },
+            None,
+            false,
+        )?),
+        (None, None) => None,
     };
     // A credential without ca.crt, like no credential, verifies against the system roots,
-    // or against `caCertificates` (platform DestinationRules) when that is set.
+    // unless `caCertificates` named the CA (then a missing CA refuses every upstream).
     let ca = cred
         .clone()
         .filter(|c| c.ca.load().is_some() || t.ca_file.is_some());
-    let fallback = match (&ca, &t.ca_file) {
-        (None, Some(path)) => file_verifier(path, t.crl_file.as_deref(), &provider),
-        _ => system_verifier(&provider),
-    };
+    let fallback = system_verifier(&provider);
     let verifier = UpstreamCerts::new(
         ca,
         fallback,
@@ -145,5 +102,12 @@ pub fn build(
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // A resumed session skips the upstream's certificate check (and presents no new client
+    // certificate): sessions last only while the credential stays as it was.
+    if let Some(c) = cred {
+        config.resumption = rustls::client::Resumption::store(Arc::new(
+            super::sessions::GenerationSessions::new(c),
+        ));
+    }
     Ok(Arc::new(config))
 }

@@ -4,4 +4,5 @@
 pub mod client;
 pub mod client_hello;
 pub mod server;
+pub mod sessions;
 pub mod tickets;

@@ -238,6 +238,12 @@ async fn tls(
                 }
                 Err(_) => return,
             };
+            if let Some(client) = &state.tls.client
+                && let Err(e) = crate::tls::server::recheck_resumed(client, tls.get_ref().1)
+            {
+                tracing::debug!(%peer, chain = %chain.name, error = %e, "resumed session's client certificate refused");
+                return;
+            }
             if let Some((cluster, name, session)) = tcp_target {
                 Box::pin(session.run(tls, Bytes::new(), &cluster, name, true)).await;
                 return;

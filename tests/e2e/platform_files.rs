@@ -155,7 +155,7 @@ fn file_certificates_serve_mutual_tls_with_a_crl_and_check_upstreams_against_the
     repo.write("gatehouse.yaml", &platform(&[(443, port)], ""));
     repo.write("platform/portal.yaml", &portal(&tls, app, &upstream));
     let creds = tempfile::tempdir().expect("tmp");
-    let _gw = Gateway::start(&repo, creds.path());
+    let gw = Gateway::start(&repo, creds.path());
 
     // The server certificate came from portal.pem, the client CA from bundle.pem.
     let r = curl_as(port, d, Some("alice"), "/");
@@ -219,4 +219,16 @@ fn file_certificates_serve_mutual_tls_with_a_crl_and_check_upstreams_against_the
         (false, false),
         "the session from before the revocation"
     );
+
+    // An emptied CRL file (a rewrite caught half-way, or a mistake) does not turn revocation
+    // off: the last lists stay, and /status says why.
+    std::fs::write(&crl, "").expect("empty crl");
+    wait_for("the empty CRL reported", Duration::from_secs(20), || {
+        gw.status()
+            .to_string()
+            .contains("the CRL file held CRLs and is empty now")
+            .then_some(())
+    });
+    let r = curl_as(port, d, Some("mallory"), "/");
+    assert_eq!(r.status, 0, "still revoked: {r:?}");
 }

@@ -71,6 +71,8 @@ pub(crate) struct Material {
     pub ca: Option<Arc<RootCertStore>>,
     /// Revocation lists from `ca.crl`.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The CRL file read, when there is one (it may be empty).
+    pub crl_file: Option<PathBuf>,
     /// Non-fatal findings (expiry, SAN coverage).
     pub warnings: Vec<String>,
     /// The files read.
@@ -177,15 +179,17 @@ pub(crate) fn load_folder(
         None => None,
     };
     let mut crls = Vec::new();
-    if let Some(p) = first_existing(dir, CRL) {
-        crls = load_crls(tenant_root, &p)?;
-        files.push(p);
+    let crl_file = first_existing(dir, CRL);
+    if let Some(p) = &crl_file {
+        crls = load_crls(tenant_root, p)?;
+        files.push(p.clone());
     }
     Ok(Material {
         key,
         info,
         ca,
         crls,
+        crl_file,
         warnings,
         files,
     })
@@ -204,9 +208,10 @@ fn load_crls(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // A CRL file that holds none (caught mid-write, or the wrong file) would turn revocation
-    // off: refused, so the last good lists stay.
-    if crls.is_empty() {
+    // An empty file is no CRL (as Istio reads an empty `ca.crl`; the credential refuses it
+    // when it held CRLs before, see `Credential::refresh`). A file with content but no CRL is
+    // the wrong file: refused, so the last good lists stay.
+    if crls.is_empty() && !bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(CredentialError::Invalid {
             path: p.to_path_buf(),
             reason: "no CRL found (expected -----BEGIN X509 CRL-----)".into(),
@@ -271,6 +276,7 @@ pub(crate) fn load_files(
         info,
         ca,
         crls,
+        crl_file: f.crl.clone(),
         warnings,
         files,
     })

@@ -91,7 +91,9 @@ impl Credential {
                 provider,
             ),
         };
-        let result = loaded.and_then(|m| self.verifier_for(&m, provider).map(|v| (m, v)));
+        let result = loaded
+            .and_then(|m| self.keeps_revocation(m))
+            .and_then(|m| self.verifier_for(&m, provider).map(|v| (m, v)));
         let mut status = self
             .status
             .lock()
@@ -130,6 +132,20 @@ impl Credential {
                 }
                 false
             }
+        }
+    }
+
+    /// A CRL file that held CRLs and is empty now (caught mid-write, or emptied by mistake)
+    /// would turn revocation off: refused, so the last good lists stay.
+    fn keeps_revocation(&self, m: Material) -> Result<Material, CredentialError> {
+        match &m.crl_file {
+            Some(p) if m.crls.is_empty() && self.crls.load().is_some() => {
+                Err(CredentialError::Invalid {
+                    path: p.clone(),
+                    reason: "the CRL file held CRLs and is empty now".into(),
+                })
+            }
+            _ => Ok(m),
         }
     }
 
@@ -288,12 +304,13 @@ impl Store {
                 }
                 (tenant_root.join(n), format!("{}/{n}", r.namespace))
             }
-            Source::Files { cert, ca, .. } => {
+            Source::Files { cert, ca, crl, .. } => {
                 // Platform file credentials: the folder of the certificate file; a CA-only
                 // one (a DestinationRule's `caCertificates`) is named after its CA file.
                 let p = PathBuf::from(cert);
-                let name = match (cert.is_empty(), ca) {
-                    (true, Some(ca)) => ca.clone(),
+                let name = match (cert.is_empty(), ca, crl) {
+                    (true, Some(ca), Some(crl)) => format!("{ca} (CRL {crl})"),
+                    (true, Some(ca), None) => ca.clone(),
                     _ => cert.clone(),
                 };
                 (p.parent().map(Path::to_path_buf).unwrap_or_default(), name)

@@ -35,6 +35,29 @@ pub struct ChainTls {
     pub client: Option<Arc<ClientCerts>>,
 }
 
+/// A resumed session skipped the client-certificate check: the certificate it carries is
+/// checked now against the chain's current CA, CRL, SANs and pins, as QUIC checks after
+/// every handshake. (Tickets already end with a CA or CRL change, `tickets.rs`; this closes
+/// the moment between a handshake's check and its ticket.)
+pub fn recheck_resumed(
+    client: &ClientCerts,
+    conn: &rustls::ServerConnection,
+) -> Result<(), rustls::Error> {
+    if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+        return Ok(());
+    }
+    match conn.peer_certificates().and_then(|c| c.split_first()) {
+        Some((ee, rest)) => {
+            use rustls::server::danger::ClientCertVerifier;
+            client
+                .verify_client_cert(ee, rest, rustls_pki_types::UnixTime::now())
+                .map(|_| ())
+        }
+        None if client.mandatory() => Err(rustls::Error::NoCertificatesPresented),
+        None => Ok(()),
+    }
+}
+
 /// OpenSSL-style names Istio uses → rustls suites.
 fn suite_name(s: &rustls::SupportedCipherSuite) -> Option<&'static str> {
     use rustls::CipherSuite as C;

@@ -41,10 +41,15 @@ impl GenerationSessions {
         if c.0 == g {
             return c;
         }
-        // Two handshakes may both start a new cache here; either one is empty, as it must be.
+        // Only the cache this handshake saw is replaced: one a racing handshake already
+        // started for the new generation stays.
         let fresh = Arc::new((g, ClientSessionMemoryCache::new(SESSIONS)));
-        self.cache.store(fresh.clone());
-        fresh
+        let prev = self.cache.compare_and_swap(&c, fresh.clone());
+        if Arc::ptr_eq(&prev, &c) {
+            fresh
+        } else {
+            self.cache.load_full()
+        }
     }
 }
 

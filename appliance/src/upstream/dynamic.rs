@@ -57,11 +57,14 @@ pub enum DynamicError {
 
 struct Entry {
     endpoints: Arc<Vec<Arc<Endpoint>>>,
+    /// Why there are none, when there are none.
+    error: Option<String>,
     until: Instant,
 }
 
-/// Names being looked up: requests for one name wait for its single lookup.
-type Flights = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+/// Names being looked up: requests for one name wait for its single lookup. The count is
+/// of the requests holding or waiting for the name's turn.
+type Flights = Mutex<HashMap<String, (Arc<tokio::sync::Mutex<()>>, usize)>>;
 
 /// The names a DYNAMIC_DNS cluster has resolved.
 pub struct DynamicHosts {
@@ -94,11 +97,10 @@ fn bare(name: &str) -> String {
 }
 
 /// A place in [`Flights`]; leaving it (done, or the request gone) lets the name go once
-/// nobody else waits on it.
+/// nobody else holds or waits for it.
 struct Flight<'a> {
     flights: &'a Flights,
     name: &'a str,
-    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Drop for Flight<'_> {
@@ -107,11 +109,11 @@ impl Drop for Flight<'_> {
             .flights
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // The map's reference and ours: nobody else waits.
-        if f.get(self.name).is_some_and(|g| Arc::ptr_eq(g, &self.gate))
-            && Arc::strong_count(&self.gate) == 2
-        {
-            f.remove(self.name);
+        if let Some((_, n)) = f.get_mut(self.name) {
+            *n -= 1;
+            if *n == 0 {
+                f.remove(self.name);
+            }
         }
     }
 }
@@ -147,13 +149,12 @@ impl DynamicHosts {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let e = cache.get(name).filter(|e| e.until > Instant::now())?;
-        Some(if e.endpoints.is_empty() {
-            Err(DynamicError::Resolution {
+        Some(match &e.error {
+            Some(reason) => Err(DynamicError::Resolution {
                 name: name.to_string(),
-                reason: "no address".into(),
-            })
-        } else {
-            Ok(e.endpoints.clone())
+                reason: reason.clone(),
+            }),
+            None => Ok(e.endpoints.clone()),
         })
     }
 
@@ -185,14 +186,15 @@ impl DynamicHosts {
                     reason: format!("{MAX_PENDING} lookups are in flight already"),
                 });
             }
-            f.entry(name.clone()).or_default().clone()
+            let (gate, n) = f.entry(name.clone()).or_default();
+            *n += 1;
+            gate.clone()
         };
-        let flight = Flight {
+        let _flight = Flight {
             flights: &self.flights,
             name: &name,
-            gate,
         };
-        let _turn = flight.gate.lock().await;
+        let _turn = gate.lock().await;
         // The lookup this request waited for may have answered it.
         if let Some(r) = self.fresh(&name) {
             return r;
@@ -214,10 +216,13 @@ impl DynamicHosts {
             Err(reason) => match stale.filter(|s| !s.is_empty()) {
                 Some(s) => {
                     tracing::warn!(host = %name, %reason, "DNS lookup failed; keeping the previous addresses");
-                    self.store(name, s.clone(), NEGATIVE_TTL);
+                    self.store(name, s.clone(), None, NEGATIVE_TTL);
                     return Ok(s);
                 }
                 None => {
+                    // Kept a moment, so the requests that waited for this lookup do not
+                    // each make their own.
+                    self.store(name, Arc::default(), Some(reason.clone()), MIN_TTL);
                     return Err(DynamicError::Resolution {
                         name: name.to_string(),
                         reason,
@@ -236,13 +241,15 @@ impl DynamicHosts {
             })
             .collect();
         let endpoints = Arc::new(endpoints);
-        self.store(name, endpoints.clone(), ttl);
         if endpoints.is_empty() {
+            let reason = "the name has no address".to_string();
+            self.store(name, endpoints, Some(reason.clone()), ttl);
             return Err(DynamicError::Resolution {
                 name: name.to_string(),
-                reason: "no address".into(),
+                reason,
             });
         }
+        self.store(name, endpoints.clone(), None, ttl);
         Ok(endpoints)
     }
 
@@ -281,7 +288,13 @@ impl DynamicHosts {
         }
     }
 
-    fn store(&self, name: &str, endpoints: Arc<Vec<Arc<Endpoint>>>, ttl: Duration) {
+    fn store(
+        &self,
+        name: &str,
+        endpoints: Arc<Vec<Arc<Endpoint>>>,
+        error: Option<String>,
+        ttl: Duration,
+    ) {
         let now = Instant::now();
         let mut cache = self
             .cache
@@ -304,6 +317,7 @@ impl DynamicHosts {
             name.to_string(),
             Entry {
                 endpoints,
+                error,
                 until: now + ttl,
             },
         );
@@ -396,5 +410,30 @@ mod tests {
             eps.iter()
                 .all(|e| e.addr.port() == 8080 && e.addr.ip().is_loopback())
         );
+    }
+
+    #[tokio::test]
+    async fn waiters_share_a_failed_lookup_and_a_dropped_request_leaves_no_flight() {
+        // `nowhere.invalid` fails (RFC 6761: never resolves), whatever DNS is reachable.
+        let mut d = DynamicHosts::new(&["*.invalid".into()], None, 80);
+        d.probe.1 = Duration::from_millis(50);
+        let (a, b) = tokio::join!(
+            d.endpoints("nowhere.invalid"),
+            d.endpoints("nowhere.invalid")
+        );
+        assert!(a.is_err() && b.is_err());
+        assert_eq!(d.probe.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A request given up while it waits for its turn.
+        let mut d = DynamicHosts::new(&["localhost".into()], None, 80);
+        d.probe.1 = Duration::from_millis(200);
+        let mut first = Box::pin(d.endpoints("localhost"));
+        let mut second = Box::pin(d.endpoints("localhost"));
+        let _ = tokio::time::timeout(Duration::from_millis(20), async {
+            tokio::join!(&mut first, &mut second)
+        })
+        .await;
+        drop(first);
+        drop(second);
+        assert!(d.flights.lock().expect("lock").is_empty());
     }
 }

@@ -126,6 +126,7 @@ pub(crate) fn check_tenant(
     check_gateways(def, objs, world, &mut out);
     check_virtual_services(def, ns, objs, world, &mut out);
     check_static_selections(objs, &mut out);
+    check_unix_endpoints(objs, &mut out);
     for t in &objs.telemetries {
         for (i, r) in t.access_logging.iter().enumerate() {
             for (j, p) in r.providers.iter().enumerate() {
@@ -243,6 +244,32 @@ fn check_gateways(def: &TenantDef, objs: &Objects, world: &World<'_>, out: &mut 
     }
 }
 
+/// A `unix://` endpoint reaches a socket on the appliance itself, which may be the gateway's
+/// own control socket or any local service's: only the platform decides which the gateway
+/// reaches, and shares them with `exportTo`.
+fn check_unix_endpoints(objs: &Objects, out: &mut Out) {
+    use crate::model::EndpointAddress;
+    const WHY: &str = "unix:// endpoints reach sockets on the appliance itself: only the platform configuration (gatehouse.yaml, platform/) may declare them; a platform ServiceEntry shares one with exportTo";
+    for se in &objs.service_entries {
+        for (i, e) in se.endpoints.iter().enumerate() {
+            if matches!(e.address, Some(EndpointAddress::Unix(_))) {
+                let path = FieldPath::root()
+                    .key("spec")
+                    .key("endpoints")
+                    .idx(i)
+                    .key("address");
+                out.error("ServiceEntry", &se.meta, path, WHY.into());
+            }
+        }
+    }
+    for we in &objs.workload_entries {
+        if matches!(we.endpoint.address, Some(EndpointAddress::Unix(_))) {
+            let path = FieldPath::root().key("spec").key("address");
+            out.error("WorkloadEntry", &we.meta, path, WHY.into());
+        }
+    }
+}
+
 /// A WorkloadEntry a STATIC ServiceEntry selects needs an IP address: one with a DNS name, or
 /// with only a `network`, is no endpoint of it (as in Istio, whose EDS carries addresses), and
 /// that is said rather than left to a 503.
@@ -264,7 +291,7 @@ fn check_static_selections(objs: &Objects, out: &mut Out) {
                 continue;
             }
             let what = match &we.endpoint.address {
-                // A unix socket is warned about where it is parsed.
+                // A tenant's unix socket is refused by `check_unix_endpoints`.
                 Some(EndpointAddress::Ip(_) | EndpointAddress::Unix(_)) => continue,
                 Some(EndpointAddress::Dns(n)) => format!("its address {n:?} is a DNS name"),
                 None => "it has no address".to_string(),

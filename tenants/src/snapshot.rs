@@ -304,10 +304,34 @@ pub enum Endpoints {
 /// A fixed endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StaticEndpoint {
-    /// Address.
+    /// Address; for a unix socket, its stand-in ([`unix_stand_in`]).
     pub address: SocketAddr,
     /// Load-balancing weight.
     pub weight: u32,
+    /// A platform `unix://` endpoint: the socket's path, `@name` for an abstract socket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unix: Option<String>,
+}
+
+/// The address that stands in for the unix socket `path` wherever endpoints are told apart
+/// by address (balancing, pools, outlier state, logs): one in `100::/64`, the discard-only
+/// prefix (RFC 6666), with port 0, so it can never be a real endpoint. The same path gets
+/// the same address in every build, so a reload keeps the endpoint's state.
+pub fn unix_stand_in(path: &str) -> SocketAddr {
+    // FNV-1a: stable across processes and builds, unlike std's hasher.
+    let h = path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let ip = std::net::Ipv6Addr::from((0x0100_u128 << 112) | u128::from(h));
+    SocketAddr::new(IpAddr::V6(ip), 0)
+}
+
+/// Whether `addr` stands in for a unix socket.
+pub fn is_unix_stand_in(addr: &SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V6(a) => a.port() == 0 && a.ip().segments()[..4] == [0x0100, 0, 0, 0],
+        SocketAddr::V4(_) => false,
+    }
 }
 
 /// TLS origination to the upstream.

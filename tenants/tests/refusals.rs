@@ -1094,17 +1094,69 @@ fn warnings(out: &Output, text: &str) -> Vec<String> {
 }
 
 #[test]
-fn a_unix_socket_endpoint_is_a_warning_naming_its_line() {
-    let we = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: uds}\nspec:\n  address: unix:///run/app.sock\n  labels: {app: uds}\n";
+fn unix_socket_endpoints_are_the_platform_s_and_a_tenant_s_are_refused_at_their_line() {
+    // A tenant's: refused at the address's line, whichever object declares it.
+    let we = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: uds}\nspec:\n  address: unix:///run/app.sock\n  labels: {app: uds}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: uds}\nspec:\n  hosts: [uds.team-a.internal]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints:\n  - {address: \"unix://@control\"}\n";
     let out = build(&repo(&[("tenants/team-a/uds.yaml", we)]), "uds", None);
-    let warned = warnings(&out, "unix domain socket");
-    assert_eq!(warned.len(), 1, "{}", show(&out.diagnostics));
+    let errs: Vec<String> = errors(&out, "team-a")
+        .iter()
+        .map(ToString::to_string)
+        .filter(|d| d.contains("only the platform configuration"))
+        .collect();
+    assert_eq!(errs.len(), 2, "{}", show(&out.diagnostics));
     assert!(
-        warned[0].contains("tenants/team-a/uds.yaml:5"),
-        "{}",
-        warned[0]
+        errs.iter().any(|e| e.contains("tenants/team-a/uds.yaml:5")),
+        "{errs:?}"
     );
-    assert_eq!(state(&out, "team-a"), (TenantState::Applied, Some("uds")));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("tenants/team-a/uds.yaml:17")),
+        "{errs:?}"
+    );
+    assert_eq!(state(&out, "team-a"), (TenantState::Refused, None));
+    assert_eq!(state(&out, "team-b"), (TenantState::Applied, Some("uds")));
+
+    // The platform's, shared with exportTo: team-a routes to it, and its endpoint is the
+    // socket, under an address that stands in for it.
+    let platform = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: local-app}\nspec:\n  hosts: [local-app.platform.internal]\n  exportTo: [\"*\"]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints:\n  - {address: unix:///run/app.sock}\n  - {address: \"unix://@app\", weight: 3}\n";
+    let vs = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: local}\nspec:\n  selector: {istio: public-gw}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"local.a.example.com\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: local}\nspec:\n  hosts: [\"local.a.example.com\"]\n  gateways: [local]\n  http:\n  - route: [{destination: {host: local-app.platform.internal}}]\n";
+    let out = build(
+        &repo(&[
+            ("platform/local-app.yaml", platform),
+            ("tenants/team-a/local.yaml", vs),
+        ]),
+        "uds",
+        None,
+    );
+    assert_eq!(
+        state(&out, "team-a"),
+        (TenantState::Applied, Some("uds")),
+        "{}",
+        show(&out.diagnostics)
+    );
+    let cluster = http_cluster(&out, "local.a.example.com");
+    assert_eq!(cluster, "outbound|80||local-app.platform.internal");
+    let eps = match &out.snapshot.groups["public-gw"].clusters[&cluster].endpoints {
+        tenants::snapshot::Endpoints::Static(v) => v.clone(),
+        other => panic!("{other:?}"),
+    };
+    let got: Vec<(Option<&str>, u32)> = eps.iter().map(|e| (e.unix.as_deref(), e.weight)).collect();
+    assert_eq!(got, vec![(Some("/run/app.sock"), 1), (Some("@app"), 3)]);
+    for e in &eps {
+        assert!(
+            tenants::snapshot::is_unix_stand_in(&e.address),
+            "{}",
+            e.address
+        );
+        assert_eq!(
+            e.address,
+            tenants::snapshot::unix_stand_in(e.unix.as_deref().unwrap_or_default())
+        );
+    }
+    assert_ne!(eps[0].address, eps[1].address);
+    assert!(!tenants::snapshot::is_unix_stand_in(
+        &"[::1]:0".parse().expect("addr")
+    ));
 }
 
 #[test]

@@ -28,5 +28,6 @@ mod systemd;
 mod telemetry;
 mod tls;
 mod tunnel;
+mod unix_endpoints;
 mod upstream;
 mod upstream_h1;

@@ -1517,6 +1517,22 @@ fn tls_origination_with_a_platform_ca_certificates_file() {
             "  - match: [{{uri: {{prefix: /{name}/}}}}]\n    route: [{{destination: {{host: {host}}}}}]\n"
         ));
     }
+    // An upstream that accepts and never answers the TLS handshake: the connect timeout
+    // covers the handshake, so the request ends 503 instead of waiting for good.
+    let hung = crate::harness::git::Hang::start();
+    let host = "file-hung.team-a.internal";
+    platform_drs.push_str(&dr(
+        "file-hung",
+        host,
+        &format!(
+            "{{connectionPool: {{tcp: {{connectTimeout: 1s}}}}, tls: {{mode: SIMPLE, caCertificates: \"{}\", sni: backend.internal}}}}",
+            ca_file.display()
+        ),
+    ));
+    svc.push_str(&se("file-hung", host, &[hung.port]));
+    http.push_str(&format!(
+        "  - match: [{{uri: {{prefix: /file-hung/}}}}]\n    route: [{{destination: {{host: {host}}}}}]\n    retries: {{attempts: 0}}\n"
+    ));
     let port = free_port();
     let fx = start(
         be,
@@ -1542,6 +1558,9 @@ fn tls_origination_with_a_platform_ca_certificates_file() {
         assert!(r.body.contains("connection failure"), "{path}: {}", r.body);
     }
     assert_eq!(fx.be.counters.get("tls"), 1);
+    let r = fx.get("/file-hung/x");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("connection failure"), "{}", r.body);
 }
 
 // ---------------------------------------------------------------------------------------

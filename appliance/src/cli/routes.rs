@@ -110,7 +110,10 @@ fn print_group(name: &str, g: &GroupSnapshot, out: &mut dyn Write) -> io::Result
             Endpoints::Static(v) if v.is_empty() => "no endpoints".to_string(),
             Endpoints::Static(v) => v
                 .iter()
-                .map(|e| e.address.to_string())
+                .map(|e| match &e.unix {
+                    Some(path) => format!("unix://{path}"),
+                    None => e.address.to_string(),
+                })
                 .collect::<Vec<_>>()
                 .join(" "),
             Endpoints::Dns { names, .. } => format!(

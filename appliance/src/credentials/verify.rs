@@ -1,5 +1,7 @@
 //! rustls hooks that read the credential registry on every handshake, lock-free, so a
 //! rotated certificate or CA applies to the next handshake without rebuilding configs.
+//! Upstream verification is the exception: its verifier is built once per credential
+//! generation, because rustls resumes a session only under the verifier that made it.
 
 use std::sync::Arc;
 
@@ -253,33 +255,52 @@ impl ResolvesClientCert for ClientCert {
     }
 }
 
-/// Verifies upstream server certificates against a credential's `ca.crt` (or the system
-/// roots), and against `subjectAltNames` when given; with `skip`, accepts anything.
+/// Verifies upstream server certificates against one generation of a credential's `ca.crt`
+/// and CRLs (or the system roots), and against `subjectAltNames` when given; with `skip`,
+/// accepts anything. Built once per credential generation (`tls::client::Origination`), so
+/// a handshake neither rebuilds the chain verifier nor copies the CRLs.
 #[derive(Debug)]
 pub struct UpstreamCerts {
-    ca: Option<Arc<Credential>>,
-    system: Option<Arc<dyn ServerCertVerifier>>,
+    trust: Result<Arc<dyn ServerCertVerifier>, String>,
     sans: Vec<String>,
     skip: bool,
     provider: Arc<CryptoProvider>,
 }
 
 impl UpstreamCerts {
-    /// Verification for one cluster.
+    /// Verification against `trust`, or every upstream refused with its error.
     pub fn new(
-        ca: Option<Arc<Credential>>,
-        system: Option<Arc<dyn ServerCertVerifier>>,
+        trust: Result<Arc<dyn ServerCertVerifier>, String>,
         sans: Vec<String>,
         skip: bool,
         provider: Arc<CryptoProvider>,
     ) -> Self {
         Self {
-            ca,
-            system,
+            trust,
             sans,
             skip,
             provider,
         }
+    }
+
+    /// The chain verifier over `credential`'s CA and CRLs as they are now.
+    pub fn trusting(
+        credential: &Credential,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Arc<dyn ServerCertVerifier>, String> {
+        let Some(roots) = credential.ca.load_full() else {
+            return Err("no CA certificate loaded for the upstream".into());
+        };
+        let mut b =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+        if let Some(crls) = credential.crls.load_full() {
+            b = b
+                .with_crls(crls.iter().cloned())
+                .allow_unknown_revocation_status();
+        }
+        b.build()
+            .map(|v| v as Arc<dyn ServerCertVerifier>)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -295,27 +316,7 @@ impl ServerCertVerifier for UpstreamCerts {
         if self.skip {
             return Ok(ServerCertVerified::assertion());
         }
-        let inner: Arc<dyn ServerCertVerifier> = match (&self.ca, &self.system) {
-            (Some(c), _) => {
-                let Some(roots) = c.ca.load_full() else {
-                    return Err(Error::General(
-                        "no CA certificate loaded for the upstream".into(),
-                    ));
-                };
-                let mut b = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    roots,
-                    self.provider.clone(),
-                );
-                if let Some(crls) = c.crls.load_full() {
-                    b = b
-                        .with_crls(crls.iter().cloned())
-                        .allow_unknown_revocation_status();
-                }
-                b.build().map_err(|e| Error::General(e.to_string()))?
-            }
-            (None, Some(s)) => s.clone(),
-            (None, None) => return Err(Error::General("no trust anchors for the upstream".into())),
-        };
+        let inner = self.trust.as_ref().map_err(|e| Error::General(e.clone()))?;
         if self.sans.is_empty() {
             return inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
         }

@@ -144,23 +144,7 @@ pub async fn connect_upstream(
             let sni = cluster.config.tls.as_ref().and_then(|t| t.sni.as_deref());
             pool::transport_offering(cluster, addr, sni, &[], Some(dial.via)).await
         } else {
-            let l = &cluster.limits;
-            async {
-                let mut s = connect::tcp(
-                    addr,
-                    cluster.config.source_address,
-                    l.connect_timeout,
-                    l.keepalive.as_ref(),
-                )
-                .await?;
-                if let Some(version) = policy.proxy_protocol {
-                    connect::proxy_header(&mut s, version, dial.via, addr, l.connect_timeout)
-                        .await?;
-                }
-                Ok(Box::new(s) as Box<dyn Io>)
-            }
-            .await
-            .map_err(|e: connect::ConnectError| PoolError::from(e))
+            pool::plain_transport(cluster, addr, Some(dial.via)).await
         };
         // Through the cluster's endpoint, an HTTP CONNECT proxy, to the tunnel's target.
         match (connected, &policy.tunnel) {

@@ -188,7 +188,9 @@ impl Attributes for Entry {
             ["request", "size"] | ["request", "total_size"] => Value::Int(self.bytes_in as i64),
             ["request", "duration"] => Value::Int(self.duration.as_millis() as i64),
             ["connection", "requested_server_name"] => Value::Str(self.sni.clone()?),
-            ["upstream", "address"] => Value::Str(self.upstream?.to_string()),
+            ["upstream", "address"] => {
+                Value::Str(crate::upstream::unix::Shown(self.upstream?).to_string())
+            }
             ["source", "address"] => Value::Str(self.peer?.ip().to_string()),
             ["xds", "route_name"] => Value::Str(self.route.as_deref()?.to_string()),
             ["xds", "cluster_name"] => Value::Str(self.cluster.as_deref()?.to_string()),

@@ -149,8 +149,15 @@ pub fn log_record(e: &Entry, body: String) -> LogRecord {
         a.push(s("http.request.header.x-request-id", v.clone()));
     }
     if let Some(u) = e.upstream {
-        a.push(s("upstream.address", u.ip().to_string()));
-        a.push(i("upstream.port", i64::from(u.port())));
+        if tenants::snapshot::is_unix_stand_in(&u) {
+            a.push(s(
+                "upstream.address",
+                crate::upstream::unix::Shown(u).to_string(),
+            ));
+        } else {
+            a.push(s("upstream.address", u.ip().to_string()));
+            a.push(i("upstream.port", i64::from(u.port())));
+        }
     }
     if let Some(c) = &e.cluster {
         a.push(s("gatehouse.upstream_cluster", &**c));

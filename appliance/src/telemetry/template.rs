@@ -104,7 +104,7 @@ impl Op {
             Self::Duration => {
                 let _ = write!(out, "{}", e.duration.as_millis());
             }
-            Self::UpstreamHost => opt(out, e.upstream),
+            Self::UpstreamHost => opt(out, e.upstream.map(crate::upstream::unix::Shown)),
             Self::UpstreamCluster => opt(out, e.cluster.as_deref()),
             Self::LocalAddress => opt(out, e.local),
             Self::RemoteAddress => opt(out, e.peer),

@@ -4,5 +4,4 @@
 pub mod client;
 pub mod client_hello;
 pub mod server;
-pub mod sessions;
 pub mod tickets;

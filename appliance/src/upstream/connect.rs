@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -17,7 +17,7 @@ use tokio_rustls::client::TlsStream;
 #[non_exhaustive]
 pub enum ConnectError {
     /// TCP connect refused, unreachable, or the source address could not be bound.
-    #[error("connect to {addr}: {source}")]
+    #[error("connect to {}: {source}", super::unix::Shown(*addr))]
     Io {
         /// The endpoint.
         addr: SocketAddr,
@@ -26,7 +26,7 @@ pub enum ConnectError {
         source: io::Error,
     },
     /// No connection within the connect timeout.
-    #[error("connect to {0}: timed out")]
+    #[error("connect to {}: timed out", super::unix::Shown(*.0))]
     Timeout(SocketAddr),
     /// The HTTP CONNECT proxy of a `tunnel` did not open the tunnel.
     #[error("tunnel through {addr}: {reason}")]
@@ -37,7 +37,7 @@ pub enum ConnectError {
         reason: String,
     },
     /// The TLS handshake with the upstream failed.
-    #[error("TLS to {addr}: {source}")]
+    #[error("TLS to {}: {source}", super::unix::Shown(*addr))]
     Tls {
         /// The endpoint.
         addr: SocketAddr,
@@ -80,11 +80,24 @@ pub async fn tcp(
     Ok(s)
 }
 
+/// Connects to the unix socket `path` (a platform `unix://` endpoint; `\0name` is an
+/// abstract socket), which `addr` stands in for.
+pub async fn unix(
+    path: &std::path::Path,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<UnixStream, ConnectError> {
+    match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+        Ok(r) => r.map_err(|source| ConnectError::Io { addr, source }),
+        Err(_) => Err(ConnectError::Timeout(addr)),
+    }
+}
+
 /// Writes the PROXY protocol header for `via` on a new connection to `addr` (within the
 /// connect timeout: a backend that does not read it fails the connect, not the request
 /// later).
-pub async fn proxy_header(
-    s: &mut TcpStream,
+pub async fn proxy_header<S: tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
     version: tenants::model::ProxyVersion,
     via: super::proxy_protocol::Via,
     addr: SocketAddr,
@@ -99,13 +112,13 @@ pub async fn proxy_header(
 }
 
 /// Performs a TLS handshake with the upstream as `sni`.
-pub async fn tls(
-    stream: TcpStream,
+pub async fn tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
     config: Arc<ClientConfig>,
     sni: &str,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<TlsStream<TcpStream>, ConnectError> {
+) -> Result<TlsStream<S>, ConnectError> {
     let name = ServerName::try_from(sni.to_string()).map_err(|e| ConnectError::Tls {
         addr,
         source: io::Error::new(io::ErrorKind::InvalidInput, e),

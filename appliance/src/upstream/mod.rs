@@ -12,13 +12,15 @@ pub mod lb;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod tunnel;
+pub mod unix;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::ClientConfig;
 use tenants::snapshot::{Cluster, Endpoints, UpstreamProtocol};
 use tokio::sync::Semaphore;
 
@@ -151,13 +153,15 @@ pub struct ClusterRt {
     /// Balancer state.
     pub balancer: lb::Balancer,
     /// TLS origination config, ALPN per the cluster's protocol.
-    pub tls: Option<Arc<ClientConfig>>,
+    pub tls: Option<crate::tls::client::Origination>,
     /// Circuit breakers.
     pub limits: Limits,
     /// Endpoints currently ejected (for maxEjectionPercent).
     pub ejected: AtomicU32,
     /// `DYNAMIC_DNS`: endpoints per requested name, instead of `endpoints`.
     pub dynamic: Option<dynamic::DynamicHosts>,
+    /// Platform `unix://` endpoints: the socket each stand-in address names.
+    pub unix: HashMap<SocketAddr, std::path::PathBuf>,
     dns: Option<tokio::task::AbortHandle>,
 }
 
@@ -196,6 +200,13 @@ impl ClusterRt {
                 .collect(),
             _ => Vec::new(),
         };
+        let unix = match &config.endpoints {
+            Endpoints::Static(v) => v
+                .iter()
+                .filter_map(|e| Some((e.address, unix::path(e.unix.as_deref()?))))
+                .collect(),
+            _ => HashMap::new(),
+        };
         let endpoints = ArcSwap::from_pointee(initial);
         Arc::new_cyclic(|weak| Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -204,6 +215,7 @@ impl ClusterRt {
             tls,
             limits,
             ejected: AtomicU32::new(0),
+            unix,
             dynamic: match &config.endpoints {
                 Endpoints::Dynamic { hosts, name, port } => {
                     Some(dynamic::DynamicHosts::new(hosts, name.as_deref(), *port))

@@ -399,7 +399,7 @@ pub async fn transport(
     sni: Option<&str>,
     via: Option<Via>,
 ) -> Result<Box<dyn Io>, PoolError> {
-    open(rt, addr, sni, rt.tls.clone(), via).await
+    open(rt, addr, sni, rt.tls.as_ref().map(|t| t.config()), via).await
 }
 
 /// [`transport`] for an HTTP/1.1 upgrade: TLS offers only `http/1.1` by ALPN. The upgrade is
@@ -423,17 +423,13 @@ pub async fn transport_offering(
     alpn: &[&[u8]],
     via: Option<Via>,
 ) -> Result<Box<dyn Io>, PoolError> {
-    let tls = rt.tls.as_ref().map(|cfg| {
-        if cfg
-            .alpn_protocols
-            .iter()
-            .map(Vec::as_slice)
-            .eq(alpn.iter().copied())
-        {
-            cfg.clone()
+    let tls = rt.tls.as_ref().map(|t| {
+        let cfg = t.config();
+        if t.offers(alpn) {
+            cfg
         } else {
-            // Shares the session cache: only the offer differs.
-            let mut c = (**cfg).clone();
+            // Shares the verifier and session cache: only the offer differs.
+            let mut c = (*cfg).clone();
             c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             Arc::new(c)
         }
@@ -449,24 +445,55 @@ async fn open(
     via: Option<Via>,
 ) -> Result<Box<dyn Io>, PoolError> {
     let l = &rt.limits;
-    let mut tcp = connect::tcp(
+    if let Some(path) = rt.unix.get(&addr) {
+        let s = connect::unix(path, addr, l.connect_timeout).await?;
+        return finish(rt, s, addr, sni, tls, via).await;
+    }
+    let s = connect::tcp(
         addr,
         rt.config.source_address,
         l.connect_timeout,
         l.keepalive.as_ref(),
     )
     .await?;
+    finish(rt, s, addr, sni, tls, via).await
+}
+
+/// A connected stream made ready: the PROXY header, then TLS when the cluster originates it.
+async fn finish<S>(
+    rt: &ClusterRt,
+    mut s: S,
+    addr: SocketAddr,
+    sni: Option<&str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    via: Option<Via>,
+) -> Result<Box<dyn Io>, PoolError>
+where
+    S: Io,
+    tokio_rustls::client::TlsStream<S>: Io,
+{
+    let timeout = rt.limits.connect_timeout;
     if let (Some(version), Some(via)) = (rt.config.policy.proxy_protocol, via) {
-        connect::proxy_header(&mut tcp, version, via, addr, l.connect_timeout).await?;
+        connect::proxy_header(&mut s, version, via, addr, timeout).await?;
     }
     match tls {
-        None => Ok(Box::new(tcp)),
+        None => Ok(Box::new(s)),
         Some(cfg) => {
             let name = sni.unwrap_or_else(|| rt.config.host.as_str());
-            let t = connect::tls(tcp, cfg, name, addr, rt.limits.connect_timeout).await?;
+            let t = connect::tls(s, cfg, name, addr, timeout).await?;
             Ok(Box::new(t))
         }
     }
+}
+
+/// [`transport_offering`] without TLS, whatever the cluster's: bytes proxied over TCP that
+/// the cluster does not originate TLS for.
+pub async fn plain_transport(
+    rt: &ClusterRt,
+    addr: SocketAddr,
+    via: Option<Via>,
+) -> Result<Box<dyn Io>, PoolError> {
+    open(rt, addr, None, None, via).await
 }
 
 /// A byte stream to an upstream.
@@ -479,7 +506,9 @@ pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin
 
 impl Io for tokio::net::TcpStream {}
 
-impl Io for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+impl Io for tokio::net::UnixStream {}
+
+impl<S: Io> Io for tokio_rustls::client::TlsStream<S> {
     fn alpn_h2(&self) -> bool {
         self.get_ref().1.alpn_protocol() == Some(b"h2")
     }

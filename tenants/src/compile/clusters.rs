@@ -107,6 +107,12 @@ impl<'g> ClusterBuilder<'g> {
                         Some(EndpointAddress::Ip(ip)) => Some(StaticEndpoint {
                             address: SocketAddr::new(*ip, ep_port(e)),
                             weight: e.weight,
+                            unix: None,
+                        }),
+                        Some(EndpointAddress::Unix(path)) => Some(StaticEndpoint {
+                            address: crate::snapshot::unix_stand_in(path),
+                            weight: e.weight,
+                            unix: Some(path.clone()),
                         }),
                         _ => None,
                     })

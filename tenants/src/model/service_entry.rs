@@ -443,10 +443,7 @@ pub fn parse_endpoint(
             if !e.ports.is_empty() {
                 c.error(&p.key("ports"), "UDS may not include ports");
             }
-            c.warn(
-                &p.key("address"),
-                "unix domain socket endpoints are not supported by gatehouse: this endpoint is left out (a service with no other endpoint answers 503)",
-            );
+            // Only the platform may declare one: `policy::check_unix_endpoints`.
             Some(EndpointAddress::Unix(path.to_string()))
         }
         Some(a) => match a.parse::<IpAddr>() {

@@ -81,37 +81,94 @@ impl Backends {
         }
     }
 
+    /// The echo service's shared state, for one backend named `name`.
+    fn echo_state(&self, name: &str) -> EchoState {
+        EchoState {
+            name: Arc::from(name),
+            counters: self.counters.clone(),
+            fails: self.fail_first.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+
     /// An HTTP/1.1 + HTTP/2 (prior knowledge) echo backend named `name` on `port`.
     /// Request headers steer it: `x-test-status`, `x-test-delay-ms`, `x-test-fail-times`
     /// (answer 503, or `x-test-fail-status`, that many times per `x-test-key`, then 200).
     pub fn http(&self, name: &str, port: u16) {
-        let name: Arc<str> = Arc::from(name);
-        let counters = self.counters.clone();
-        let fails = self.fail_first.clone();
-        let peers = self.peers.clone();
+        let state = self.echo_state(name);
         let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
                 let Ok((s, peer)) = l.accept().await else {
                     continue;
                 };
-                let (name, counters, fails, peers) =
-                    (name.clone(), counters.clone(), fails.clone(), peers.clone());
+                tokio::spawn(state.clone().serve(s, peer));
+            }
+        });
+    }
+
+    /// [`Backends::http`] on the unix socket `path` (`\0name` for an abstract one). Its
+    /// peers are recorded as `0.0.0.0:0`: a unix socket's client has no address.
+    pub fn http_unix(&self, name: &str, path: &std::path::Path) {
+        self.unix_http(name, path, None);
+    }
+
+    /// [`Backends::tls_http`] on the unix socket `path`.
+    pub fn tls_http_unix(&self, name: &str, path: &std::path::Path, cert_pem: &str, key_pem: &str) {
+        self.unix_http(
+            name,
+            path,
+            Some(acceptor(cert_pem, key_pem, &[b"http/1.1"])),
+        );
+    }
+
+    fn unix_http(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
+        let state = self.echo_state(name);
+        let l = {
+            let _g = self.rt.enter();
+            tokio::net::UnixListener::bind(path).expect("bind unix socket")
+        };
+        let nobody = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let (state, tls) = (state.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        echo(
-                            req,
-                            name.clone(),
-                            counters.clone(),
-                            fails.clone(),
-                            peers.clone(),
-                            peer,
-                        )
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                        .await;
+                    match tls {
+                        None => state.serve(s, nobody).await,
+                        Some(a) => {
+                            if let Ok(t) = a.accept(s).await {
+                                state.serve(t, nobody).await;
+                            }
+                        }
+                    }
                 });
+            }
+        });
+    }
+
+    /// [`Backends::tcp_echo`] on the unix socket `path`.
+    pub fn tcp_echo_unix(&self, name: &str, path: &std::path::Path) {
+        let name = name.to_string();
+        let counters = self.counters.clone();
+        let l = {
+            let _g = self.rt.enter();
+            tokio::net::UnixListener::bind(path).expect("bind unix socket")
+        };
+        self.rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                counters.bump(&name);
+                tokio::spawn(echo_bytes(s, name.clone()));
             }
         });
     }
@@ -125,7 +182,7 @@ impl Backends {
         let l = super::bind_loopback_tokio(&self.rt, port);
         self.rt.spawn(async move {
             loop {
-                let Ok((mut s, peer)) = l.accept().await else {
+                let Ok((s, peer)) = l.accept().await else {
                     continue;
                 };
                 counters.bump(&name);
@@ -135,28 +192,7 @@ impl Backends {
                     .entry(name.clone())
                     .or_default()
                     .push(peer);
-                let name = name.clone();
-                tokio::spawn(async move {
-                    if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut total = 0u64;
-                    loop {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                total += n as u64;
-                                TCP_BYTES.fetch_add(n as u64, Ordering::Relaxed);
-                                if s.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    let _ = s.write_all(format!("bye {total}\n").as_bytes()).await;
-                    let _ = s.shutdown().await;
-                });
+                tokio::spawn(echo_bytes(s, name.clone()));
             }
         });
     }
@@ -299,6 +335,63 @@ where
             break;
         }
     }
+}
+
+/// What an echo backend's connections share.
+#[derive(Clone)]
+struct EchoState {
+    name: Arc<str>,
+    counters: Counters,
+    fails: Arc<Mutex<HashMap<String, u64>>>,
+    peers: Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>,
+}
+
+impl EchoState {
+    /// Serves one connection (HTTP/1.1, or HTTP/2 by prior knowledge) with the echo.
+    async fn serve<S>(self, io: S, peer: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let svc = service_fn(move |req| {
+            echo(
+                req,
+                self.name.clone(),
+                self.counters.clone(),
+                self.fails.clone(),
+                self.peers.clone(),
+                peer,
+            )
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .await;
+    }
+}
+
+/// The TCP echo: `<name>\n`, then every byte back, then `bye <n bytes>\n` on half-close.
+async fn echo_bytes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    name: String,
+) {
+    if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n as u64;
+                TCP_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = s.write_all(format!("bye {total}\n").as_bytes()).await;
+    let _ = s.shutdown().await;
 }
 
 async fn echo(

@@ -99,7 +99,40 @@ pub(crate) fn check_platform(platform: &Objects) -> Vec<Found> {
             }
         }
     }
+    check_dns_selections(platform, &mut out);
     out.0
+}
+
+/// A DNS ServiceEntry looks its endpoints up by address or name: a WorkloadEntry it selects
+/// on a unix socket is none of them, and that is said rather than left out unseen.
+fn check_dns_selections(objs: &Objects, out: &mut Out) {
+    use crate::model::{EndpointAddress, Resolution};
+    for se in &objs.service_entries {
+        let Some(sel) = se
+            .workload_selector
+            .as_ref()
+            .filter(|_| matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin))
+        else {
+            continue;
+        };
+        for we in &objs.workload_entries {
+            if sel
+                .iter()
+                .all(|(k, v)| we.endpoint.labels.get(k) == Some(v))
+                && matches!(we.endpoint.address, Some(EndpointAddress::Unix(_)))
+            {
+                out.warn(
+                    "WorkloadEntry",
+                    &we.meta,
+                    FieldPath::root().key("spec").key("address"),
+                    format!(
+                        "ServiceEntry {} selects this entry with resolution DNS, which needs an IP address or a host name: this unix socket is not one of its endpoints (use resolution: STATIC)",
+                        se.meta.name
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Checks one tenant's objects against its Tenant entry and the rest of the world.

@@ -1168,3 +1168,35 @@ fn a_header_variable_gatehouse_does_not_fill_in_is_a_warning() {
     assert!(warned[0].contains("UPSTREAM_METADATA"), "{}", warned[0]);
     assert_eq!(state(&out, "team-a"), (TenantState::Applied, Some("vars")));
 }
+
+#[test]
+fn relative_platform_certificate_paths_are_warnings_naming_their_lines() {
+    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: portal}\nspec:\n  selector: {istio: public-gw}\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [portal.example.com]\n    tls:\n      mode: SIMPLE\n      serverCertificate: certs/portal.crt\n      privateKey: /etc/gatehouse/portal.key\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: up}\nspec:\n  host: web.team-a.internal\n  exportTo: [\".\"]\n  trafficPolicy:\n    tls: {mode: SIMPLE, caCertificates: ca.pem}\n";
+    let out = build(&repo(&[("platform/portal.yaml", gw)]), "rel", None);
+    let warned = warnings(&out, "is a relative path");
+    assert_eq!(warned.len(), 2, "{}", show(&out.diagnostics));
+    assert!(
+        warned.iter().any(|w| w.starts_with("platform/portal.yaml:11:")
+            && w.contains("spec.servers[0].tls.serverCertificate: \"certs/portal.crt\" is a relative path, read from /")),
+        "{warned:?}"
+    );
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.starts_with("platform/portal.yaml:21:")
+                && w.contains("spec.trafficPolicy.tls.caCertificates")),
+        "{warned:?}"
+    );
+}
+
+#[test]
+fn a_platform_unix_workload_entry_selected_by_a_dns_service_entry_is_a_warning() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: local}\nspec:\n  address: unix:///run/app.sock\n  labels: {app: local}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: local}\nspec:\n  hosts: [local.platform.internal]\n  location: MESH_INTERNAL\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n  workloadSelector: {labels: {app: local}}\n";
+    let out = build(&repo(&[("platform/local.yaml", yaml)]), "dns", None);
+    let warned = warnings(&out, "which needs an IP address or a host name");
+    assert_eq!(warned.len(), 1, "{}", show(&out.diagnostics));
+    assert!(
+        warned[0].starts_with("platform/local.yaml:5:"),
+        "{warned:?}"
+    );
+}

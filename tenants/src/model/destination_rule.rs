@@ -911,6 +911,14 @@ fn parse_client_tls(
         CLIENT_TLS_MODES,
         ClientTlsMode::Disable,
     )?;
+    for (key, v) in [
+        ("clientCertificate", &t.client_certificate),
+        ("privateKey", &t.private_key),
+        ("caCertificates", &t.ca_certificates),
+        ("caCrl", &t.ca_crl),
+    ] {
+        c.file_path(&p.key(key), v.as_deref());
+    }
     let files = t.client_certificate.is_some()
         || t.private_key.is_some()
         || t.ca_certificates.is_some()

@@ -474,6 +474,14 @@ fn parse_server_tls(c: &mut Checker, p: &FieldPath, t: &raw::ServerTls) -> Optio
         TLS_MODES,
         ServerTlsMode::Passthrough,
     )?;
+    for (key, v) in [
+        ("serverCertificate", &t.server_certificate),
+        ("privateKey", &t.private_key),
+        ("caCertificates", &t.ca_certificates),
+        ("caCrl", &t.ca_crl),
+    ] {
+        c.file_path(&p.key(key), v.as_deref());
+    }
     let has_files = t.server_certificate.is_some() || t.private_key.is_some();
     let has_name = t.credential_name.as_deref().is_some_and(|s| !s.is_empty());
     let has_names = t.credential_names.as_ref().is_some_and(|v| !v.is_empty());
@@ -716,6 +724,13 @@ fn several_credentials(
             let mut list = Vec::new();
             for (i, e) in certs.iter().enumerate() {
                 let ep = p.key("tlsCertificates").idx(i);
+                for (k, v) in [
+                    ("serverCertificate", &e.server_certificate),
+                    ("privateKey", &e.private_key),
+                    ("caCertificates", &e.ca_certificates),
+                ] {
+                    c.file_path(&ep.key(k), v.as_deref());
+                }
                 let (Some(cert), Some(key)) = (&e.server_certificate, &e.private_key) else {
                     c.error(
                         &ep,

@@ -163,6 +163,17 @@ impl Checker {
         }
     }
 
+    /// A certificate, key or CRL file path (platform TLS): a relative one is read from the
+    /// service's working directory, `/`, which is rarely what was meant.
+    pub fn file_path(&mut self, path: &FieldPath, value: Option<&str>) {
+        if let Some(v) = value.filter(|v| !v.is_empty() && !v.starts_with('/')) {
+            self.warn(
+                path,
+                format!("{v:?} is a relative path, read from / (the service's working directory); write the absolute path"),
+            );
+        }
+    }
+
     /// Whether an error was recorded.
     pub fn has_errors(&self) -> bool {
         self.findings.iter().any(|f| f.severity == Severity::Error)

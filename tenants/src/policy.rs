@@ -100,7 +100,26 @@ pub(crate) fn check_platform(platform: &Objects) -> Vec<Found> {
         }
     }
     check_dns_selections(platform, &mut out);
+    check_telemetries(platform, &mut out);
     out.0
+}
+
+/// Istio applies one namespace-wide Telemetry per namespace (the oldest): the others are said
+/// to have no effect, the first in the repository's order standing for the oldest.
+fn check_telemetries(objs: &Objects, out: &mut Out) {
+    let mut wide = objs.telemetries.iter().filter(|t| t.selector.is_none());
+    let Some(first) = wide.next() else { return };
+    for t in wide {
+        out.warn(
+            "Telemetry",
+            &t.meta,
+            FieldPath::root().key("spec"),
+            format!(
+                "only one Telemetry without a selector applies per namespace: {} comes first in the repository (Istio keeps the oldest), so this one has no effect",
+                first.meta.name
+            ),
+        );
+    }
 }
 
 /// A DNS ServiceEntry looks its endpoints up by address or name: a WorkloadEntry it selects
@@ -160,6 +179,7 @@ pub(crate) fn check_tenant(
     check_virtual_services(def, ns, objs, world, &mut out);
     check_static_selections(objs, &mut out);
     check_unix_endpoints(objs, &mut out);
+    check_telemetries(objs, &mut out);
     for t in &objs.telemetries {
         for (i, r) in t.access_logging.iter().enumerate() {
             for (j, p) in r.providers.iter().enumerate() {

@@ -207,3 +207,53 @@ fn a_filter_naming_an_attribute_gatehouse_lacks_is_a_warning_that_names_it() {
         warned[0]
     );
 }
+
+/// Istio applies one namespace-wide Telemetry per namespace and the first whose selector
+/// matches; the repository's order stands in for creation time. The ones left out are said
+/// to have no effect, at their file and line.
+#[test]
+fn one_telemetry_per_level_applies_the_first_in_the_repository() {
+    let files = [(
+        "tenants/team-a/telemetry.yaml",
+        telemetry("first", "{providers: [{name: file}]}", None)
+            + &telemetry("second", "{providers: [{name: otel}]}", None)
+            + &telemetry(
+                "edge",
+                "{providers: [{name: otel}]}",
+                Some("istio: public-gw"),
+            )
+            + &telemetry(
+                "edge-again",
+                "{providers: [{name: envoy}]}",
+                Some("tier: edge"),
+            ),
+    )];
+    let s = sinks("", &files);
+    assert_eq!(s("partner-gw", "team-a"), ["file"]);
+    assert_eq!(s("public-gw", "team-a"), ["file", "otel"]);
+
+    let mut all = vec![SourceFile {
+        path: "gatehouse.yaml".into(),
+        bytes: OPERATOR.replace("MESH\n", "").into_bytes(),
+    }];
+    all.push(SourceFile {
+        path: files[0].0.into(),
+        bytes: files[0].1.clone().into_bytes(),
+    });
+    let out = tenants::build(&tenants::load(&all, &LoadOptions::default()), "test", None)
+        .expect("builds");
+    let warned: Vec<String> = out
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == tenants::Severity::Warning)
+        .map(|d| d.to_string())
+        .filter(|d| d.contains("only one Telemetry without a selector"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].starts_with("tenants/team-a/telemetry.yaml:10:")
+            && warned[0].contains("team-a/Telemetry/second")
+            && warned[0].contains("first comes first"),
+        "{warned:?}"
+    );
+}

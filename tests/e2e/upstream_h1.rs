@@ -519,3 +519,36 @@ fn connections_retire_at_max_connection_duration_and_keep_alive_by_the_rule() {
         },
     );
 }
+
+/// `retryOn: reset-before-request` retries only a failure that came before the request
+/// reached the upstream: a POST the upstream read and then dropped is not sent again, where
+/// `reset` sends it three times.
+#[test]
+fn reset_before_request_does_not_send_a_request_the_upstream_read_again() {
+    let fx = scripted_fixture(
+        "  - match: [{uri: {prefix: /before}}]\n    rewrite: {uri: /drop}\n    route: [{destination: {host: raw.team-a.internal}}]\n    retries: {attempts: 2, retryOn: reset-before-request}\n  - match: [{uri: {prefix: /any}}]\n    rewrite: {uri: /drop}\n    route: [{destination: {host: raw.team-a.internal}}]\n    retries: {attempts: 2, retryOn: reset}\n",
+    );
+    let closed = || fx.be.counters.get("scripted:closed");
+    let post = |path: &str| {
+        Curl::new(&fx.url(path))
+            .arg("-X")
+            .arg("POST")
+            .arg("--data")
+            .arg("pay=1")
+            .run()
+    };
+    let r = post("/before");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("reset"), "{r:?}");
+    wait_for("the dropped connection", Duration::from_secs(10), || {
+        (closed() >= 1).then_some(())
+    });
+    assert_eq!(closed(), 1, "the request the upstream read was sent again");
+
+    let r = post("/any");
+    assert_eq!(r.status, 503, "{r:?}");
+    wait_for("three dropped connections", Duration::from_secs(10), || {
+        (closed() >= 4).then_some(())
+    });
+    assert_eq!(closed(), 4);
+}

@@ -151,8 +151,23 @@ impl<F: Future> Future for OutOfLine<F> {
 /// One attempt's failure.
 enum Fail {
     Pool(PoolError),
-    Send(body::BoxError),
+    /// The exchange failed; `sent` when some of the request may have reached the upstream.
+    Send {
+        error: body::BoxError,
+        sent: bool,
+    },
     Timeout,
+}
+
+impl Fail {
+    /// An HTTP/1.1 exchange's failure: the request reached the connection unless the client
+    /// says nothing of it did.
+    fn h1(f: h1::Failure) -> Self {
+        Self::Send {
+            sent: f.again != Again::Unsent,
+            error: f.error.into(),
+        }
+    }
 }
 
 /// A connection ready to take one request.
@@ -306,7 +321,12 @@ async fn exchange(
             let resp = tx
                 .send_request(build(head, rt.tls.is_some(), b))
                 .await
-                .map_err(|e| Fail::Send(e.into()))?;
+                // A stream the server refused was not processed; any other failure may
+                // come after the request went out.
+                .map_err(|e| Fail::Send {
+                    sent: !format!("{e:?}").contains("REFUSED_STREAM"),
+                    error: e.into(),
+                })?;
             Ok(guarded(resp.map(body::boxed), busy))
         }
         Conn::H1(lease) => {
@@ -315,14 +335,12 @@ async fn exchange(
                 Err(f) => f,
             };
             let Some(b) = again(f.again, &head.method).then(|| src.take()).flatten() else {
-                return Err(Fail::Send(f.error.into()));
+                return Err(Fail::h1(f));
             };
             let fresh = pool::http1(rt, addr, sni, true, Some(head.via))
                 .await
                 .map_err(Fail::Pool)?;
-            h1::send(fresh, wire(head), b)
-                .await
-                .map_err(|f| Fail::Send(f.error.into()))
+            h1::send(fresh, wire(head), b).await.map_err(Fail::h1)
         }
     }
 }
@@ -378,6 +396,7 @@ pub fn response_retries(p: &RetryPolicy, grpc: bool) -> bool {
             || on.gateway_error
             || on.retriable_4xx
             || on.reset
+            || on.reset_before_request
             || !on.status_codes.is_empty()
             || (grpc && !on.grpc.is_empty()))
 }
@@ -592,16 +611,27 @@ pub async fn send(
             Err(Fail::Pool(e)) => {
                 rt.record(&ep, Outcome::LocalOrigin);
                 last = Some(ProxyError::Connect(e.to_string()));
-                // Envoy counts a connect failure as a reset too (`reset` retries it).
-                if !(on.connect_failure || on.reset || on.five_xx || on.gateway_error) || !left {
+                // Envoy counts a connect failure as a reset too (`reset` retries it), one
+                // before the request was sent.
+                if !(on.connect_failure
+                    || on.reset
+                    || on.reset_before_request
+                    || on.five_xx
+                    || on.gateway_error)
+                    || !left
+                {
                     break;
                 }
             }
-            Err(Fail::Send(e)) => {
+            Err(Fail::Send { error: e, sent }) => {
                 rt.record(&ep, Outcome::LocalOrigin);
                 let refused = format!("{e:?}").contains("REFUSED_STREAM");
                 last = Some(ProxyError::Reset(e.to_string()));
-                if !(on.reset || on.five_xx || on.gateway_error || (refused && on.refused_stream))
+                if !(on.reset
+                    || on.five_xx
+                    || on.gateway_error
+                    || (refused && on.refused_stream)
+                    || (!sent && on.reset_before_request))
                     || !left
                     || !src.replayable()
                 {

@@ -80,7 +80,8 @@ pub async fn forward(
                 .to_string()
         });
     let on = &policy.retry_on;
-    let retry_connect = on.connect_failure || on.reset || on.five_xx || on.gateway_error;
+    let retry_connect =
+        on.connect_failure || on.reset || on.reset_before_request || on.five_xx || on.gateway_error;
     let retry_reset = on.reset || on.five_xx || on.gateway_error;
     let attempts = 1 + if retry_connect { policy.attempts } else { 0 };
     let mut tried: Vec<SocketAddr> = Vec::new();

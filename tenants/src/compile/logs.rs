@@ -1,6 +1,7 @@
 //! Access-log policy per (group, tenant) from Telemetry resources, with Istio's inheritance:
-//! root namespace → root with a selector → tenant namespace → tenant with a selector; a later
-//! level overrides an earlier one provider by provider (`pilot/pkg/model/telemetry.go`).
+//! root namespace → root with a selector → tenant namespace → tenant with a selector, one
+//! Telemetry each; a later level overrides an earlier one provider by provider
+//! (`pilot/pkg/model/telemetry.go`).
 //!
 //! Istio applies a namespace's Telemetry only to workloads in that namespace; the appliance's
 //! gateways all live in `istio-system`, so gatehouse instead applies a tenant's Telemetry to
@@ -55,38 +56,34 @@ fn policy(
     } else {
         mesh.default_access_logging.clone()
     };
+    // One Telemetry per level, as Istio's `applicableTelemetries`: the namespace-wide one
+    // and the first whose selector matches. Istio takes the oldest; the repository's order
+    // stands in for creation time here (`policy::check_telemetries` warns about the rest).
+    let selected = |t: &&&Telemetry| t.selector.as_ref().is_some_and(|s| group.selected_by(s));
     let levels = [
-        root.iter()
-            .filter(|t| t.selector.is_none())
-            .collect::<Vec<_>>(),
-        root.iter()
-            .filter(|t| t.selector.as_ref().is_some_and(|s| group.selected_by(s)))
-            .collect(),
-        own.iter().filter(|t| t.selector.is_none()).collect(),
-        own.iter()
-            .filter(|t| t.selector.as_ref().is_some_and(|s| group.selected_by(s)))
-            .collect(),
+        root.iter().find(|t| t.selector.is_none()),
+        root.iter().find(selected),
+        own.iter().find(|t| t.selector.is_none()),
+        own.iter().find(selected),
     ];
-    for level in levels {
-        for t in level {
-            for rule in &t.access_logging {
-                if rule.mode == LogMode::Server {
-                    continue;
-                }
-                let providers = if rule.providers.is_empty() {
-                    &defaults
-                } else {
-                    &rule.providers
+    for t in levels.into_iter().flatten() {
+        for rule in &t.access_logging {
+            if rule.mode == LogMode::Server {
+                continue;
+            }
+            let providers = if rule.providers.is_empty() {
+                &defaults
+            } else {
+                &rule.providers
+            };
+            for p in providers {
+                // An unset `disabled` keeps what the parent level said: a child must
+                // write `disabled: false` to turn back on what a parent turned off.
+                let enabled = match rule.disabled {
+                    Some(d) => !d,
+                    None => state.get(p).is_none_or(|(on, _, _)| *on),
                 };
-                for p in providers {
-                    // An unset `disabled` keeps what the parent level said: a child must
-                    // write `disabled: false` to turn back on what a parent turned off.
-                    let enabled = match rule.disabled {
-                        Some(d) => !d,
-                        None => state.get(p).is_none_or(|(on, _, _)| *on),
-                    };
-                    state.insert(p.clone(), (enabled, rule.filter.clone(), rule.mode));
-                }
+                state.insert(p.clone(), (enabled, rule.filter.clone(), rule.mode));
             }
         }
     }

@@ -187,6 +187,10 @@ pub struct RetryOn {
     pub gateway_error: bool,
     /// `reset`: the upstream reset the connection or stream.
     pub reset: bool,
+    /// `reset-before-request`: a reset before any of the request reached the upstream (a
+    /// connect failure, or a connection that failed before the request was written): safe
+    /// for requests that must not be sent twice.
+    pub reset_before_request: bool,
     /// `connect-failure`.
     pub connect_failure: bool,
     /// `refused-stream`: HTTP/2 REFUSED_STREAM.
@@ -956,7 +960,8 @@ fn parse_retry(c: &mut Checker, p: &FieldPath, r: &raw::HttpRetry) -> RetryPolic
             match tok {
                 "5xx" => on.five_xx = true,
                 "gateway-error" => on.gateway_error = true,
-                "reset" | "reset-before-request" => on.reset = true,
+                "reset" => on.reset = true,
+                "reset-before-request" => on.reset_before_request = true,
                 "connect-failure" | "http3-post-connect-failure" => on.connect_failure = true,
                 "refused-stream" => on.refused_stream = true,
                 "retriable-4xx" => on.retriable_4xx = true,

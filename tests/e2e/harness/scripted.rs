@@ -6,7 +6,8 @@
 //!
 //! Paths: `/chunked`, `/eof` (no length, then close), `/interim` (100 and 103 first),
 //! `/close-after` (closes after answering, without saying so), `/drop-reused` (closes
-//! without answering any request but a connection's first), `/early` (answers at once, then
+//! without answering any request but a connection's first), `/drop` (reads the request and
+//! closes without answering), `/early` (answers at once, then
 //! reads the upload and reports its length), `/early-close` (413 at the head, then closes with
 //! the upload unread), `/malformed` (two lengths), `/endless-head` (1 MiB of header line
 //! without a line feed), `/held-body` (the head at once, its 5-byte body only once
@@ -201,6 +202,8 @@ async fn serve(s: TcpStream, conn: u64, held: &tokio::sync::Notify) -> std::io::
                 return r.s.shutdown().await;
             }
             "/drop-reused" if req > 0 => return Ok(()),
+            // The whole request read, then the connection closed without a byte of answer.
+            "/drop" => return Ok(()),
             // A head that never ends: 1 MiB without a line feed.
             "/endless-head" => {
                 format!("HTTP/1.1 200 OK\r\n{ids}x-long: {}", "a".repeat(1 << 20))

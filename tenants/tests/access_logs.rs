@@ -208,15 +208,17 @@ fn a_filter_naming_an_attribute_gatehouse_lacks_is_a_warning_that_names_it() {
     );
 }
 
-/// Istio applies one namespace-wide Telemetry per namespace and the first whose selector
-/// matches; the repository's order stands in for creation time. The ones left out are said
-/// to have no effect, at their file and line.
+/// Istio applies one namespace-wide Telemetry per namespace (an empty selector is
+/// namespace-wide too), then every one whose selector matches; the repository's order stands
+/// in for creation time. The namespace-wide ones left out are said to have no effect, at
+/// their file and line.
 #[test]
-fn one_telemetry_per_level_applies_the_first_in_the_repository() {
+fn one_namespace_wide_telemetry_applies_the_first_in_the_repository() {
     let files = [(
         "tenants/team-a/telemetry.yaml",
         telemetry("first", "{providers: [{name: file}]}", None)
             + &telemetry("second", "{providers: [{name: otel}]}", None)
+            + &telemetry("empty-selector", "{providers: [{name: envoy}]}", Some(""))
             + &telemetry(
                 "edge",
                 "{providers: [{name: otel}]}",
@@ -230,7 +232,7 @@ fn one_telemetry_per_level_applies_the_first_in_the_repository() {
     )];
     let s = sinks("", &files);
     assert_eq!(s("partner-gw", "team-a"), ["file"]);
-    assert_eq!(s("public-gw", "team-a"), ["file", "otel"]);
+    assert_eq!(s("public-gw", "team-a"), ["envoy", "file", "otel"]);
 
     let mut all = vec![SourceFile {
         path: "gatehouse.yaml".into(),
@@ -249,11 +251,15 @@ fn one_telemetry_per_level_applies_the_first_in_the_repository() {
         .map(|d| d.to_string())
         .filter(|d| d.contains("only one Telemetry without a selector"))
         .collect();
-    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(
         warned[0].starts_with("tenants/team-a/telemetry.yaml:10:")
             && warned[0].contains("team-a/Telemetry/second")
             && warned[0].contains("first comes first"),
+        "{warned:?}"
+    );
+    assert!(
+        warned[1].contains("team-a/Telemetry/empty-selector"),
         "{warned:?}"
     );
 }

@@ -334,13 +334,24 @@ async fn exchange(
                 Ok(resp) => return Ok(resp),
                 Err(f) => f,
             };
+            // An unanswered request went out on the reused connection: whatever the fresh
+            // one does, the upstream may have it.
+            let first_sent = f.again != Again::Unsent;
             let Some(b) = again(f.again, &head.method).then(|| src.take()).flatten() else {
                 return Err(Fail::h1(f));
             };
             let fresh = pool::http1(rt, addr, sni, true, Some(head.via))
                 .await
                 .map_err(Fail::Pool)?;
-            h1::send(fresh, wire(head), b).await.map_err(Fail::h1)
+            h1::send(fresh, wire(head), b)
+                .await
+                .map_err(|g| match Fail::h1(g) {
+                    Fail::Send { error, sent } => Fail::Send {
+                        error,
+                        sent: sent || first_sent,
+                    },
+                    other => other,
+                })
         }
     }
 }
@@ -492,6 +503,9 @@ pub async fn send(
     // A retriable answer kept while its retry waits: it stands if the retry budget turns
     // the retry down (Envoy passes the answer on then).
     let mut kept: Option<Box<(Response<Body>, Instant)>> = None;
+    // Some try may have reached the upstream: `reset-before-request` retries no more after
+    // that, as Envoy's `upstream_request_started` stays set across tries.
+    let mut reached = false;
     for n in 0..max_attempts {
         if n > 0 {
             // Kept from the first retry on: a request answered at once allocates nothing.
@@ -593,6 +607,7 @@ pub async fn send(
                 rt.record(&ep, outcome(status));
                 let retriable = retriable_status(policy, status, resp.headers(), head.grpc);
                 if retriable && left && replay && src.replayable() {
+                    reached = true;
                     kept = Some(Box::new((resp, attempt)));
                     continue;
                 }
@@ -615,7 +630,7 @@ pub async fn send(
                 // before the request was sent.
                 if !(on.connect_failure
                     || on.reset
-                    || on.reset_before_request
+                    || (on.reset_before_request && !reached)
                     || on.five_xx
                     || on.gateway_error)
                     || !left
@@ -627,11 +642,12 @@ pub async fn send(
                 rt.record(&ep, Outcome::LocalOrigin);
                 let refused = format!("{e:?}").contains("REFUSED_STREAM");
                 last = Some(ProxyError::Reset(e.to_string()));
+                reached |= sent;
                 if !(on.reset
                     || on.five_xx
                     || on.gateway_error
                     || (refused && on.refused_stream)
-                    || (!sent && on.reset_before_request))
+                    || (!reached && on.reset_before_request))
                     || !left
                     || !src.replayable()
                 {
@@ -641,6 +657,7 @@ pub async fn send(
             Err(Fail::Timeout) => {
                 rt.record(&ep, Outcome::LocalOrigin);
                 last = Some(ProxyError::Timeout);
+                reached = true;
                 if expired(Duration::ZERO)
                     || !(on.reset || on.five_xx || on.gateway_error)
                     || !left

@@ -1,6 +1,7 @@
 //! Access-log policy per (group, tenant) from Telemetry resources, with Istio's inheritance:
-//! root namespace → root with a selector → tenant namespace → tenant with a selector, one
-//! Telemetry each; a later level overrides an earlier one provider by provider
+//! root namespace → root with a selector → tenant namespace → tenant with a selector (one
+//! namespace-wide Telemetry per namespace); a later level overrides an earlier one provider
+//! by provider
 //! (`pilot/pkg/model/telemetry.go`).
 //!
 //! Istio applies a namespace's Telemetry only to workloads in that namespace; the appliance's
@@ -56,17 +57,19 @@ fn policy(
     } else {
         mesh.default_access_logging.clone()
     };
-    // One Telemetry per level, as Istio's `applicableTelemetries`: the namespace-wide one
-    // and the first whose selector matches. Istio takes the oldest; the repository's order
-    // stands in for creation time here (`policy::check_telemetries` warns about the rest).
+    // As Istio's `applicableTelemetries`: one namespace-wide Telemetry per namespace (Istio
+    // takes the oldest; the repository's order stands in for creation time here, and
+    // `policy::check_telemetries` warns about the rest), then every one whose selector
+    // matches, in order.
     let selected = |t: &&&Telemetry| t.selector.as_ref().is_some_and(|s| group.selected_by(s));
-    let levels = [
-        root.iter().find(|t| t.selector.is_none()),
-        root.iter().find(selected),
-        own.iter().find(|t| t.selector.is_none()),
-        own.iter().find(selected),
-    ];
-    for t in levels.into_iter().flatten() {
+    let levels = root
+        .iter()
+        .find(|t| t.selector.is_none())
+        .into_iter()
+        .chain(root.iter().filter(selected))
+        .chain(own.iter().find(|t| t.selector.is_none()))
+        .chain(own.iter().filter(selected));
+    for t in levels {
         for rule in &t.access_logging {
             if rule.mode == LogMode::Server {
                 continue;

@@ -161,7 +161,13 @@ impl Telemetry {
         }
         Self {
             meta,
-            selector: spec.selector.as_ref().map(|s| s.match_labels.clone()),
+            // An empty `matchLabels` selects nothing in particular: namespace-wide, as
+            // Istio's `namespaceWideTelemetryConfig` reads it.
+            selector: spec
+                .selector
+                .as_ref()
+                .map(|s| s.match_labels.clone())
+                .filter(|l| !l.is_empty()),
             access_logging,
         }
     }

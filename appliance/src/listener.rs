@@ -130,7 +130,7 @@ pub async fn handle(
                 Some(Some(p)) => Some(p),
                 None => None,
             };
-            let Some((cluster, name)) = proxy::choose(tcp, group) else {
+            let Some((cluster, name)) = proxy::choose(tcp, group, peer, local) else {
                 return;
             };
             let cluster = cluster.clone();
@@ -200,7 +200,7 @@ async fn tls(
     };
     match &chain.action {
         ChainAction::Passthrough(tcp) => {
-            let Some((cluster, name)) = proxy::choose(tcp, group) else {
+            let Some((cluster, name)) = proxy::choose(tcp, group, peer, local) else {
                 return;
             };
             let cluster = cluster.clone();
@@ -215,11 +215,18 @@ async fn tls(
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(state.tls.config.clone());
             let tcp_target = match &chain.action {
-                ChainAction::TerminateTcp { tcp, .. } => proxy::choose(tcp, group).map(|(c, n)| {
-                    let s =
-                        Session::new(shared, group, &chain.tenant, peer, local, hello.sni.clone());
-                    (c.clone(), n, s)
-                }),
+                ChainAction::TerminateTcp { tcp, .. } => proxy::choose(tcp, group, peer, local)
+                    .map(|(c, n)| {
+                        let s = Session::new(
+                            shared,
+                            group,
+                            &chain.tenant,
+                            peer,
+                            local,
+                            hello.sni.clone(),
+                        );
+                        (c.clone(), n, s)
+                    }),
                 _ => None,
             };
             drop(rt);

@@ -257,6 +257,49 @@ pub struct TcpProxy {
     pub tenant: String,
     /// Weighted clusters, chosen once per connection.
     pub clusters: Vec<WeightedCluster>,
+    /// Rules before this one that apply only to some client or destination addresses
+    /// (`sourceSubnet`, `destinationSubnets`), tried in order; `clusters` serve the rest (none
+    /// when every rule depends on addresses: the connection is closed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_address: Vec<AddressRoute>,
+}
+
+impl TcpProxy {
+    /// The clusters for a connection from `peer` to `local`, and the rule's name.
+    pub fn clusters_for(&self, peer: IpAddr, local: IpAddr) -> (&str, &[WeightedCluster]) {
+        self.by_address
+            .iter()
+            .find(|r| r.matches.iter().any(|m| m.admits(peer, local)))
+            .map_or((&self.name, &self.clusters), |r| (&r.name, &r.clusters))
+    }
+}
+
+/// A TCP rule for some addresses only.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddressRoute {
+    /// The rule (`namespace/vs.tcp.N`).
+    pub name: String,
+    /// Its matches: any one admits a connection.
+    pub matches: Vec<AddressMatch>,
+    /// Its weighted clusters.
+    pub clusters: Vec<WeightedCluster>,
+}
+
+/// The address part of one L4 match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddressMatch {
+    /// `sourceSubnet`.
+    pub source: Option<crate::types::Cidr>,
+    /// `destinationSubnets`: any one.
+    pub destination: Vec<crate::types::Cidr>,
+}
+
+impl AddressMatch {
+    /// Whether a connection from `peer` to `local` matches.
+    pub fn admits(&self, peer: IpAddr, local: IpAddr) -> bool {
+        self.source.is_none_or(|s| s.contains(peer))
+            && (self.destination.is_empty() || self.destination.iter().any(|d| d.contains(local)))
+    }
 }
 
 /// The protocol spoken to an upstream.

@@ -1200,3 +1200,59 @@ fn a_platform_unix_workload_entry_selected_by_a_dns_service_entry_is_a_warning()
         "{warned:?}"
     );
 }
+
+#[test]
+fn tcp_rules_by_subnet_compile_in_order_and_a_bad_subnet_names_its_line() {
+    let app = |source: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: app}}\nspec:\n  selector: {{istio: public-gw}}\n  servers:\n  - port: {{number: 31400, name: tcp, protocol: TCP}}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: tcp}}\nspec:\n  hosts: [\"*\"]\n  gateways: [app]\n  tcp:\n  - match: [{{sourceSubnet: {source}}}]\n    route: [{{destination: {{host: a.team-b.internal}}}}]\n  - route: [{{destination: {{host: b.team-b.internal}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: a}}\nspec:\n  hosts: [a.team-b.internal]\n  location: MESH_INTERNAL\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: b}}\nspec:\n  hosts: [b.team-b.internal]\n  location: MESH_INTERNAL\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1}}]\n"
+        )
+    };
+    let files = |source: &str| -> Vec<SourceFile> {
+        [
+            ("gatehouse.yaml", GATEHOUSE.to_string()),
+            ("tenants/team-b/app.yaml", app(source)),
+        ]
+        .into_iter()
+        .map(|(p, y)| SourceFile {
+            path: p.into(),
+            bytes: y.into_bytes(),
+        })
+        .collect()
+    };
+    let out = build(&files("10.0.0.0/8"), "subnets", None);
+    assert_eq!(
+        state(&out, "team-b"),
+        (TenantState::Applied, Some("subnets")),
+        "{}",
+        show(&out.diagnostics)
+    );
+    let Some(ListenerKind::Tcp(p)) = listener(&out, PUB31400).map(|l| &l.kind) else {
+        panic!("no TCP listener");
+    };
+    assert_eq!(p.by_address.len(), 1);
+    assert_eq!(p.by_address[0].name, "team-b/tcp.tcp.0");
+    let ip = |s: &str| -> std::net::IpAddr { s.parse().expect("ip") };
+    let local = ip("127.0.0.1");
+    let (name, cs) = p.clusters_for(ip("10.1.2.3"), local);
+    assert_eq!(
+        (name, &*cs[0].cluster),
+        ("team-b/tcp.tcp.0", "outbound|9000||a.team-b.internal")
+    );
+    let (name, cs) = p.clusters_for(ip("192.0.2.1"), local);
+    assert_eq!(
+        (name, &*cs[0].cluster),
+        ("team-b/tcp.tcp.1", "outbound|9000||b.team-b.internal")
+    );
+
+    let out = build(&files("10.0.0.0/33"), "bad", None);
+    let errs: Vec<String> = errors(&out, "team-b")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        errs.iter().any(|e| e.starts_with("tenants/team-b/app.yaml:17:")
+            && e.contains("spec.tcp[0].match[0].sourceSubnet: \"10.0.0.0/33\": the prefix length must be 0 to 32")),
+        "{errs:?}"
+    );
+}

@@ -157,6 +157,71 @@ fn greeting(port: u16) -> (TcpStream, String) {
     (s, line.trim().to_string())
 }
 
+/// The greeting of a TCP echo reached through `port`, connecting from `source`.
+fn greeting_from(source: [u8; 4], port: u16) -> String {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind");
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut line = String::new();
+    let _ = BufReader::new(s).read_line(&mut line);
+    line.trim().to_string()
+}
+
+/// `sourceSubnet` and `destinationSubnets` steer a TCP connection by its addresses: rules
+/// are tried in order, those that depend on addresses first, and the first that does not
+/// serves the rest.
+#[test]
+fn tcp_rules_by_source_and_destination_subnet() {
+    let (port, other) = (free_port(), free_port());
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let be = Backends::new();
+    be.tcp_echo("echo-a", pa);
+    be.tcp_echo("echo-b", pb);
+    be.tcp_echo("echo-c", pc);
+    let (repo, mut t) = tcp_repo(port, other);
+    t.push_str(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: tcp}\nspec:\n  hosts: [\"*\"]\n  gateways: [tcp]\n  tcp:\n  - match: [{port: 31400, sourceSubnet: 127.0.0.2/32}, {port: 31400, sourceSubnet: 127.0.0.4}]\n    route: [{destination: {host: a.team-tcp.internal}}]\n  - match: [{port: 31400, destinationSubnets: [10.0.0.0/8]}]\n    route: [{destination: {host: c.team-tcp.internal}}]\n  - match: [{port: 31400, sourceSubnet: 127.0.0.3, destinationSubnets: [\"127.0.0.0/8\"]}]\n    route: [{destination: {host: c.team-tcp.internal}}]\n  - match: [{port: 31400}]\n    route: [{destination: {host: b.team-tcp.internal}}]\n  - match: [{port: 31401, sourceSubnet: 127.0.0.2}]\n    route: [{destination: {host: a.team-tcp.internal}}]\n---\n",
+    );
+    t.push_str(&se("a", "a.team-tcp.internal", 9000, "TCP", pa, ""));
+    t.push_str(&se("b", "b.team-tcp.internal", 9000, "TCP", pb, ""));
+    t.push_str(&se("c", "c.team-tcp.internal", 9000, "TCP", pc, ""));
+    repo.write("tenants/team-tcp/tcp.yaml", &t);
+    let creds = tempfile::tempdir().expect("tmp");
+    let _gw = start(&repo, creds.path(), &[port, other]);
+
+    assert_eq!(greeting_from([127, 0, 0, 2], port), "echo-a");
+    assert_eq!(
+        greeting_from([127, 0, 0, 4], port),
+        "echo-a",
+        "the rule's second match"
+    );
+    assert_eq!(
+        greeting_from([127, 0, 0, 3], port),
+        "echo-c",
+        "source and destination"
+    );
+    assert_eq!(
+        greeting_from([127, 0, 0, 1], port),
+        "echo-b",
+        "the rule for the rest"
+    );
+    assert_eq!(greeting_from([127, 0, 0, 5], port), "echo-b");
+    // A port whose only rule depends on the source: other clients are closed.
+    assert_eq!(greeting_from([127, 0, 0, 2], other), "echo-a");
+    assert_eq!(
+        greeting_from([127, 0, 0, 1], other),
+        "",
+        "no rule admits it: closed"
+    );
+    assert_eq!(be.counters.get("echo-c"), 1);
+}
+
 #[test]
 fn tcp_weighted_split_100mb_both_ways_and_half_close() {
     let fx = tcp_fixture();

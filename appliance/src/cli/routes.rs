@@ -208,6 +208,34 @@ fn print_table(t: &RouteTable, indent: &str, out: &mut dyn Write) -> io::Result<
 }
 
 fn print_tcp(p: &TcpProxy, indent: &str, out: &mut dyn Write) -> io::Result<()> {
+    for r in &p.by_address {
+        let when: Vec<String> = r
+            .matches
+            .iter()
+            .map(|m| {
+                let mut w = Vec::new();
+                if let Some(s) = m.source {
+                    w.push(format!("from {s}"));
+                }
+                if !m.destination.is_empty() {
+                    let d: Vec<String> = m.destination.iter().map(ToString::to_string).collect();
+                    w.push(format!("to {}", d.join("|")));
+                }
+                w.join(" ")
+            })
+            .collect();
+        writeln!(
+            out,
+            "{indent}tcp {}  tenant {}  {} -> {}",
+            r.name,
+            p.tenant,
+            when.join(" or "),
+            clusters(&r.clusters)
+        )?;
+    }
+    if p.clusters.is_empty() && !p.by_address.is_empty() {
+        return writeln!(out, "{indent}tcp  any other connection is closed");
+    }
     writeln!(
         out,
         "{indent}tcp {}  tenant {} -> {}",

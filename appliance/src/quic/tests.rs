@@ -49,6 +49,7 @@ fn tcp() -> Arc<TcpProxy> {
         name: "p".into(),
         tenant: "t".into(),
         clusters: Vec::new(),
+        by_address: Vec::new(),
     })
 }
 

@@ -39,10 +39,17 @@ pub struct TcpReport {
     pub flag: Option<&'static str>,
 }
 
-/// Picks the weighted cluster of `tcp` and returns its runtime.
-pub fn choose<'g>(tcp: &TcpProxy, group: &'g GroupRt) -> Option<(&'g Arc<ClusterRt>, String)> {
+/// Picks the weighted cluster of `tcp` for a connection from `peer` to `local` (a rule may
+/// apply to some addresses only) and returns its runtime.
+pub fn choose<'g>(
+    tcp: &TcpProxy,
+    group: &'g GroupRt,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<(&'g Arc<ClusterRt>, String)> {
+    let (_, clusters) = tcp.clusters_for(peer.ip(), local.ip());
     let r = rand::rng().random_range(0..u64::MAX);
-    let wc = tenants::find::pick(&tcp.clusters, r)?;
+    let wc = tenants::find::pick(clusters, r)?;
     group
         .clusters
         .get(&*wc.cluster)

@@ -416,6 +416,7 @@ fn passthrough(
                             headers: Default::default(),
                         })
                         .collect(),
+                    by_address: Vec::new(),
                 };
                 chains.push(Arc::new(FilterChain {
                     name: format!("tls.{}.{}.{}.{}", srv.port, vs.meta.name, ns, rule.index),
@@ -504,6 +505,7 @@ fn auto_passthrough(
                     weight: 100,
                     headers: Default::default(),
                 }],
+                by_address: Vec::new(),
             })),
         }));
     }

@@ -8,10 +8,11 @@ use super::{Claimant, ClusterBuilder, Cx};
 use crate::diag::FieldPath;
 use crate::model::{
     Gateway, GatewayGroup, GatewayRef, HttpAction, HttpMatch, HttpRoute, L4Match, NsSel,
-    PLATFORM_NAMESPACE, RetryPolicy, Server, TcpRoute, VirtualService, merge_delegated,
+    PLATFORM_NAMESPACE, RetryPolicy, Server, VirtualService, merge_delegated,
 };
 use crate::snapshot::{
-    Route, RouteAction, RouteBody, RouteTable, TcpProxy, VirtualHost, WeightedCluster,
+    AddressMatch, AddressRoute, Route, RouteAction, RouteBody, RouteTable, TcpProxy, VirtualHost,
+    WeightedCluster,
 };
 use crate::types::Host;
 
@@ -514,45 +515,84 @@ pub(crate) fn tcp_proxy(
     srv: &Server,
 ) -> Option<(TcpProxy, Claimant)> {
     let gref = gateway_ref(gw);
+    // The rules in order, across the bound VirtualServices: those that depend on the
+    // connection's addresses are kept until the first that does not, which serves the rest.
+    let mut by_address: Vec<AddressRoute> = Vec::new();
+    let mut claimant: Option<Claimant> = None;
     for vs in bound(cx, gw, group) {
         if !picks(srv, vs) {
             continue;
         }
-        let rule: Option<&TcpRoute> = vs.tcp.iter().find(|r| {
-            if r.matches.is_empty() {
+        let ns = vs.meta.namespace.as_str();
+        for rule in &vs.tcp {
+            let applying: Vec<&L4Match> = rule
+                .matches
+                .iter()
+                .filter(|m| l4_applies(m, vs, &gref, srv, group))
+                .collect();
+            let unconditional = if rule.matches.is_empty() {
                 vs.gateways.contains(&gref)
             } else {
-                r.matches
-                    .iter()
-                    .any(|m| l4_applies(m, vs, &gref, srv, group))
+                applying.iter().any(|m| !m.by_address())
+            };
+            if !unconditional && applying.is_empty() {
+                continue;
             }
-        });
-        let Some(rule) = rule else { continue };
-        let ns = vs.meta.namespace.as_str();
-        let clusters_list = rule
-            .route
-            .iter()
-            .map(|d| WeightedCluster {
-                cluster: clusters
-                    .resolve(cx.world, ns, &d.destination, srv.port)
-                    .into(),
-                weight: d.weight,
-                headers: Default::default(),
-            })
-            .collect();
-        return Some((
-            TcpProxy {
-                name: format!("{ns}/{}.tcp.{}", vs.meta.name, rule.index),
-                tenant: ns.to_string(),
-                clusters: clusters_list,
-            },
-            Claimant {
+            let clusters_list: Vec<WeightedCluster> = rule
+                .route
+                .iter()
+                .map(|d| WeightedCluster {
+                    cluster: clusters
+                        .resolve(cx.world, ns, &d.destination, srv.port)
+                        .into(),
+                    weight: d.weight,
+                    headers: Default::default(),
+                })
+                .collect();
+            let name = format!("{ns}/{}.tcp.{}", vs.meta.name, rule.index);
+            let this = Claimant {
                 namespace: ns.to_string(),
                 kind: "VirtualService",
                 meta: vs.meta.clone(),
                 path: FieldPath::root().key("spec").key("tcp").idx(rule.index),
-            },
-        ));
+            };
+            let owner = claimant.get_or_insert(this).clone();
+            if unconditional {
+                return Some((
+                    TcpProxy {
+                        name,
+                        tenant: owner.namespace.clone(),
+                        clusters: clusters_list,
+                        by_address,
+                    },
+                    owner,
+                ));
+            }
+            by_address.push(AddressRoute {
+                name,
+                matches: applying
+                    .iter()
+                    .map(|m| AddressMatch {
+                        source: m.source_subnet,
+                        destination: m.destination_subnets.clone(),
+                    })
+                    .collect(),
+                clusters: clusters_list,
+            });
+        }
     }
-    None
+    // Every rule depends on addresses: a connection none of them admits is closed.
+    let claimant = claimant?;
+    Some((
+        TcpProxy {
+            name: by_address
+                .first()
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
+            tenant: claimant.namespace.clone(),
+            clusters: Vec::new(),
+            by_address,
+        },
+        claimant,
+    ))
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::diag::FieldPath;
 use crate::raw;
-use crate::types::Host;
+use crate::types::{Cidr, Host};
 
 /// A validated VirtualService.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +49,17 @@ pub struct L4Match {
     pub source_labels: std::collections::BTreeMap<String, String>,
     /// `sourceNamespace`: compared with the gateway's namespace.
     pub source_namespace: Option<String>,
+    /// `sourceSubnet` (TCP only): the client's address must be in it.
+    pub source_subnet: Option<Cidr>,
+    /// `destinationSubnets` (TCP only): the address the client connected to must be in one.
+    pub destination_subnets: Vec<Cidr>,
+}
+
+impl L4Match {
+    /// Whether the match depends on the connection's addresses.
+    pub fn by_address(&self) -> bool {
+        self.source_subnet.is_some() || !self.destination_subnets.is_empty()
+    }
 }
 
 /// A TLS (SNI) rule.
@@ -258,26 +269,30 @@ fn parse_vs_hosts(c: &mut Checker, p: &FieldPath, hosts: &[String], mesh: bool) 
 }
 
 fn parse_l4_match(c: &mut Checker, p: &FieldPath, m: &raw::L4MatchAttributes) -> L4Match {
-    if !m.destination_subnets.is_empty() {
-        c.error(
-            &p.key("destinationSubnets"),
-            format!("not supported yet: {}", p.key("destinationSubnets")),
-        );
-    }
-    if m.source_subnet.is_some() {
-        c.error(
-            &p.key("sourceSubnet"),
-            format!("not supported yet: {}", p.key("sourceSubnet")),
-        );
-    }
-    common_l4(
+    let mut lm = common_l4(
         c,
         p,
         m.port,
         &m.gateways,
         &m.source_labels,
         &m.source_namespace,
-    )
+    );
+    lm.destination_subnets = m
+        .destination_subnets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            Cidr::parse(s)
+                .map_err(|e| c.error(&p.key("destinationSubnets").idx(i), e))
+                .ok()
+        })
+        .collect();
+    lm.source_subnet = m.source_subnet.as_deref().and_then(|s| {
+        Cidr::parse(s)
+            .map_err(|e| c.error(&p.key("sourceSubnet"), e))
+            .ok()
+    });
+    lm
 }
 
 fn common_l4(
@@ -309,6 +324,8 @@ fn common_l4(
         gateways,
         source_labels: source_labels.clone(),
         source_namespace: source_namespace.clone(),
+        source_subnet: None,
+        destination_subnets: Vec::new(),
     }
 }
 

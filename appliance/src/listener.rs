@@ -131,6 +131,7 @@ pub async fn handle(
                 None => None,
             };
             let Some((cluster, name)) = proxy::choose(tcp, group, peer, local) else {
+                tracing::debug!(%peer, rule = %tcp.name, "no tcp rule admits the connection's addresses; closed");
                 return;
             };
             let cluster = cluster.clone();
@@ -229,6 +230,10 @@ async fn tls(
                     }),
                 _ => None,
             };
+            if tcp_target.is_none() && matches!(chain.action, ChainAction::TerminateTcp { .. }) {
+                tracing::debug!(%peer, chain = %chain.name, "no tcp rule admits the connection's addresses; closed");
+                return;
+            }
             drop(rt);
             let tls = match tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,

@@ -1245,6 +1245,34 @@ fn tcp_rules_by_subnet_compile_in_order_and_a_bad_subnet_names_its_line() {
         ("team-b/tcp.tcp.1", "outbound|9000||b.team-b.internal")
     );
 
+    // The rules of one VirtualService: a later one's catch-all is not consulted, so the
+    // port's connections stay one owner's.
+    let split = files("10.0.0.0/8")
+        .into_iter()
+        .map(|mut f| {
+            let text = String::from_utf8(f.bytes).expect("utf-8");
+            f.bytes = text
+                .replace(
+                    "  - route: [{destination: {host: b.team-b.internal}}]\n",
+                    "",
+                )
+                .replace(
+                    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}",
+                    "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: tcp-later}\nspec:\n  hosts: [\"*\"]\n  gateways: [app]\n  tcp:\n  - route: [{destination: {host: b.team-b.internal}}]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a}",
+                )
+                .into_bytes();
+            f
+        })
+        .collect::<Vec<_>>();
+    let out = build(&split, "split", None);
+    let Some(ListenerKind::Tcp(p)) = listener(&out, PUB31400).map(|l| &l.kind) else {
+        panic!("no TCP listener: {}", show(&out.diagnostics));
+    };
+    assert_eq!((p.by_address.len(), p.clusters.len()), (1, 0), "{p:?}");
+    assert!(p.clusters_for(ip("192.0.2.1"), local).1.is_empty());
+    let warned = warnings(&out, "Istio's gateways ignore sourceSubnet");
+    assert_eq!(warned.len(), 1, "{}", show(&out.diagnostics));
+
     let out = build(&files("10.0.0.0/33"), "bad", None);
     let errs: Vec<String> = errors(&out, "team-b")
         .iter()

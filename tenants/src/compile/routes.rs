@@ -515,8 +515,10 @@ pub(crate) fn tcp_proxy(
     srv: &Server,
 ) -> Option<(TcpProxy, Claimant)> {
     let gref = gateway_ref(gw);
-    // The rules in order, across the bound VirtualServices: those that depend on the
-    // connection's addresses are kept until the first that does not, which serves the rest.
+    // The rules of the first VirtualService with one that applies, in order: those that
+    // depend on the connection's addresses are kept until the first that does not, which
+    // serves the rest. Rules of later VirtualServices are not consulted, as before subnets:
+    // a port's connections are one owner's.
     let mut by_address: Vec<AddressRoute> = Vec::new();
     let mut claimant: Option<Claimant> = None;
     for vs in bound(cx, gw, group) {
@@ -579,6 +581,9 @@ pub(crate) fn tcp_proxy(
                     .collect(),
                 clusters: clusters_list,
             });
+        }
+        if claimant.is_some() {
+            break;
         }
     }
     // Every rule depends on addresses: a connection none of them admits is closed.

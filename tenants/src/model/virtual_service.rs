@@ -292,6 +292,17 @@ fn parse_l4_match(c: &mut Checker, p: &FieldPath, m: &raw::L4MatchAttributes) ->
             .map_err(|e| c.error(&p.key("sourceSubnet"), e))
             .ok()
     });
+    if lm.by_address() {
+        let field = if lm.source_subnet.is_some() {
+            p.key("sourceSubnet")
+        } else {
+            p.key("destinationSubnets")
+        };
+        c.warn(
+            &field,
+            "applied by gatehouse: the rule serves only connections from (or to) these addresses; Istio's gateways ignore sourceSubnet and destinationSubnets on tcp rules (its sidecars apply them)",
+        );
+    }
     lm
 }
 

@@ -26,12 +26,22 @@ impl Cidr {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match len {
             None => max,
-            Some(l) => l
-                .parse::<u8>()
-                .ok()
+            Some(l) => Some(l)
+                .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|l| l.parse::<u8>().ok())
                 .filter(|l| *l <= max)
                 .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
         };
+        // `::ffff:a.b.c.d/n` is the IPv4 subnet it maps, as peers are compared.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && len >= 96
+        {
+            return Ok(Self {
+                addr: IpAddr::V4(v4),
+                len: len - 96,
+            });
+        }
         Ok(Self { addr, len })
     }
 
@@ -97,7 +107,14 @@ mod tests {
         let v6 = Cidr::parse("2001:db8::/32").expect("v6");
         assert!(v6.contains(ip("2001:db8:1::1")) && !v6.contains(ip("2001:db9::1")));
         assert!(Cidr::parse("::/0").expect("all v6").contains(ip("::1")));
+        assert!(
+            Cidr::parse("::ffff:10.0.0.0/104")
+                .expect("mapped")
+                .contains(ip("10.9.9.9"))
+        );
         for bad in [
+            "10.0.0.0/+8",
+            "10.0.0.0/",
             "10.0.0.0/33",
             "::/129",
             "10.0.0/8",
